@@ -1,0 +1,237 @@
+//! Raw event records as written into the ring buffer.
+//!
+//! Each record starts with a [`Header`]; `Header::kind` says which record
+//! type follows. Records are fixed-size per kind so the verifier sees constant
+//! sizes and userspace can check a record's length before reading it.
+
+/// Length of `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes kept of a path string exactly as the process passed it.
+pub const PATH_LEN: usize = 256;
+/// Logical budget for the walked directory chain, see [`DirChain`].
+pub const DIR_LEN: usize = 512;
+/// Longest single dentry name copied (NAME_MAX + NUL).
+pub const NAME_LEN: usize = 256;
+/// The chain buffer has room for one name past the budget so the kernel can
+/// write at any offset below `DIR_LEN` without a per-byte bounds check.
+pub const DIR_BUF: usize = DIR_LEN + NAME_LEN;
+/// Most path components (plus mount crossings) walked for one directory.
+pub const MAX_DIR_STEPS: u32 = 40;
+/// Budget for argv bytes (NUL separated).
+pub const ARGV_LEN: usize = 1024;
+/// Longest single argument copied.
+pub const ARG_LEN: usize = 256;
+/// argv buffer: budget plus one argument of slack, as for [`DIR_BUF`].
+pub const ARGV_BUF: usize = ARGV_LEN + ARG_LEN;
+/// Most arguments copied.
+pub const MAX_ARGS: u32 = 16;
+/// `sun_path` length.
+pub const UNIX_PATH_LEN: usize = 108;
+
+/// `dirfd` value meaning "relative to the working directory".
+pub const AT_FDCWD: i32 = -100;
+
+/// Event kinds (`Header::kind`). Numbers are part of the wire format between
+/// the kernel object and the daemon built with it; never reuse one.
+pub mod kind {
+    pub const EXEC: u16 = 1;
+    pub const FORK: u16 = 2;
+    pub const EXIT: u16 = 3;
+    pub const OPEN: u16 = 4;
+    pub const UNLINK: u16 = 5;
+    pub const RMDIR: u16 = 6;
+    pub const RENAME: u16 = 7;
+    pub const TRUNCATE: u16 = 8;
+    pub const CONNECT: u16 = 9;
+    pub const SEND: u16 = 10;
+    pub const IO_URING_SETUP: u16 = 11;
+    /// One past the largest kind; sizes bitmasks.
+    pub const MAX: u16 = 12;
+}
+
+/// Which syscall (or kernel event) produced a record (`Header::syscall`).
+pub mod syscall {
+    pub const EXECVE: u16 = 1;
+    pub const EXECVEAT: u16 = 2;
+    pub const CLONE: u16 = 3;
+    pub const EXIT: u16 = 4;
+    pub const OPEN: u16 = 5;
+    pub const OPENAT: u16 = 6;
+    pub const OPENAT2: u16 = 7;
+    pub const CREAT: u16 = 8;
+    pub const UNLINK: u16 = 9;
+    pub const UNLINKAT: u16 = 10;
+    pub const RMDIR: u16 = 11;
+    pub const RENAME: u16 = 12;
+    pub const RENAMEAT: u16 = 13;
+    pub const RENAMEAT2: u16 = 14;
+    pub const TRUNCATE: u16 = 15;
+    pub const CONNECT: u16 = 16;
+    pub const SENDTO: u16 = 17;
+    pub const SENDMSG: u16 = 18;
+    pub const IO_URING_SETUP: u16 = 19;
+}
+
+/// Bits of `Header::flags`.
+pub mod flags {
+    /// More than `MAX_ARGS` arguments or `ARGV_LEN` bytes: argv is cut.
+    pub const ARGV_TRUNCATED: u32 = 1 << 0;
+    /// A path string filled its whole buffer: it may be cut.
+    pub const PATH_TRUNCATED: u32 = 1 << 1;
+    /// The second path (rename target) filled its buffer.
+    pub const PATH2_TRUNCATED: u32 = 1 << 2;
+    /// The user path could not be read (bad pointer).
+    pub const PATH_UNREADABLE: u32 = 1 << 3;
+    /// The fork created a thread, not a process.
+    pub const THREAD: u32 = 1 << 4;
+    /// The process that caused this event was the last of its thread group.
+    pub const GROUP_DEAD: u32 = 1 << 5;
+    /// The syscall's address argument could not be read.
+    pub const ADDR_UNREADABLE: u32 = 1 << 6;
+}
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u16,
+    pub syscall: u16,
+    pub flags: u32,
+    /// `bpf_ktime_get_boot_ns` at syscall entry.
+    pub ts_ns: u64,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// Process id (the kernel's tgid).
+    pub tgid: u32,
+    /// tgid of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    /// `bpf_get_current_cgroup_id` (cgroup v2 id; see the identity module).
+    pub cgroup_id: u64,
+    /// Syscall return value (negative errno on failure); 0 where none.
+    pub ret: i64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Status of a [`DirChain`].
+pub mod dir_status {
+    /// No directory was needed: the path was absolute.
+    pub const NONE: u16 = 0;
+    /// The chain reaches the task's root.
+    pub const COMPLETE: u16 = 1;
+    /// Too deep or too long: the outermost components are missing.
+    pub const TRUNCATED: u16 = 2;
+    /// The directory could not be read (bad dirfd, unreadable kernel memory).
+    pub const FAILED: u16 = 3;
+}
+
+/// The directory a relative path is relative to, as the kernel saw it at
+/// syscall entry: dentry names from the directory itself up to the task's
+/// root (so a container process sees container paths), each NUL-terminated,
+/// innermost first. Userspace reverses and joins them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DirChain {
+    pub status: u16,
+    /// Number of names in `buf`.
+    pub depth: u16,
+    /// Bytes used in `buf`.
+    pub len: u32,
+    pub buf: [u8; DIR_BUF],
+}
+
+/// open, openat, openat2, creat, unlink, unlinkat, rmdir, truncate.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub header: Header,
+    /// dirfd argument, or `AT_FDCWD`.
+    pub dirfd: i32,
+    /// open flags, unlinkat flags.
+    pub flags: u32,
+    /// open mode.
+    pub mode: u32,
+    pub _pad: u32,
+    /// truncate length.
+    pub size: u64,
+    pub path: [u8; PATH_LEN],
+    pub dir: DirChain,
+}
+
+/// rename, renameat, renameat2.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RenameEvent {
+    pub header: Header,
+    pub olddirfd: i32,
+    pub newdirfd: i32,
+    /// renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE, ...).
+    pub flags: u32,
+    pub _pad: u32,
+    pub oldpath: [u8; PATH_LEN],
+    pub newpath: [u8; PATH_LEN],
+    pub olddir: DirChain,
+    pub newdir: DirChain,
+}
+
+/// execve, execveat.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: Header,
+    pub dirfd: i32,
+    /// execveat flags.
+    pub flags: u32,
+    /// Arguments copied into `argv`.
+    pub argc: u32,
+    /// Bytes used in `argv`.
+    pub argv_len: u32,
+    pub path: [u8; PATH_LEN],
+    pub argv: [u8; ARGV_BUF],
+    pub dir: DirChain,
+}
+
+/// fork/clone (`kind::FORK`), exit (`kind::EXIT`), io_uring_setup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcEvent {
+    pub header: Header,
+    /// FORK: the child's pid (its tid; equal to its tgid unless `THREAD`).
+    pub child_pid: u32,
+    /// EXIT: wait(2)-style status (code << 8 | signal).
+    pub exit_code: u32,
+    /// FORK: clone flags. IO_URING_SETUP: requested entries.
+    pub arg: u64,
+}
+
+/// Address families carried in [`NetEvent::family`].
+pub mod family {
+    pub const UNIX: u16 = 1;
+    pub const INET: u16 = 2;
+    pub const INET6: u16 = 10;
+}
+
+/// connect, and sendto/sendmsg that name a destination.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetEvent {
+    pub header: Header,
+    pub fd: i32,
+    /// sendto/sendmsg flags.
+    pub msg_flags: u32,
+    /// sendto: bytes requested.
+    pub len: u64,
+    /// `sa_family` as passed.
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// Bytes of the address argument the process passed.
+    pub addrlen: u32,
+    /// IPv4 in the first 4 bytes, or IPv6, network order.
+    pub addr: [u8; 16],
+    /// AF_UNIX `sun_path` (abstract names start with NUL).
+    pub unix_path: [u8; UNIX_PATH_LEN],
+    pub _pad: [u8; 4],
+}

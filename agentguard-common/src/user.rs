@@ -1,0 +1,33 @@
+//! Userspace half: lets aya maps carry these types and reads records safely.
+use crate::event::*;
+
+/// A ring-buffer record type: `#[repr(C)]`, no pointers, and valid for every
+/// bit pattern, so it may be copied out of raw bytes.
+///
+/// # Safety
+/// Implement only for types that satisfy the above.
+pub unsafe trait Record: Copy {}
+
+// SAFETY (all impls below): repr(C) structs of integers and byte arrays.
+unsafe impl Record for Header {}
+unsafe impl Record for ProcEvent {}
+unsafe impl Record for FileEvent {}
+unsafe impl Record for RenameEvent {}
+unsafe impl Record for ExecEvent {}
+unsafe impl Record for NetEvent {}
+
+// SAFETY: plain-old-data, `#[repr(C)]`, no pointers, every bit pattern valid.
+unsafe impl aya::Pod for Header {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcEvent {}
+
+/// Copies a `T` out of a ring-buffer record, or `None` when the record is too
+/// short to hold one (a kernel/daemon mismatch, never trusted blindly).
+pub fn read_record<T: Record>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked above; `read_unaligned` copes with any alignment;
+    // `T: Record` guarantees every bit pattern is a valid `T`.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}

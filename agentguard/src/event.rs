@@ -1,0 +1,1 @@
+//! Typed events (placeholder while the sensor is written).
