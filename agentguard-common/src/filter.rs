@@ -1,16 +1,29 @@
-//! The in-kernel task filter: which processes stream events.
+//! The in-kernel task filter: which processes stream which events.
 //!
-//! `TASK_FILTER` maps a tgid to a [`Verdict`]. A tgid absent from the map
-//! gets the loader's default (`DEFAULT_WATCH` global). Forked children inherit
-//! their parent's entry in the kernel, so "this agent and all it spawns" is one
-//! map write.
+//! `TASK_FILTER` maps a tgid to a kind mask (bit `k` set = stream events of
+//! `kind::k`). A tgid absent from the map gets `CONFIG[config::DEFAULT_MASK]`.
+//! Forked children inherit their parent's entry in the kernel, so "this agent
+//! and all it spawns" is one map write, and an unwatched process costs one
+//! hash lookup per probe and no ring-buffer write.
 
-/// Stored value of `TASK_FILTER`.
-pub mod verdict {
-    /// Never stream events of this process (the daemon itself, say).
-    pub const IGNORE: u32 = 0;
-    /// Stream every enabled event of this process.
-    pub const WATCH: u32 = 1;
+use crate::event::kind;
+
+/// Mask bit of one event kind.
+pub const fn kind_bit(k: u16) -> u32 {
+    1u32 << (k as u32)
+}
+
+/// Every event kind.
+pub const ALL_KINDS: u32 = ((1u32 << kind::MAX) - 1) & !1;
+
+/// Mask value that streams nothing (the daemon's own process, say).
+pub const IGNORE: u32 = 0;
+
+/// Indexes of the `CONFIG` array map (runtime-tunable, unlike globals).
+pub mod config {
+    /// Kind mask for processes absent from `TASK_FILTER`.
+    pub const DEFAULT_MASK: u32 = 0;
+    pub const MAX: u32 = 4;
 }
 
 /// Max processes with an explicit verdict.

@@ -1,2 +1,640 @@
+//! agentguard's eBPF programs: syscall and scheduler tracepoints that stream
+//! process, file and network events to userspace over one ring buffer.
+//!
+//! Pattern for syscalls: `sys_enter_*` checks the task filter, builds the
+//! record in a per-CPU scratch slot (records are larger than the 512-byte
+//! stack) and parks it in a per-thread pending map; `sys_exit_*` adds the
+//! result and emits it. One record per syscall, with its outcome.
 #![no_std]
 #![no_main]
+
+mod kernel;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    Global,
+};
+use aya_log_ebpf::debug;
+
+use agentguard_common::{
+    event::*,
+    filter::{config, counter, kind_bit, ALL_KINDS, TASK_FILTER_ENTRIES},
+};
+
+/// Ring buffer to userspace. Userspace may resize it before load.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// tgid -> kind mask; see agentguard_common::filter.
+#[map]
+static TASK_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(TASK_FILTER_ENTRIES, 0);
+
+/// Runtime settings, indexed by agentguard_common::filter::config.
+#[map]
+static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
+
+/// Per-CPU counters, indexed by agentguard_common::filter::counter.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAX, 0);
+
+#[map]
+static SCRATCH_FILE: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SCRATCH_RENAME: PerCpuArray<RenameEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SCRATCH_EXEC: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SCRATCH_NET: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
+
+// Entry records waiting for their syscall's exit, by thread id. LRU so a
+// thread that never returns (killed mid-syscall) can't leak an entry.
+#[map]
+static PENDING_FILE: LruHashMap<u32, FileEvent> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static PENDING_RENAME: LruHashMap<u32, RenameEvent> = LruHashMap::with_max_entries(2048, 0);
+#[map]
+static PENDING_EXEC: LruHashMap<u32, ExecEvent> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+static PENDING_NET: LruHashMap<u32, NetEvent> = LruHashMap::with_max_entries(16384, 0);
+
+/// Offset of `clone_flags` in task:task_newtask (from its tracefs format).
+#[no_mangle]
+static TP_NEWTASK_FLAGS: Global<u64> = Global::new(32);
+/// Offset of `group_dead` in sched:sched_process_exit, or u64::MAX when the
+/// kernel's record has no such field (then the leader's exit stands for it).
+#[no_mangle]
+static TP_EXIT_GROUP_DEAD: Global<u64> = Global::new(u64::MAX);
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const AT_REMOVEDIR: u64 = 0x200;
+const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[inline(always)]
+fn bump(idx: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot; nothing else on this CPU runs concurrently
+        // with a tracepoint program.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Does process `tgid` stream events of kind `k`? One hash lookup (plus an
+/// array lookup, inlined by the verifier, for processes without an entry).
+#[inline(always)]
+fn wants(tgid: u32, k: u16) -> bool {
+    // SAFETY: the value is a u32 read by copy; map values are never freed
+    // under a running program.
+    let mask = match unsafe { TASK_FILTER.get(&tgid) } {
+        Some(m) => *m,
+        None => match CONFIG.get(config::DEFAULT_MASK) {
+            Some(m) => *m,
+            None => ALL_KINDS,
+        },
+    };
+    mask & kind_bit(k) != 0
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // Syscall tracepoint records: 8-byte common header, 4-byte nr + pad,
+    // then six 8-byte arguments from offset 16 (ABI-stable).
+    // SAFETY: reads inside the tracepoint record via bpf_probe_read.
+    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn ret_of(ctx: &TracePointContext) -> i64 {
+    // SAFETY: sys_exit records hold `long ret` at offset 16.
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn fill_header(h: &mut Header, kind: u16, syscall: u16, pid_tgid: u64) {
+    h.kind = kind;
+    h.syscall = syscall;
+    h.flags = 0;
+    // SAFETY: helper without preconditions.
+    h.ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.tid = pid_tgid as u32;
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.ppid = kernel::current_ppid();
+    refresh_creds(h);
+    // SAFETY: helper without preconditions.
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.ret = 0;
+}
+
+/// comm, uid and gid: re-read after a successful exec (they change).
+#[inline(always)]
+fn refresh_creds(h: &mut Header) {
+    let ug = bpf_get_current_uid_gid();
+    h.uid = ug as u32;
+    h.gid = (ug >> 32) as u32;
+    h.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+}
+
+/// Copies a user path string; flags truncation or an unreadable pointer.
+#[inline(always)]
+fn read_path(src: u64, buf: &mut [u8; PATH_LEN], flags: &mut u32, trunc_flag: u32) {
+    // SAFETY: the helper bounds the copy by the buffer and reports faults.
+    match unsafe { bpf_probe_read_user_str_bytes(src as *const u8, buf) } {
+        Ok(s) => {
+            if s.len() >= PATH_LEN - 1 {
+                *flags |= trunc_flag;
+            }
+        }
+        Err(_) => {
+            buf[0] = 0;
+            *flags |= flags::PATH_UNREADABLE;
+        }
+    }
+}
+
+/// Relative (or empty) paths need the directory they are relative to.
+#[inline(always)]
+fn fill_dir(path: &[u8; PATH_LEN], dirfd: i32, dir: &mut DirChain) {
+    if path[0] == b'/' {
+        dir.status = dir_status::NONE;
+        dir.len = 0;
+        dir.depth = 0;
+    } else {
+        kernel::capture_dir(dirfd, dir);
+    }
+}
+
+// ---------------------------------------------------------------- files
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: u32, size: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wants((pid_tgid >> 32) as u32, kind) {
+        return;
+    }
+    let Some(ev) = SCRATCH_FILE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.header, kind, syscall, pid_tgid);
+    ev.dirfd = dirfd;
+    ev.flags = flags;
+    ev.mode = mode;
+    ev.size = size;
+    read_path(path, &mut ev.path, &mut ev.header.flags, flags::PATH_TRUNCATED);
+    fill_dir(&ev.path, dirfd, &mut ev.dir);
+    let _ = PENDING_FILE.insert(&(pid_tgid as u32), ev, 0);
+}
+
+#[inline(always)]
+fn file_exit(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(ev) = PENDING_FILE.get_ptr_mut(&tid) else {
+        return;
+    };
+    // SAFETY: the entry belongs to this thread, which is running this
+    // program; no one else writes it.
+    let ev = unsafe { &mut *ev };
+    ev.header.ret = ret_of(ctx);
+    if EVENTS.output::<FileEvent>(&*ev, 0).is_err() {
+        bump(counter::LOST);
+    }
+    let _ = PENDING_FILE.remove(&tid);
+}
+
+#[tracepoint]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    file_enter(kind::OPEN, syscall::OPEN, AT_FDCWD, arg(&ctx, 0), arg(&ctx, 1) as u32, arg(&ctx, 2) as u32, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    file_enter(kind::OPEN, syscall::OPENAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32, arg(&ctx, 3) as u32, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+    let how = arg(&ctx, 2);
+    // SAFETY: user read through the helper; faults become errors.
+    let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+    // SAFETY: as above.
+    let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
+    file_enter(kind::OPEN, syscall::OPENAT2, arg(&ctx, 0) as i32, arg(&ctx, 1), flags as u32, mode as u32, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    file_enter(kind::OPEN, syscall::CREAT, AT_FDCWD, arg(&ctx, 0), O_CREAT_WRONLY_TRUNC, arg(&ctx, 1) as u32, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+    file_enter(kind::UNLINK, syscall::UNLINK, AT_FDCWD, arg(&ctx, 0), 0, 0, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
+    let flag = arg(&ctx, 2);
+    let k = if flag & AT_REMOVEDIR != 0 { kind::RMDIR } else { kind::UNLINK };
+    file_enter(k, syscall::UNLINKAT, arg(&ctx, 0) as i32, arg(&ctx, 1), flag as u32, 0, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
+    file_enter(kind::RMDIR, syscall::RMDIR, AT_FDCWD, arg(&ctx, 0), 0, 0, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_truncate(ctx: TracePointContext) -> u32 {
+    file_enter(kind::TRUNCATE, syscall::TRUNCATE, AT_FDCWD, arg(&ctx, 0), 0, 0, arg(&ctx, 1));
+    0
+}
+
+macro_rules! exits {
+    ($handler:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tracepoint]
+            pub fn $name(ctx: TracePointContext) -> u32 {
+                $handler(&ctx);
+                0
+            }
+        )*
+    };
+}
+
+exits!(file_exit: sys_exit_open, sys_exit_openat, sys_exit_openat2, sys_exit_creat,
+    sys_exit_unlink, sys_exit_unlinkat, sys_exit_rmdir, sys_exit_truncate);
+
+// --------------------------------------------------------------- rename
+
+#[inline(always)]
+fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, flags: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wants((pid_tgid >> 32) as u32, kind::RENAME) {
+        return;
+    }
+    let Some(ev) = SCRATCH_RENAME.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.header, kind::RENAME, syscall, pid_tgid);
+    ev.olddirfd = olddirfd;
+    ev.newdirfd = newdirfd;
+    ev.flags = flags;
+    read_path(old, &mut ev.oldpath, &mut ev.header.flags, flags::PATH_TRUNCATED);
+    read_path(new, &mut ev.newpath, &mut ev.header.flags, flags::PATH2_TRUNCATED);
+    fill_dir(&ev.oldpath, olddirfd, &mut ev.olddir);
+    fill_dir(&ev.newpath, newdirfd, &mut ev.newdir);
+    let _ = PENDING_RENAME.insert(&(pid_tgid as u32), ev, 0);
+}
+
+#[inline(always)]
+fn rename_exit(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(ev) = PENDING_RENAME.get_ptr_mut(&tid) else {
+        return;
+    };
+    // SAFETY: this thread's own entry, see file_exit.
+    let ev = unsafe { &mut *ev };
+    ev.header.ret = ret_of(ctx);
+    if EVENTS.output::<RenameEvent>(&*ev, 0).is_err() {
+        bump(counter::LOST);
+    }
+    let _ = PENDING_RENAME.remove(&tid);
+}
+
+#[tracepoint]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    rename_enter(syscall::RENAME, AT_FDCWD, arg(&ctx, 0), AT_FDCWD, arg(&ctx, 1), 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    rename_enter(syscall::RENAMEAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as i32, arg(&ctx, 3), 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+    rename_enter(syscall::RENAMEAT2, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as i32, arg(&ctx, 3), arg(&ctx, 4) as u32);
+    0
+}
+
+exits!(rename_exit: sys_exit_rename, sys_exit_renameat, sys_exit_renameat2);
+
+// ----------------------------------------------------------------- exec
+
+#[inline(always)]
+fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wants((pid_tgid >> 32) as u32, kind::EXEC) {
+        return;
+    }
+    let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.header, kind::EXEC, syscall, pid_tgid);
+    ev.dirfd = dirfd;
+    ev.flags = flags;
+    read_path(path, &mut ev.path, &mut ev.header.flags, flags::PATH_TRUNCATED);
+    fill_dir(&ev.path, dirfd, &mut ev.dir);
+    read_argv(argv, ev);
+    let _ = PENDING_EXEC.insert(&(pid_tgid as u32), ev, 0);
+}
+
+/// Copies up to MAX_ARGS arguments, NUL-separated, into `ev.argv`.
+#[inline(always)]
+fn read_argv(argv: u64, ev: &mut ExecEvent) {
+    let mut len: usize = 0;
+    let mut argc: u32 = 0;
+    let mut more = true;
+    for i in 0..MAX_ARGS {
+        // SAFETY: user read through the helper; faults become errors.
+        let p = match unsafe { bpf_probe_read_user((argv + 8 * i as u64) as *const u64) } {
+            Ok(p) => p,
+            Err(_) => 0,
+        };
+        if p == 0 {
+            more = false;
+            break;
+        }
+        if len >= ARGV_LEN {
+            break;
+        }
+        // The mask proves off + ARG_LEN <= ARGV_BUF to the verifier.
+        let off = len & (ARGV_LEN - 1);
+        // SAFETY: bounded by the slice; faults become errors.
+        match unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.argv[off..off + ARG_LEN]) } {
+            Ok(s) => {
+                if s.len() >= ARG_LEN - 1 {
+                    ev.header.flags |= flags::ARGV_TRUNCATED;
+                }
+                len = off + s.len() + 1;
+                argc += 1;
+            }
+            Err(_) => {
+                more = false;
+                break;
+            }
+        }
+    }
+    if more {
+        // Stopped on a budget: truncated only if another argument follows.
+        // SAFETY: user read through the helper.
+        let next = unsafe { bpf_probe_read_user((argv + 8 * argc as u64) as *const u64) }.unwrap_or(0);
+        if next != 0 {
+            ev.header.flags |= flags::ARGV_TRUNCATED;
+        }
+    }
+    ev.argc = argc;
+    ev.argv_len = len as u32;
+}
+
+#[inline(always)]
+fn exec_exit(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(ev) = PENDING_EXEC.get_ptr_mut(&tid) else {
+        return;
+    };
+    // SAFETY: this thread's own entry, see file_exit.
+    let ev = unsafe { &mut *ev };
+    ev.header.ret = ret_of(ctx);
+    if ev.header.ret == 0 {
+        refresh_creds(&mut ev.header);
+    }
+    if EVENTS.output::<ExecEvent>(&*ev, 0).is_err() {
+        bump(counter::LOST);
+    }
+    let _ = PENDING_EXEC.remove(&tid);
+}
+
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    exec_enter(syscall::EXECVE, AT_FDCWD, arg(&ctx, 0), arg(&ctx, 1), 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    exec_enter(syscall::EXECVEAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 4) as u32);
+    0
+}
+
+exits!(exec_exit: sys_exit_execve, sys_exit_execveat);
+
+// ------------------------------------------------------------- network
+
+#[inline(always)]
+fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let k = if syscall == syscall::CONNECT { kind::CONNECT } else { kind::SEND };
+    if addr == 0 || !wants((pid_tgid >> 32) as u32, k) {
+        return;
+    }
+    // SAFETY: user read through the helper; faults become errors.
+    let Ok(family) = (unsafe { bpf_probe_read_user(addr as *const u16) }) else {
+        return;
+    };
+    if family != AF_INET && family != AF_INET6 && family != AF_UNIX {
+        return;
+    }
+    let Some(ev) = SCRATCH_NET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.header, k, syscall, pid_tgid);
+    ev.fd = fd;
+    ev.msg_flags = msg_flags;
+    ev.len = len;
+    ev.family = family;
+    ev.addrlen = addrlen;
+    ev.port = 0;
+    ev.addr = [0; 16];
+    ev.unix_path[0] = 0;
+    let ok = match family {
+        AF_INET => {
+            // sockaddr_in: family(2) port(2, BE) addr(4)
+            // SAFETY: user reads through the helper.
+            let port = unsafe { bpf_probe_read_user((addr + 2) as *const [u8; 2]) };
+            let ip = unsafe { bpf_probe_read_user((addr + 4) as *const [u8; 4]) };
+            match (port, ip) {
+                (Ok(p), Ok(ip)) => {
+                    ev.port = u16::from_be_bytes(p);
+                    ev.addr[..4].copy_from_slice(&ip);
+                    true
+                }
+                _ => false,
+            }
+        }
+        AF_INET6 => {
+            // sockaddr_in6: family(2) port(2, BE) flowinfo(4) addr(16)
+            // SAFETY: user reads through the helper.
+            let port = unsafe { bpf_probe_read_user((addr + 2) as *const [u8; 2]) };
+            let ok = unsafe { bpf_probe_read_user_buf((addr + 8) as *const u8, &mut ev.addr) };
+            match (port, ok) {
+                (Ok(p), Ok(())) => {
+                    ev.port = u16::from_be_bytes(p);
+                    true
+                }
+                _ => false,
+            }
+        }
+        _ => {
+            // sun_path may be shorter than 108 bytes in user memory; fall
+            // back to a string read when the full read faults.
+            // SAFETY: user reads through the helper.
+            unsafe { bpf_probe_read_user_buf((addr + 2) as *const u8, &mut ev.unix_path) }.is_ok()
+                || unsafe { bpf_probe_read_user_str_bytes((addr + 2) as *const u8, &mut ev.unix_path) }.is_ok()
+        }
+    };
+    if !ok {
+        ev.header.flags |= flags::ADDR_UNREADABLE;
+    }
+    let _ = PENDING_NET.insert(&(pid_tgid as u32), ev, 0);
+}
+
+#[inline(always)]
+fn net_exit(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(ev) = PENDING_NET.get_ptr_mut(&tid) else {
+        return;
+    };
+    // SAFETY: this thread's own entry, see file_exit.
+    let ev = unsafe { &mut *ev };
+    ev.header.ret = ret_of(ctx);
+    if EVENTS.output::<NetEvent>(&*ev, 0).is_err() {
+        bump(counter::LOST);
+    }
+    let _ = PENDING_NET.remove(&tid);
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    net_enter(syscall::CONNECT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32, 0, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    // sendto(fd, buf, len, flags, addr, addrlen): only with a destination.
+    net_enter(syscall::SENDTO, arg(&ctx, 0) as i32, arg(&ctx, 4), arg(&ctx, 5) as u32, arg(&ctx, 2), arg(&ctx, 3) as u32);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    // struct user_msghdr { void *msg_name; int msg_namelen; ... }
+    let msg = arg(&ctx, 1);
+    // SAFETY: user reads through the helper.
+    let name = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
+    let namelen = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
+    net_enter(syscall::SENDMSG, arg(&ctx, 0) as i32, name, namelen, 0, arg(&ctx, 2) as u32);
+    0
+}
+
+exits!(net_exit: sys_exit_connect, sys_exit_sendto, sys_exit_sendmsg);
+
+// ------------------------------------------------------ process lifecycle
+
+#[inline(always)]
+fn emit_proc(kind: u16, syscall: u16, child_pid: u32, exit_code: u32, arg: u64, flags: u32, ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut ev = ProcEvent::default();
+    fill_header(&mut ev.header, kind, syscall, pid_tgid);
+    ev.header.flags = flags;
+    ev.header.ret = ret;
+    ev.child_pid = child_pid;
+    ev.exit_code = exit_code;
+    ev.arg = arg;
+    if EVENTS.output::<ProcEvent>(&ev, 0).is_err() {
+        bump(counter::LOST);
+    }
+}
+
+/// task:task_newtask runs in the parent for each new task; children of a
+/// process with a filter entry inherit it here, before they can run.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads inside the tracepoint record.
+    let child = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0) as u32;
+    let clone_flags = unsafe { ctx.read_at::<u64>(TP_NEWTASK_FLAGS.load() as usize) }.unwrap_or(0);
+    if clone_flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: value copied out immediately.
+    if let Some(mask) = unsafe { TASK_FILTER.get(&tgid) }.copied() {
+        let _ = TASK_FILTER.insert(&child, &mask, 0);
+    }
+    if wants(tgid, kind::FORK) {
+        emit_proc(kind::FORK, syscall::CLONE, child, 0, clone_flags, 0, child as i64);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let off = TP_EXIT_GROUP_DEAD.load();
+    let group_dead = if off == u64::MAX {
+        pid_tgid as u32 == tgid
+    } else {
+        // SAFETY: reads inside the tracepoint record.
+        unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0
+    };
+    if !group_dead {
+        return 0;
+    }
+    if wants(tgid, kind::EXIT) {
+        let code = kernel::current_exit_code();
+        emit_proc(kind::EXIT, syscall::EXIT, 0, code, 0, flags::GROUP_DEAD, 0);
+    }
+    // The pid may be reused: its filter entry must not outlive it.
+    if TASK_FILTER.remove(&tgid).is_ok() {
+        debug!(&ctx, "filter entry of {} dropped at exit", tgid);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_io_uring_setup(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if wants(tgid, kind::IO_URING_SETUP) {
+        emit_proc(kind::IO_URING_SETUP, syscall::IO_URING_SETUP, 0, 0, 0, 0, ret_of(&ctx));
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

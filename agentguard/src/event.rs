@@ -1,1 +1,317 @@
-//! Typed events (placeholder while the sensor is written).
+//! The typed event: what the sensor produces and every later stage consumes.
+//!
+//! Its JSON form (field names documented in docs/events.md) is the stable
+//! interface of `agentguard events`, the input of policies and the record
+//! format of `agentguard replay`, so fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+
+/// One observed action of one process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Kernel boot-time clock at syscall entry, nanoseconds.
+    pub ts_ns: u64,
+    pub kind: Kind,
+    /// The syscall (or kernel event) that produced it.
+    pub syscall: String,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    /// Raw syscall return value (negative errno on failure).
+    pub ret: i64,
+    /// Error name when `ret` is a negative errno, e.g. "ENOENT".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub detail: Detail,
+}
+
+/// Event kinds, also the names accepted by `--kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Exec,
+    Fork,
+    Exit,
+    Open,
+    Unlink,
+    Rmdir,
+    Rename,
+    Truncate,
+    Connect,
+    Send,
+    IoUringSetup,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::Exec,
+        Kind::Fork,
+        Kind::Exit,
+        Kind::Open,
+        Kind::Unlink,
+        Kind::Rmdir,
+        Kind::Rename,
+        Kind::Truncate,
+        Kind::Connect,
+        Kind::Send,
+        Kind::IoUringSetup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Fork => "fork",
+            Kind::Exit => "exit",
+            Kind::Open => "open",
+            Kind::Unlink => "unlink",
+            Kind::Rmdir => "rmdir",
+            Kind::Rename => "rename",
+            Kind::Truncate => "truncate",
+            Kind::Connect => "connect",
+            Kind::Send => "send",
+            Kind::IoUringSetup => "io_uring_setup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The wire number (agentguard_common::kind).
+    pub fn wire(self) -> u16 {
+        use agentguard_common::kind as k;
+        match self {
+            Kind::Exec => k::EXEC,
+            Kind::Fork => k::FORK,
+            Kind::Exit => k::EXIT,
+            Kind::Open => k::OPEN,
+            Kind::Unlink => k::UNLINK,
+            Kind::Rmdir => k::RMDIR,
+            Kind::Rename => k::RENAME,
+            Kind::Truncate => k::TRUNCATE,
+            Kind::Connect => k::CONNECT,
+            Kind::Send => k::SEND,
+            Kind::IoUringSetup => k::IO_URING_SETUP,
+        }
+    }
+
+    pub fn from_wire(n: u16) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.wire() == n)
+    }
+
+    pub fn mask(kinds: &[Kind]) -> u32 {
+        kinds
+            .iter()
+            .fold(0, |m, k| m | agentguard_common::filter::kind_bit(k.wire()))
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kind-specific part; serialized as one key named after the part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    Exec(ExecDetail),
+    Fork(ForkDetail),
+    Exit(ExitDetail),
+    File(FileDetail),
+    Rename(RenameDetail),
+    Net(NetDetail),
+    IoUring(IoUringDetail),
+}
+
+/// How an absolute path was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The process passed an absolute path.
+    Absolute,
+    /// Relative to the working directory, walked in the kernel at entry.
+    Cwd,
+    /// Relative to a directory fd, walked in the kernel at entry.
+    Dirfd,
+    /// The directory was too deep or long; outer components are missing and
+    /// the path starts with "...". Best effort.
+    Truncated,
+    /// The directory could not be read; `path` is the relative path as given.
+    Unresolved,
+}
+
+/// A path argument, made absolute and lexically normalized.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PathInfo {
+    pub path: String,
+    /// The string the process passed, when it differs from `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    pub resolution: Resolution,
+    /// The path filled the kernel's buffer and may be cut.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecDetail {
+    /// The executable as resolved from the exec argument.
+    pub file: PathInfo,
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    /// execveat flags (AT_EMPTY_PATH...), 0 for execve.
+    #[serde(default)]
+    pub flags: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForkDetail {
+    pub child_pid: u32,
+    pub clone_flags: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitDetail {
+    /// exit(2) code when the process exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Killing signal number when it died of a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileDetail {
+    #[serde(flatten)]
+    pub file: PathInfo,
+    /// open flags / unlinkat flags, raw.
+    pub flags: u32,
+    /// open: "read", "write" or "read_write".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    /// open: O_CREAT, O_TRUNC... as names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flag_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// truncate: the new length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RenameDetail {
+    pub from: PathInfo,
+    pub to: PathInfo,
+    /// renameat2 flags.
+    #[serde(default)]
+    pub flags: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetDetail {
+    /// "inet", "inet6" or "unix".
+    pub family: String,
+    /// Destination address; IPv4-mapped IPv6 is shown as IPv4 (see `v4_mapped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v4_mapped: bool,
+    /// AF_UNIX path; abstract names start with "@".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_path: Option<String>,
+    pub fd: i32,
+    /// send: bytes requested (sendto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+    /// The address argument could not be read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub addr_unreadable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IoUringDetail {
+    /// The ring's fd on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+}
+
+impl Event {
+    /// Did the syscall succeed?
+    pub fn ok(&self) -> bool {
+        self.ret >= 0
+    }
+
+    /// The main path of a file event (for exec, the executable).
+    pub fn path(&self) -> Option<&str> {
+        match &self.detail {
+            Detail::File(f) => Some(&f.file.path),
+            Detail::Exec(e) => Some(&e.file.path),
+            Detail::Rename(r) => Some(&r.from.path),
+            _ => None,
+        }
+    }
+}
+
+/// Errno name for a positive errno value.
+pub fn errno_name(errno: i64) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        7 => "E2BIG",
+        8 => "ENOEXEC",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        18 => "EXDEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        26 => "ETXTBSY",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        31 => "EMLINK",
+        36 => "ENAMETOOLONG",
+        39 => "ENOTEMPTY",
+        40 => "ELOOP",
+        88 => "ENOTSOCK",
+        90 => "EMSGSIZE",
+        95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        104 => "ECONNRESET",
+        106 => "EISCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        115 => "EINPROGRESS",
+        _ => return format!("E{errno}"),
+    };
+    name.to_owned()
+}

@@ -5,4 +5,5 @@
 //! `event` holds the typed event that flows between the stages.
 
 pub mod event;
+pub mod outputs;
 pub mod sensor;

@@ -1,1 +1,199 @@
-fn main(){}
+//! agentguard command line.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::{anyhow, Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use agentguard::event::{Event, Kind};
+use agentguard::outputs::jsonl::JsonLines;
+use agentguard::sensor::{features, Sensor, SensorOptions};
+
+#[derive(Parser)]
+#[command(name = "agentguard", version, about = "Runtime guard for AI-agent workloads: eBPF events, policy, enforcement")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Watch {
+    /// Every process streams (except agentguard itself).
+    All,
+    /// Only processes named with --pid and their new children.
+    None,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Stream events as JSON lines (one object per line) until Ctrl-C.
+    Events {
+        /// Event kinds, comma separated: exec,fork,exit,open,unlink,rmdir,rename,truncate,connect,send,io_uring_setup.
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+        /// Only process PID and the children it starts from now on (filtered in the kernel). Repeatable.
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Only events whose comm (process name, 15 chars) is NAME. Repeatable.
+        #[arg(long)]
+        comm: Vec<String>,
+        /// Which processes stream by default.
+        #[arg(long, value_enum, default_value_t = Watch::All)]
+        watch: Watch,
+        /// Write this file once the probes are attached (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// Write events here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Events that may wait for the output before new ones are dropped.
+        #[arg(long, default_value_t = 65536)]
+        queue: usize,
+    },
+    /// Report what this kernel supports and which agentguard features that enables.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn parse_kinds(names: &[String]) -> Result<Vec<Kind>> {
+    if names.is_empty() {
+        return Ok(Kind::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            Kind::parse(n.trim()).ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                anyhow!("unknown event kind {n:?}; known kinds: {}", known.join(","))
+            })
+        })
+        .collect()
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.cmd {
+        Cmd::Check { json } => check(json),
+        Cmd::Events {
+            kind,
+            pid,
+            comm,
+            watch,
+            ready_file,
+            output,
+            queue,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")
+            .and_then(|rt| rt.block_on(events(kind, pid, comm, watch, ready_file, output, queue))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentguard: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(json: bool) -> Result<()> {
+    let report = features::detect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(())
+}
+
+async fn events(
+    kind: Vec<String>,
+    pids: Vec<u32>,
+    comms: Vec<String>,
+    watch: Watch,
+    ready_file: Option<PathBuf>,
+    output: Option<PathBuf>,
+    queue: usize,
+) -> Result<()> {
+    let kinds = parse_kinds(&kind)?;
+    let opts = SensorOptions {
+        kinds: kinds.clone(),
+        // Naming pids means "only these".
+        watch_all: watch == Watch::All && pids.is_empty(),
+        ..Default::default()
+    };
+    let mut sensor = Sensor::start(&opts)?;
+    for pid in &pids {
+        sensor.set_filter(*pid, &kinds)?;
+    }
+    let sink: JsonLines<Event> = match &output {
+        Some(path) => {
+            let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            JsonLines::spawn(f, queue)?
+        }
+        None => JsonLines::spawn(std::io::stdout(), queue)?,
+    };
+    if let Some(path) = &ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    eprintln!(
+        "agentguard: streaming {} ({} probes attached); Ctrl-C to stop",
+        kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","),
+        sensor.attached().len()
+    );
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut seen: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            r = sensor.read(&mut |ev: Event| {
+                if comms.is_empty() || comms.iter().any(|c| *c == ev.comm) {
+                    seen += 1;
+                    sink.send(ev);
+                }
+            }) => { r?; }
+        }
+    }
+    let lost = sensor.lost_events();
+    let decode_errors = sensor.decode_errors();
+    let stats = sink.close();
+    eprintln!(
+        "agentguard: {seen} events, {} written, {} dropped by the output queue, {lost} lost in the kernel (ring buffer full), {decode_errors} undecodable",
+        stats.written.load(Ordering::Relaxed),
+        stats.dropped.load(Ordering::Relaxed),
+    );
+    if let Some(path) = &ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

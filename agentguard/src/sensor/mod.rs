@@ -1,5 +1,414 @@
 //! The sensor: loads the eBPF object, attaches the probes, reads the ring
 //! buffer and turns raw records into typed [`crate::event::Event`]s.
+//!
+//! Narrow interface: [`Sensor::start`] with [`SensorOptions`], then
+//! [`Sensor::read`] in a loop; [`Sensor::set_filter`] feeds the in-kernel
+//! task filter (the identity stage will drive it).
 
 pub mod btf;
+pub mod decode;
 pub mod features;
+pub mod paths;
+
+use std::os::fd::AsRawFd;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use tokio::io::unix::AsyncFd;
+
+use agentguard_common::filter::{config, counter, IGNORE};
+
+use crate::event::{Event, Kind};
+
+/// The eBPF object built by build.rs (aya-build) from agentguard-ebpf.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentguard"));
+
+/// One tracepoint program: its name in the object, its tracefs place and the
+/// kinds that need it (empty = always attached).
+struct ProbeSpec {
+    program: &'static str,
+    category: &'static str,
+    kinds: &'static [Kind],
+    /// Legacy syscalls absent on some architectures: warn, don't fail.
+    optional: bool,
+}
+
+const fn sc(program: &'static str, kinds: &'static [Kind], optional: bool) -> ProbeSpec {
+    ProbeSpec {
+        program,
+        category: "syscalls",
+        kinds,
+        optional,
+    }
+}
+
+const EXEC: &[Kind] = &[Kind::Exec];
+const OPEN: &[Kind] = &[Kind::Open];
+const DEL: &[Kind] = &[Kind::Unlink, Kind::Rmdir];
+const RENAME: &[Kind] = &[Kind::Rename];
+const TRUNC: &[Kind] = &[Kind::Truncate];
+const CONNECT: &[Kind] = &[Kind::Connect];
+const SEND: &[Kind] = &[Kind::Send];
+
+/// Every probe. Exit programs are listed before their entry programs so a
+/// syscall entered between the two attaches is never parked without an exit.
+const PROBES: &[ProbeSpec] = &[
+    ProbeSpec { program: "task_newtask", category: "task", kinds: &[], optional: false },
+    ProbeSpec { program: "sched_process_exit", category: "sched", kinds: &[], optional: false },
+    sc("sys_exit_execve", EXEC, false),
+    sc("sys_exit_execveat", EXEC, false),
+    sc("sys_enter_execve", EXEC, false),
+    sc("sys_enter_execveat", EXEC, false),
+    sc("sys_exit_open", OPEN, true),
+    sc("sys_exit_openat", OPEN, false),
+    sc("sys_exit_openat2", OPEN, true),
+    sc("sys_exit_creat", OPEN, true),
+    sc("sys_enter_open", OPEN, true),
+    sc("sys_enter_openat", OPEN, false),
+    sc("sys_enter_openat2", OPEN, true),
+    sc("sys_enter_creat", OPEN, true),
+    sc("sys_exit_unlink", DEL, true),
+    sc("sys_exit_unlinkat", DEL, false),
+    sc("sys_exit_rmdir", DEL, true),
+    sc("sys_enter_unlink", DEL, true),
+    sc("sys_enter_unlinkat", DEL, false),
+    sc("sys_enter_rmdir", DEL, true),
+    sc("sys_exit_rename", RENAME, true),
+    sc("sys_exit_renameat", RENAME, true),
+    sc("sys_exit_renameat2", RENAME, false),
+    sc("sys_enter_rename", RENAME, true),
+    sc("sys_enter_renameat", RENAME, true),
+    sc("sys_enter_renameat2", RENAME, false),
+    sc("sys_exit_truncate", TRUNC, false),
+    sc("sys_enter_truncate", TRUNC, false),
+    sc("sys_exit_connect", CONNECT, false),
+    sc("sys_enter_connect", CONNECT, false),
+    sc("sys_exit_sendto", SEND, false),
+    sc("sys_exit_sendmsg", SEND, false),
+    sc("sys_enter_sendto", SEND, false),
+    sc("sys_enter_sendmsg", SEND, false),
+    sc("sys_exit_io_uring_setup", &[Kind::IoUringSetup], true),
+];
+
+/// (eBPF global, BTF struct, member path).
+const OFFSETS: &[(&str, &str, &str)] = &[
+    ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
+    ("OFF_TASK_TGID", "task_struct", "tgid"),
+    ("OFF_TASK_EXIT_CODE", "task_struct", "exit_code"),
+    ("OFF_TASK_FS", "task_struct", "fs"),
+    ("OFF_TASK_FILES", "task_struct", "files"),
+    ("OFF_FS_ROOT", "fs_struct", "root"),
+    ("OFF_FS_PWD", "fs_struct", "pwd"),
+    ("OFF_PATH_MNT", "path", "mnt"),
+    ("OFF_PATH_DENTRY", "path", "dentry"),
+    ("OFF_DENTRY_PARENT", "dentry", "d_parent"),
+    ("OFF_DENTRY_NAME", "dentry", "d_name"),
+    ("OFF_QSTR_NAME", "qstr", "name"),
+    ("OFF_MOUNT_MNT", "mount", "mnt"),
+    ("OFF_MOUNT_PARENT", "mount", "mnt_parent"),
+    ("OFF_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
+    ("OFF_VFSMOUNT_ROOT", "vfsmount", "mnt_root"),
+    ("OFF_FILES_FDT", "files_struct", "fdt"),
+    ("OFF_FDT_MAX_FDS", "fdtable", "max_fds"),
+    ("OFF_FDT_FD", "fdtable", "fd"),
+    ("OFF_FILE_PATH", "file", "f_path"),
+];
+
+/// What to stream.
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    /// Event kinds to stream; probes of other kinds are not even attached.
+    pub kinds: Vec<Kind>,
+    /// Stream processes without a filter entry (true), or only those given a
+    /// mask with [`Sensor::set_filter`] and their descendants (false).
+    pub watch_all: bool,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self {
+            kinds: Kind::ALL.to_vec(),
+            watch_all: true,
+            ring_buffer_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A loaded, attached sensor.
+pub struct Sensor {
+    ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    attached: Vec<String>,
+    skipped: Vec<String>,
+    kind_mask: u32,
+    decode_errors: u64,
+}
+
+impl Sensor {
+    /// Loads and attaches. Must run inside a tokio runtime (the ring buffer is
+    /// registered with its reactor).
+    pub fn start(opts: &SensorOptions) -> Result<Sensor> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("agentguard's sensor needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load eBPF programs)");
+        }
+        if EBPF_OBJECT.is_empty() {
+            bail!("this agentguard binary was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it (cargo xtask build)");
+        }
+        let tracefs = features::ensure_tracefs().map_err(|e| anyhow!("tracefs: {e}"))?;
+        if let Err(e) = features::ensure_bpffs() {
+            tracing::warn!("bpffs unavailable ({e}); pinning will not work");
+        }
+        // Not needed on 6.x (memcg accounting) and refused without
+        // CAP_SYS_RESOURCE: best effort only.
+        let rlim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: valid pointer to an initialized rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+            tracing::debug!("setrlimit(RLIMIT_MEMLOCK) refused; relying on memcg accounting");
+        }
+
+        let kernel_btf = btf::KernelBtf::from_sys_fs().map_err(|e| anyhow!("{e}"))?;
+        let mut offsets = Vec::with_capacity(OFFSETS.len());
+        for (global, st, member) in OFFSETS {
+            let off = kernel_btf
+                .member_path_offset(st, member)
+                .map_err(|e| anyhow!("kernel BTF: offset of {st}.{member}: {e}"))?;
+            offsets.push((*global, u64::from(off)));
+        }
+        let newtask_flags = tracepoint_field_offset(&tracefs, "task/task_newtask", "clone_flags")?
+            .ok_or_else(|| anyhow!("tracepoint task/task_newtask has no clone_flags field"))?;
+        let group_dead = tracepoint_field_offset(&tracefs, "sched/sched_process_exit", "group_dead")?
+            .unwrap_or(u64::MAX);
+
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("EVENTS", opts.ring_buffer_bytes);
+        for (global, off) in &offsets {
+            loader.override_global(global, off, true);
+        }
+        loader.override_global("TP_NEWTASK_FLAGS", &newtask_flags, true);
+        loader.override_global("TP_EXIT_GROUP_DEAD", &group_dead, true);
+        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
+
+        if let Ok(logger) = aya_log::EbpfLogger::init(&mut ebpf) {
+            // SAFETY: the logger owns its ring buffer fd for its whole life
+            // and moves into the AsyncFd, so the fd stays open and the same.
+            if let Ok(mut fd) = unsafe { AsyncFd::register(logger) } {
+                tokio::spawn(async move {
+                    while let Ok(mut guard) = fd.readable_mut().await {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+        }
+
+        let kind_mask = Kind::mask(&opts.kinds);
+        {
+            let mut cfg: Array<_, u32> = Array::try_from(map(&mut ebpf, "CONFIG")?)?;
+            let default = if opts.watch_all { kind_mask } else { IGNORE };
+            cfg.set(config::DEFAULT_MASK, default, 0)
+                .context("writing CONFIG[DEFAULT_MASK]")?;
+            // The daemon never watches itself: its own reads would feed back.
+            let mut filter: HashMap<_, u32, u32> = HashMap::try_from(map(&mut ebpf, "TASK_FILTER")?)?;
+            filter
+                .insert(std::process::id(), IGNORE, 0)
+                .context("writing TASK_FILTER")?;
+        }
+
+        let mut attached = Vec::new();
+        let mut skipped = Vec::new();
+        for p in PROBES {
+            if !p.kinds.is_empty() && !p.kinds.iter().any(|k| opts.kinds.contains(k)) {
+                continue;
+            }
+            let tp_name = tracepoint_name(p.program);
+            if !tracefs.join("events").join(p.category).join(tp_name).exists() {
+                if p.optional {
+                    skipped.push(format!("{}/{tp_name}", p.category));
+                    continue;
+                }
+                bail!(
+                    "tracepoint {}/{tp_name} is missing from this kernel ({}): agentguard needs it",
+                    p.category,
+                    tracefs.display()
+                );
+            }
+            let prog: &mut TracePoint = ebpf
+                .program_mut(p.program)
+                .ok_or_else(|| anyhow!("program {} missing from the eBPF object", p.program))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected program {}", p.program))?;
+            prog.attach(p.category, tp_name)
+                .with_context(|| format!("attaching {}/{tp_name}", p.category))?;
+            attached.push(format!("{}/{tp_name}", p.category));
+        }
+
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?,
+        )?;
+        // SAFETY: RingBuf owns its map fd, which stays open and unchanged
+        // while the AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        tracing::info!(probes = attached.len(), ring_fd = ring.get_ref().as_raw_fd(), "sensor attached");
+        Ok(Sensor {
+            ebpf,
+            ring,
+            attached,
+            skipped,
+            kind_mask,
+            decode_errors: 0,
+        })
+    }
+
+    /// Waits for records and hands each decoded event to `f`; returns after
+    /// draining what was there. Undecodable records are counted and skipped.
+    pub async fn read(&mut self, f: &mut impl FnMut(Event)) -> Result<usize> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            match decode::decode(&item) {
+                Ok(ev) => {
+                    n += 1;
+                    f(ev);
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    tracing::warn!("dropping ring-buffer record: {e}");
+                }
+            }
+        }
+        guard.clear_ready();
+        Ok(n)
+    }
+
+    /// Sets the kind mask streamed for process `tgid` (and, from now on, its
+    /// new children). `IGNORE` silences it.
+    pub fn set_filter(&mut self, tgid: u32, kinds: &[Kind]) -> Result<()> {
+        let mask = Kind::mask(kinds) & self.kind_mask;
+        let mut filter: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TASK_FILTER")?)?;
+        filter.insert(tgid, mask, 0)?;
+        Ok(())
+    }
+
+    /// Removes `tgid`'s entry: it falls back to the default.
+    pub fn clear_filter(&mut self, tgid: u32) -> Result<()> {
+        let mut filter: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TASK_FILTER")?)?;
+        match filter.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the kernel could not put in the full ring buffer.
+    pub fn lost_events(&mut self) -> u64 {
+        self.counter(counter::LOST)
+    }
+
+    /// Records userspace could not decode.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// "category/name" of each attached tracepoint.
+    pub fn attached(&self) -> &[String] {
+        &self.attached
+    }
+
+    /// Optional tracepoints this kernel lacks.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    fn counter(&mut self, idx: u32) -> u64 {
+        let Some(m) = self.ebpf.map_mut("COUNTERS") else {
+            return 0;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(m) else {
+            return 0;
+        };
+        arr.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+/// "sys_enter_openat" is both the program's and the tracepoint's name.
+fn tracepoint_name(program: &str) -> &str {
+    program
+}
+
+/// Offset of `field` in a tracepoint's record, from its tracefs format file.
+/// Ok(None) when the tracepoint exists but has no such field.
+pub fn tracepoint_field_offset(tracefs: &std::path::Path, event: &str, field: &str) -> Result<Option<u64>> {
+    let path = tracefs.join("events").join(event).join("format");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("tracepoint {event} missing ({})", path.display()))?;
+    Ok(parse_format_offset(&text, field))
+}
+
+fn parse_format_offset(format: &str, field: &str) -> Option<u64> {
+    for line in format.lines() {
+        let line = line.trim();
+        let Some(decl) = line.strip_prefix("field:") else {
+            continue;
+        };
+        let mut parts = decl.split(';');
+        let name_part = parts.next()?;
+        // "char comm[16]" or "u64 clone_flags": the last word, minus [..].
+        let name = name_part
+            .split_whitespace()
+            .last()
+            .map(|n| n.split('[').next().unwrap_or(n))?;
+        if name != field {
+            continue;
+        }
+        for p in parts {
+            if let Some(off) = p.trim().strip_prefix("offset:") {
+                return off.trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT: &str = "name: sched_process_exit\nID: 369\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+
+    #[test]
+    fn format_offsets() {
+        assert_eq!(parse_format_offset(FORMAT, "group_dead"), Some(32));
+        assert_eq!(parse_format_offset(FORMAT, "comm"), Some(8));
+        assert_eq!(parse_format_offset(FORMAT, "pid"), Some(24));
+        assert_eq!(parse_format_offset(FORMAT, "missing"), None);
+    }
+
+    #[test]
+    fn every_probe_has_a_program_name_in_the_object_namespace() {
+        // Each kind is served by at least one probe.
+        for k in Kind::ALL {
+            if matches!(k, Kind::Fork | Kind::Exit) {
+                continue;
+            }
+            assert!(PROBES.iter().any(|p| p.kinds.contains(&k)), "no probe for {k}");
+        }
+    }
+}

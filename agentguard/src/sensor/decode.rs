@@ -1,0 +1,420 @@
+//! Raw ring-buffer records -> typed events. Everything read from the kernel
+//! is length-checked; a record that doesn't fit is an error, never a panic.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use agentguard_common::{
+    event::{self as raw, family, flags, kind, syscall},
+    user::read_record,
+};
+
+use crate::event::*;
+use crate::sensor::paths::{cstring, resolve};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its kind's record: kernel object and daemon disagree.
+    Short { kind: u16, len: usize },
+    UnknownKind(u16),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short { kind, len } => write!(f, "record of kind {kind} too short ({len} bytes)"),
+            DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn syscall_name(n: u16) -> &'static str {
+    match n {
+        syscall::EXECVE => "execve",
+        syscall::EXECVEAT => "execveat",
+        syscall::CLONE => "clone",
+        syscall::EXIT => "exit",
+        syscall::OPEN => "open",
+        syscall::OPENAT => "openat",
+        syscall::OPENAT2 => "openat2",
+        syscall::CREAT => "creat",
+        syscall::UNLINK => "unlink",
+        syscall::UNLINKAT => "unlinkat",
+        syscall::RMDIR => "rmdir",
+        syscall::RENAME => "rename",
+        syscall::RENAMEAT => "renameat",
+        syscall::RENAMEAT2 => "renameat2",
+        syscall::TRUNCATE => "truncate",
+        syscall::CONNECT => "connect",
+        syscall::SENDTO => "sendto",
+        syscall::SENDMSG => "sendmsg",
+        syscall::IO_URING_SETUP => "io_uring_setup",
+        _ => "unknown",
+    }
+}
+
+fn base(h: &raw::Header, k: Kind, detail: Detail) -> Event {
+    Event {
+        ts_ns: h.ts_ns,
+        kind: k,
+        syscall: syscall_name(h.syscall).to_owned(),
+        pid: h.tgid,
+        tid: h.tid,
+        ppid: h.ppid,
+        uid: h.uid,
+        gid: h.gid,
+        comm: cstring(&h.comm),
+        cgroup_id: h.cgroup_id,
+        ret: h.ret,
+        error: (h.ret < 0 && h.ret > -4096).then(|| errno_name(-h.ret)),
+        detail,
+    }
+}
+
+fn get<T: agentguard_common::user::Record>(bytes: &[u8], k: u16) -> Result<T, DecodeError> {
+    read_record::<T>(bytes).ok_or(DecodeError::Short { kind: k, len: bytes.len() })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let h: raw::Header = get(bytes, 0)?;
+    let k = Kind::from_wire(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let detail = match h.kind {
+        kind::EXEC => {
+            let e: raw::ExecEvent = get(bytes, h.kind)?;
+            Detail::Exec(exec_detail(&e))
+        }
+        kind::FORK | kind::EXIT | kind::IO_URING_SETUP => {
+            let p: raw::ProcEvent = get(bytes, h.kind)?;
+            match h.kind {
+                kind::FORK => Detail::Fork(ForkDetail {
+                    child_pid: p.child_pid,
+                    clone_flags: p.arg,
+                }),
+                kind::EXIT => Detail::Exit(exit_detail(p.exit_code)),
+                _ => Detail::IoUring(IoUringDetail {
+                    fd: (p.header.ret >= 0).then_some(p.header.ret as i32),
+                }),
+            }
+        }
+        kind::OPEN | kind::UNLINK | kind::RMDIR | kind::TRUNCATE => {
+            let f: raw::FileEvent = get(bytes, h.kind)?;
+            Detail::File(file_detail(&f))
+        }
+        kind::RENAME => {
+            let r: raw::RenameEvent = get(bytes, h.kind)?;
+            Detail::Rename(RenameDetail {
+                from: resolve(
+                    &r.oldpath,
+                    &r.olddir,
+                    r.olddirfd != raw::AT_FDCWD,
+                    h.flags & flags::PATH_TRUNCATED != 0,
+                ),
+                to: resolve(
+                    &r.newpath,
+                    &r.newdir,
+                    r.newdirfd != raw::AT_FDCWD,
+                    h.flags & flags::PATH2_TRUNCATED != 0,
+                ),
+                flags: r.flags,
+            })
+        }
+        kind::CONNECT | kind::SEND => {
+            let n: raw::NetEvent = get(bytes, h.kind)?;
+            Detail::Net(net_detail(&n))
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    Ok(base(&h, k, detail))
+}
+
+fn exec_detail(e: &raw::ExecEvent) -> ExecDetail {
+    let used = (e.argv_len as usize).min(e.argv.len());
+    let argv = e.argv[..used]
+        .split(|&b| b == 0)
+        .take(e.argc as usize)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    ExecDetail {
+        file: resolve(
+            &e.path,
+            &e.dir,
+            e.dirfd != raw::AT_FDCWD,
+            e.header.flags & flags::PATH_TRUNCATED != 0,
+        ),
+        argv,
+        argv_truncated: e.header.flags & flags::ARGV_TRUNCATED != 0,
+        flags: e.flags,
+    }
+}
+
+fn exit_detail(status: u32) -> ExitDetail {
+    // wait(2) encoding: low 7 bits = signal, next byte = exit code.
+    let sig = (status & 0x7f) as i32;
+    if sig == 0 {
+        ExitDetail {
+            code: Some(((status >> 8) & 0xff) as i32),
+            signal: None,
+        }
+    } else {
+        ExitDetail {
+            code: None,
+            signal: Some(sig),
+        }
+    }
+}
+
+const O_ACCMODE: u32 = 0o3;
+const OPEN_FLAG_NAMES: &[(u32, &str)] = &[
+    (0o100, "O_CREAT"),
+    (0o200, "O_EXCL"),
+    (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"),
+    (0o4000, "O_NONBLOCK"),
+    (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"),
+    (0o2000000, "O_CLOEXEC"),
+    (0o10000000, "O_PATH"),
+    (0o20000000, "O_TMPFILE"),
+];
+
+fn file_detail(f: &raw::FileEvent) -> FileDetail {
+    let h = &f.header;
+    let file = resolve(
+        &f.path,
+        &f.dir,
+        f.dirfd != raw::AT_FDCWD,
+        h.flags & flags::PATH_TRUNCATED != 0,
+    );
+    let is_open = h.kind == kind::OPEN;
+    FileDetail {
+        file,
+        flags: f.flags,
+        access: is_open.then(|| {
+            match f.flags & O_ACCMODE {
+                0 => "read",
+                1 => "write",
+                _ => "read_write",
+            }
+            .to_owned()
+        }),
+        flag_names: if is_open {
+            OPEN_FLAG_NAMES
+                .iter()
+                .filter(|(bit, _)| f.flags & bit == *bit)
+                .map(|(_, n)| (*n).to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        },
+        mode: (is_open && f.flags & 0o100 != 0).then_some(f.mode),
+        size: (h.kind == kind::TRUNCATE).then_some(f.size),
+    }
+}
+
+fn net_detail(n: &raw::NetEvent) -> NetDetail {
+    let mut d = NetDetail {
+        family: String::new(),
+        addr: None,
+        port: None,
+        v4_mapped: false,
+        unix_path: None,
+        fd: n.fd,
+        len: (n.header.syscall == syscall::SENDTO).then_some(n.len),
+        addr_unreadable: n.header.flags & flags::ADDR_UNREADABLE != 0,
+    };
+    match n.family {
+        family::INET => {
+            d.family = "inet".into();
+            d.addr = Some(Ipv4Addr::new(n.addr[0], n.addr[1], n.addr[2], n.addr[3]).to_string());
+            d.port = Some(n.port);
+        }
+        family::INET6 => {
+            d.family = "inet6".into();
+            let v6 = Ipv6Addr::from(n.addr);
+            // ::ffff:a.b.c.d reaches an IPv4 host: policies match it as IPv4.
+            match v6.to_ipv4_mapped() {
+                Some(v4) => {
+                    d.addr = Some(v4.to_string());
+                    d.v4_mapped = true;
+                }
+                None => d.addr = Some(v6.to_string()),
+            }
+            d.port = Some(n.port);
+        }
+        family::UNIX => {
+            d.family = "unix".into();
+            // addrlen bounds the name: sun_path is not NUL-terminated when full,
+            // and abstract names (leading NUL) may contain NULs.
+            let max = (n.addrlen as usize).saturating_sub(2).min(n.unix_path.len());
+            let bytes = &n.unix_path[..max];
+            d.unix_path = Some(match bytes.first() {
+                Some(0) => format!("@{}", String::from_utf8_lossy(&bytes[1..])),
+                _ => cstring(bytes),
+            });
+        }
+        other => d.family = format!("af_{other}"),
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentguard_common::event::*;
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a repr(C) POD value as bytes.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    }
+
+    fn header(k: u16, sc: u16, ret: i64) -> Header {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        Header {
+            kind: k,
+            syscall: sc,
+            ts_ns: 42,
+            tid: 11,
+            tgid: 10,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 7,
+            ret,
+            comm,
+            ..Default::default()
+        }
+    }
+
+    fn net(fam: u16, addr: [u8; 16], port: u16) -> NetEvent {
+        NetEvent {
+            header: header(kind::CONNECT, syscall::CONNECT, -111),
+            fd: 3,
+            msg_flags: 0,
+            len: 0,
+            family: fam,
+            port,
+            addrlen: 16,
+            addr,
+            unix_path: [0; UNIX_PATH_LEN],
+            _pad: [0; 4],
+        }
+    }
+
+    #[test]
+    fn connect_v4() {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let ev = decode(&bytes_of(&net(family::INET, a, 443))).expect("decodes");
+        assert_eq!(ev.kind, Kind::Connect);
+        assert_eq!(ev.pid, 10);
+        assert_eq!(ev.tid, 11);
+        assert_eq!(ev.comm, "curl");
+        assert_eq!(ev.error.as_deref(), Some("ECONNREFUSED"));
+        let Detail::Net(n) = ev.detail else { panic!("not net") };
+        assert_eq!(n.addr.as_deref(), Some("10.0.0.1"));
+        assert_eq!(n.port, Some(443));
+        assert!(!n.v4_mapped);
+    }
+
+    #[test]
+    fn connect_v6_and_mapped() {
+        let v6: Ipv6Addr = "2001:db8::1".parse().expect("addr");
+        let ev = decode(&bytes_of(&net(family::INET6, v6.octets(), 80))).expect("decodes");
+        let Detail::Net(n) = ev.detail else { panic!("not net") };
+        assert_eq!(n.addr.as_deref(), Some("2001:db8::1"));
+        let mapped: Ipv6Addr = "::ffff:169.254.169.254".parse().expect("addr");
+        let ev = decode(&bytes_of(&net(family::INET6, mapped.octets(), 80))).expect("decodes");
+        let Detail::Net(n) = ev.detail else { panic!("not net") };
+        assert_eq!(n.addr.as_deref(), Some("169.254.169.254"));
+        assert!(n.v4_mapped);
+        assert_eq!(n.family, "inet6");
+    }
+
+    #[test]
+    fn unix_paths() {
+        let mut n = net(family::UNIX, [0; 16], 0);
+        n.unix_path[..20].copy_from_slice(b"/var/run/docker.soc\0");
+        n.addrlen = 110;
+        let Detail::Net(d) = decode(&bytes_of(&n)).expect("decodes").detail else { panic!() };
+        assert_eq!(d.unix_path.as_deref(), Some("/var/run/docker.soc"));
+        let mut n = net(family::UNIX, [0; 16], 0);
+        n.unix_path[..5].copy_from_slice(b"\0abcX");
+        n.addrlen = 2 + 4;
+        let Detail::Net(d) = decode(&bytes_of(&n)).expect("decodes").detail else { panic!() };
+        assert_eq!(d.unix_path.as_deref(), Some("@abc"));
+    }
+
+    #[test]
+    fn exec_argv_and_truncation() {
+        // SAFETY: all-zero is a valid ExecEvent (integers and byte arrays).
+        let mut e: ExecEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::EXEC, syscall::EXECVE, 0);
+        e.header.flags = flags::ARGV_TRUNCATED;
+        e.dirfd = AT_FDCWD;
+        e.path[..8].copy_from_slice(b"/bin/ls\0");
+        let args = b"ls\0-la\0/tmp\0";
+        e.argv[..args.len()].copy_from_slice(args);
+        e.argv_len = args.len() as u32;
+        e.argc = 3;
+        let ev = decode(&bytes_of(&e)).expect("decodes");
+        let Detail::Exec(x) = ev.detail else { panic!() };
+        assert_eq!(x.argv, vec!["ls", "-la", "/tmp"]);
+        assert!(x.argv_truncated);
+        assert_eq!(x.file.path, "/bin/ls");
+        // A corrupt argv_len is clamped to the buffer.
+        e.argv_len = u32::MAX;
+        assert!(decode(&bytes_of(&e)).is_ok());
+    }
+
+    #[test]
+    fn open_flags_and_mode() {
+        // SAFETY: all-zero is a valid FileEvent.
+        let mut f: FileEvent = unsafe { std::mem::zeroed() };
+        f.header = header(kind::OPEN, syscall::OPENAT, 3);
+        f.dirfd = AT_FDCWD;
+        f.flags = 0o1101; // O_WRONLY|O_CREAT|O_TRUNC
+        f.mode = 0o644;
+        f.path[..6].copy_from_slice(b"/tmp/x");
+        let ev = decode(&bytes_of(&f)).expect("decodes");
+        assert_eq!(ev.syscall, "openat");
+        assert!(ev.ok());
+        assert_eq!(ev.path(), Some("/tmp/x"));
+        let Detail::File(d) = ev.detail else { panic!() };
+        assert_eq!(d.access.as_deref(), Some("write"));
+        assert_eq!(d.flag_names, vec!["O_CREAT", "O_TRUNC"]);
+        assert_eq!(d.mode, Some(0o644));
+    }
+
+    #[test]
+    fn exit_status() {
+        assert_eq!(exit_detail(3 << 8), ExitDetail { code: Some(3), signal: None });
+        assert_eq!(exit_detail(9), ExitDetail { code: None, signal: Some(9) });
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let h = header(kind::OPEN, syscall::OPENAT, 0);
+        assert_eq!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::Short { kind: kind::OPEN, len: std::mem::size_of::<Header>() })
+        );
+        let h = header(99, 0, 0);
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        assert!(decode(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn json_roundtrip() {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let ev = decode(&bytes_of(&net(family::INET, a, 53))).expect("decodes");
+        let json = serde_json::to_string(&ev).expect("serializes");
+        assert!(json.contains("\"net\":{"), "{json}");
+        assert!(json.contains("\"kind\":\"connect\""), "{json}");
+        let back: Event = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, ev);
+    }
+}

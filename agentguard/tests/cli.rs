@@ -1,0 +1,111 @@
+//! The `agentguard` binary, run as a user would: `events` and `check`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but not running as root: privileged CLI tests must run, not skip");
+    }
+    eprintln!("skipping: needs root");
+    false
+}
+
+#[test]
+fn events_prints_relative_open_as_absolute_json() {
+    if !privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agentguard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("nested")).expect("mkdir");
+    let dir = dir.canonicalize().expect("canonicalize");
+    std::fs::write(dir.join("nested/cli-marker.txt"), b"x").expect("write");
+    let ready = dir.join("ready");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_agentguard"))
+        .args(["events", "--kind", "open,connect", "--comm", "cat", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn agentguard events");
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "agentguard events never became ready");
+        if let Ok(Some(st)) = daemon.try_wait() {
+            panic!("agentguard events exited early: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = Command::new("cat")
+        .arg("nested/./cli-marker.txt")
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run cat");
+    assert!(st.success());
+    let want = dir.join("nested/cli-marker.txt").display().to_string();
+    let stdout = daemon.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut found = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else { continue };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("each line is JSON");
+        assert_eq!(v["comm"], "cat", "--comm filter: {line}");
+        if v["file"]["path"] == want.as_str() {
+            found = Some(v);
+            break;
+        }
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    let st = daemon.wait().expect("wait");
+    assert!(st.success(), "agentguard events exits cleanly on SIGINT: {st}");
+    let v = found.unwrap_or_else(|| panic!("no open event for {want}"));
+    assert_eq!(v["kind"], "open");
+    assert_eq!(v["file"]["raw"], "nested/./cli-marker.txt");
+    assert_eq!(v["file"]["resolution"], "cwd");
+    assert!(v["ret"].as_i64().is_some_and(|r| r >= 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_reports_probes_and_capabilities() {
+    if !privileged() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_agentguard"))
+        .args(["check", "--json"])
+        .output()
+        .expect("run agentguard check");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    let probes = v["probes"].as_array().expect("probes array");
+    let status = |name: &str| {
+        probes
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["status"].clone())
+            .unwrap_or_else(|| panic!("probe {name} missing"))
+    };
+    // What this kind of machine has (PLATFORM.md): the sensor's needs are met.
+    for p in ["btf", "ringbuf", "tracepoint_prog", "send_signal"] {
+        assert_eq!(status(p), "supported", "{p}");
+    }
+    let table = Command::new(env!("CARGO_BIN_EXE_agentguard"))
+        .arg("check")
+        .output()
+        .expect("run agentguard check");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("bpf_lsm") && text.contains("sock_addr"), "{text}");
+}
