@@ -8,7 +8,7 @@ use aya_ebpf::{
     Global,
 };
 
-use agentguard_common::event::{dir_status, DirChain, DIR_LEN, MAX_DIR_STEPS, NAME_LEN};
+use agentguard_common::event::{dir_status, DIR_LEN, MAX_DIR_STEPS, NAME_LEN};
 
 macro_rules! offsets {
     ($($name:ident),* $(,)?) => {
@@ -123,94 +123,145 @@ fn fd_path(task: u64, fd: i32) -> Result<KPath, i32> {
     read_path(file + OFF_FILE_PATH.load())
 }
 
-/// Fills `dir` with the directory a relative path is resolved against:
-/// the cwd for `AT_FDCWD`, else the directory open as `dirfd`.
-/// Called only when the path is relative (or empty, for AT_EMPTY_PATH).
-#[inline(always)]
-pub fn capture_dir(dirfd: i32, dir: &mut DirChain) {
-    dir.len = 0;
-    dir.depth = 0;
-    let task = current_task();
-    let (root, start) = match fs_paths(task) {
-        Ok((root, cwd)) => {
-            if dirfd == agentguard_common::event::AT_FDCWD {
-                (root, cwd)
-            } else {
-                match fd_path(task, dirfd) {
-                    Ok(p) => (root, p),
-                    Err(_) => {
-                        dir.status = dir_status::FAILED;
-                        return;
-                    }
-                }
-            }
-        }
-        Err(_) => {
-            dir.status = dir_status::FAILED;
-            return;
-        }
-    };
-    dir.status = walk(start, root, dir).unwrap_or(dir_status::FAILED);
+/// Which scratch record's DirChain a walk fills (see `crate::dir_slot`).
+pub mod slot {
+    pub const FILE: u32 = 0;
+    pub const RENAME_OLD: u32 = 1;
+    pub const RENAME_NEW: u32 = 2;
+    pub const EXEC: u32 = 3;
 }
 
-/// Walks from `start` up to `root` the way the kernel's d_path does, crossing
-/// mount points, and appends each name (innermost first) to `dir.buf`.
-/// Stopping at the task's root means container processes get container paths.
+/// Fills the DirChain of `slot` with the directory a relative path is
+/// resolved against: the cwd for `AT_FDCWD`, else the directory open as
+/// `dirfd`. Called only when the path is relative (or empty, AT_EMPTY_PATH).
 #[inline(always)]
-fn walk(start: KPath, root: KPath, dir: &mut DirChain) -> Result<u16, i32> {
-    let off_mount_mnt = OFF_MOUNT_MNT.load();
-    let off_vfs_root = OFF_VFSMOUNT_ROOT.load();
-    let off_mnt_parent = OFF_MOUNT_PARENT.load();
-    let off_mnt_mountpoint = OFF_MOUNT_MOUNTPOINT.load();
-    let off_d_parent = OFF_DENTRY_PARENT.load();
-    let off_d_name = OFF_DENTRY_NAME.load() + OFF_QSTR_NAME.load();
-
-    let mut dentry = start.dentry;
-    let mut vfsmnt = start.mnt;
-    let mut mnt = vfsmnt.wrapping_sub(off_mount_mnt);
-    let mut len: usize = 0;
-    let mut depth: u16 = 0;
-    let mut status = dir_status::TRUNCATED;
-    for _ in 0..MAX_DIR_STEPS {
-        if dentry == root.dentry && vfsmnt == root.mnt {
-            status = dir_status::COMPLETE;
-            break;
-        }
-        let mnt_root = read_u64(vfsmnt + off_vfs_root)?;
-        if dentry == mnt_root {
-            let parent = read_u64(mnt + off_mnt_parent)?;
-            if parent == mnt {
-                // The top of the mount tree (outside the task's root: a
-                // chroot escape or a detached mount); the chain is all there is.
-                status = dir_status::COMPLETE;
-                break;
-            }
-            dentry = read_u64(mnt + off_mnt_mountpoint)?;
-            mnt = parent;
-            vfsmnt = mnt + off_mount_mnt;
-            continue;
-        }
-        let parent = read_u64(dentry + off_d_parent)?;
-        if parent == dentry {
-            status = dir_status::COMPLETE;
-            break;
-        }
-        if len >= DIR_LEN {
-            break;
-        }
-        let name = read_u64(dentry + off_d_name)?;
-        // The mask proves to the verifier that off + NAME_LEN <= DIR_BUF.
-        let off = len & (DIR_LEN - 1);
-        // SAFETY: the helper bounds the copy by the slice length and reports
-        // faults as errors.
-        let got = unsafe {
-            bpf_probe_read_kernel_str_bytes(name as *const u8, &mut dir.buf[off..off + NAME_LEN])
-        }?;
-        len = off + got.len() + 1;
-        depth += 1;
-        dentry = parent;
+pub fn capture_dir(dirfd: i32, slot: u32) {
+    let Some(dir) = crate::dir_slot(slot) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch memory owned by this program run; raw pointer
+    // writes because the walk callback writes the same record.
+    unsafe {
+        (*dir).len = 0;
+        (*dir).depth = 0;
+        (*dir).status = dir_status::FAILED;
     }
-    dir.len = len as u32;
-    dir.depth = depth;
-    Ok(status)
+    let task = current_task();
+    let Ok((root, cwd)) = fs_paths(task) else {
+        return;
+    };
+    let start = if dirfd == agentguard_common::event::AT_FDCWD {
+        cwd
+    } else {
+        match fd_path(task, dirfd) {
+            Ok(p) => p,
+            Err(_) => return,
+        }
+    };
+    let mut ctx = WalkCtx {
+        dentry: start.dentry,
+        vfsmnt: start.mnt,
+        mnt: start.mnt.wrapping_sub(OFF_MOUNT_MNT.load()),
+        root_dentry: root.dentry,
+        root_mnt: root.mnt,
+        len: 0,
+        depth: 0,
+        status: u64::from(dir_status::TRUNCATED),
+        slot: u64::from(slot),
+    };
+    // bpf_loop: the verifier checks the step once instead of unrolling every
+    // path through 40 iterations (which exceeds its 1M-instruction budget).
+    // SAFETY: helper 181 with a static callback and a pointer to our stack.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            MAX_DIR_STEPS,
+            walk_step as *mut core::ffi::c_void,
+            (&mut ctx as *mut WalkCtx).cast(),
+            0,
+        );
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*dir).len = ctx.len as u32;
+        (*dir).depth = ctx.depth as u16;
+        (*dir).status = ctx.status as u16;
+    }
+}
+
+/// State of one directory walk, shared with the bpf_loop callback.
+#[repr(C)]
+struct WalkCtx {
+    dentry: u64,
+    vfsmnt: u64,
+    mnt: u64,
+    root_dentry: u64,
+    root_mnt: u64,
+    len: u64,
+    depth: u64,
+    status: u64,
+    slot: u64,
+}
+
+/// One step of the walk (the kernel's d_path order: up the dentries, across
+/// mount points, stopping at the task's root so container processes get
+/// container paths). Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn walk_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the pointer to capture_dir's WalkCtx.
+    let c = unsafe { &mut *(ctx as *mut WalkCtx) };
+    match step(c) {
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(_) => {
+            c.status = u64::from(dir_status::FAILED);
+            1
+        }
+    }
+}
+
+#[inline(always)]
+fn step(c: &mut WalkCtx) -> Result<bool, i32> {
+    if c.dentry == c.root_dentry && c.vfsmnt == c.root_mnt {
+        c.status = u64::from(dir_status::COMPLETE);
+        return Ok(true);
+    }
+    let mnt_root = read_u64(c.vfsmnt + OFF_VFSMOUNT_ROOT.load())?;
+    if c.dentry == mnt_root {
+        let parent = read_u64(c.mnt + OFF_MOUNT_PARENT.load())?;
+        if parent == c.mnt {
+            // Top of the mount tree without meeting the task's root (a
+            // detached mount or a chroot escape): the chain is all there is.
+            c.status = u64::from(dir_status::COMPLETE);
+            return Ok(true);
+        }
+        c.dentry = read_u64(c.mnt + OFF_MOUNT_MOUNTPOINT.load())?;
+        c.mnt = parent;
+        c.vfsmnt = parent + OFF_MOUNT_MNT.load();
+        return Ok(false);
+    }
+    let parent = read_u64(c.dentry + OFF_DENTRY_PARENT.load())?;
+    if parent == c.dentry {
+        c.status = u64::from(dir_status::COMPLETE);
+        return Ok(true);
+    }
+    if c.len >= DIR_LEN as u64 {
+        // Out of room: status stays TRUNCATED.
+        return Ok(true);
+    }
+    let name = read_u64(c.dentry + OFF_DENTRY_NAME.load() + OFF_QSTR_NAME.load())?;
+    let Some(dir) = crate::dir_slot(c.slot as u32) else {
+        return Err(-1);
+    };
+    // SAFETY: per-CPU scratch record of this program run.
+    let dir = unsafe { &mut *dir };
+    // The mask proves off + NAME_LEN <= DIR_BUF to the verifier.
+    let off = (c.len as usize) & (DIR_LEN - 1);
+    // SAFETY: the helper bounds the copy by the slice and reports faults.
+    let got = unsafe {
+        bpf_probe_read_kernel_str_bytes(name as *const u8, &mut dir.buf[off..off + NAME_LEN])
+    }?;
+    c.len = (off + got.len() + 1) as u64;
+    c.depth += 1;
+    c.dentry = parent;
+    Ok(false)
 }

@@ -160,15 +160,37 @@ fn read_path(src: u64, buf: &mut [u8; PATH_LEN], flags: &mut u32, trunc_flag: u3
     }
 }
 
-/// Relative (or empty) paths need the directory they are relative to.
+/// The DirChain a directory walk fills, by `kernel::slot`.
 #[inline(always)]
-fn fill_dir(path: &[u8; PATH_LEN], dirfd: i32, dir: &mut DirChain) {
-    if path[0] == b'/' {
-        dir.status = dir_status::NONE;
-        dir.len = 0;
-        dir.depth = 0;
+pub fn dir_slot(slot: u32) -> Option<*mut DirChain> {
+    // SAFETY (all arms): per-CPU scratch records, exclusively this program
+    // run's; only field addresses are taken here.
+    unsafe {
+        match slot {
+            kernel::slot::FILE => SCRATCH_FILE.get_ptr_mut(0).map(|e| &raw mut (*e).dir),
+            kernel::slot::RENAME_OLD => SCRATCH_RENAME.get_ptr_mut(0).map(|e| &raw mut (*e).olddir),
+            kernel::slot::RENAME_NEW => SCRATCH_RENAME.get_ptr_mut(0).map(|e| &raw mut (*e).newdir),
+            kernel::slot::EXEC => SCRATCH_EXEC.get_ptr_mut(0).map(|e| &raw mut (*e).dir),
+            _ => None,
+        }
+    }
+}
+
+/// Relative (or empty) paths need the directory they are relative to.
+/// `first` is the path's first byte.
+#[inline(always)]
+fn fill_dir(first: u8, dirfd: i32, slot: u32) {
+    if first == b'/' {
+        if let Some(dir) = dir_slot(slot) {
+            // SAFETY: per-CPU scratch record of this program run.
+            unsafe {
+                (*dir).status = dir_status::NONE;
+                (*dir).len = 0;
+                (*dir).depth = 0;
+            }
+        }
     } else {
-        kernel::capture_dir(dirfd, dir);
+        kernel::capture_dir(dirfd, slot);
     }
 }
 
@@ -192,7 +214,7 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
     ev.mode = mode;
     ev.size = size;
     read_path(path, &mut ev.path, &mut ev.header.flags, flags::PATH_TRUNCATED);
-    fill_dir(&ev.path, dirfd, &mut ev.dir);
+    fill_dir(ev.path[0], dirfd, kernel::slot::FILE);
     let _ = PENDING_FILE.insert(&(pid_tgid as u32), ev, 0);
 }
 
@@ -302,8 +324,8 @@ fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, 
     ev.flags = flags;
     read_path(old, &mut ev.oldpath, &mut ev.header.flags, flags::PATH_TRUNCATED);
     read_path(new, &mut ev.newpath, &mut ev.header.flags, flags::PATH2_TRUNCATED);
-    fill_dir(&ev.oldpath, olddirfd, &mut ev.olddir);
-    fill_dir(&ev.newpath, newdirfd, &mut ev.newdir);
+    fill_dir(ev.oldpath[0], olddirfd, kernel::slot::RENAME_OLD);
+    fill_dir(ev.newpath[0], newdirfd, kernel::slot::RENAME_NEW);
     let _ = PENDING_RENAME.insert(&(pid_tgid as u32), ev, 0);
 }
 
@@ -359,7 +381,7 @@ fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
     ev.dirfd = dirfd;
     ev.flags = flags;
     read_path(path, &mut ev.path, &mut ev.header.flags, flags::PATH_TRUNCATED);
-    fill_dir(&ev.path, dirfd, &mut ev.dir);
+    fill_dir(ev.path[0], dirfd, kernel::slot::EXEC);
     read_argv(argv, ev);
     let _ = PENDING_EXEC.insert(&(pid_tgid as u32), ev, 0);
 }

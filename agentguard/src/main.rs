@@ -172,16 +172,17 @@ async fn events(
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut seen: u64 = 0;
+    let mut on_event = |ev: Event| {
+        if comms.is_empty() || comms.iter().any(|c| *c == ev.comm) {
+            seen += 1;
+            sink.send(ev);
+        }
+    };
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
-            r = sensor.read(&mut |ev: Event| {
-                if comms.is_empty() || comms.iter().any(|c| *c == ev.comm) {
-                    seen += 1;
-                    sink.send(ev);
-                }
-            }) => { r?; }
+            r = sensor.read(&mut on_event) => { r?; }
         }
     }
     let lost = sensor.lost_events();
