@@ -1,0 +1,174 @@
+//! Container identity from cgroup paths (/proc/PID/cgroup).
+//!
+//! On this hybrid host Docker uses the cgroup v1 driver, so a container's
+//! tasks sit in v1 hierarchies while their cgroup v2 id (what
+//! `bpf_get_current_cgroup_id` returns) is the root's: the v2 id alone can't
+//! tell containers apart here. The cgroup *paths* of every hierarchy can, and
+//! they carry the runtime's container id in well-known shapes.
+
+/// The runtime that owns a cgroup path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    Crio,
+    Podman,
+}
+
+/// What a cgroup path says about its container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupIdentity {
+    pub runtime: Option<Runtime>,
+    /// Full container id (64 hex for docker/cri; the container name for
+    /// plain containerd `/NAMESPACE/ID` paths).
+    pub container_id: Option<String>,
+    /// Kubernetes pod UID (dashes restored) from a kubepods path.
+    pub pod_uid: Option<String>,
+    /// containerd namespace for `/NAMESPACE/ID` paths (e.g. "k8s.io").
+    pub namespace: Option<String>,
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Parses one cgroup path ("/docker/<id>", "/system.slice/docker-<id>.scope",
+/// "/kubepods/besteffort/pod<uid>/<id>", "/k8s.io/<name>", ...).
+pub fn parse_path(path: &str) -> CgroupIdentity {
+    let mut out = CgroupIdentity::default();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        // Pod UID: "pod<uid>" (cgroupfs) or "...-pod<uid_with_underscores>.slice".
+        if let Some(idx) = part.find("pod") {
+            let rest = &part[idx + 3..];
+            let rest = rest.strip_suffix(".slice").unwrap_or(rest);
+            let uid = rest.replace('_', "-");
+            let looks_like_uid = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+            if looks_like_uid && (idx == 0 || part[..idx].ends_with('-')) {
+                out.pod_uid = Some(uid);
+                continue;
+            }
+        }
+        let scope = part.strip_suffix(".scope").unwrap_or(part);
+        for (prefix, rt) in [
+            ("docker-", Runtime::Docker),
+            ("cri-containerd-", Runtime::Containerd),
+            ("crio-", Runtime::Crio),
+            ("libpod-", Runtime::Podman),
+        ] {
+            if let Some(id) = scope.strip_prefix(prefix) {
+                if is_hex64(id) {
+                    out.runtime = Some(rt);
+                    out.container_id = Some(id.to_owned());
+                }
+            }
+        }
+        if out.container_id.is_some() {
+            continue;
+        }
+        if is_hex64(part) {
+            // "/docker/<id>", "/kubepods/.../<id>", "/libpod_parent/libpod-<id>".
+            let parent = if i > 0 { parts[i - 1] } else { "" };
+            out.runtime = Some(match parent {
+                "docker" => Runtime::Docker,
+                _ if parent.starts_with("pod") || out.pod_uid.is_some() => out.runtime.unwrap_or(Runtime::Containerd),
+                _ => out.runtime.unwrap_or(Runtime::Docker),
+            });
+            out.container_id = Some((*part).to_owned());
+        }
+    }
+    // containerd without Kubernetes cgroup layout: "/<namespace>/<id>".
+    if out.container_id.is_none() && parts.len() == 2 && is_containerd_namespace(parts[0]) {
+        out.runtime = Some(Runtime::Containerd);
+        out.namespace = Some(parts[0].to_owned());
+        out.container_id = Some(parts[1].to_owned());
+    }
+    out
+}
+
+fn is_containerd_namespace(s: &str) -> bool {
+    matches!(s, "k8s.io" | "moby" | "default" | "buildkit")
+}
+
+/// Reads /proc/PID/cgroup and returns the first hierarchy naming a container.
+pub fn for_pid(pid: u32) -> std::io::Result<CgroupIdentity> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    Ok(parse_file(&text))
+}
+
+/// Parses the content of a /proc/PID/cgroup file ("hier:controllers:path" lines).
+pub fn parse_file(text: &str) -> CgroupIdentity {
+    let mut best = CgroupIdentity::default();
+    for line in text.lines() {
+        let Some(path) = line.splitn(3, ':').nth(2) else {
+            continue;
+        };
+        let id = parse_path(path);
+        if id.container_id.is_some() {
+            return id;
+        }
+        if best.pod_uid.is_none() && id.pod_uid.is_some() {
+            best = id;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+
+    #[test]
+    fn docker_cgroupfs_and_systemd() {
+        let c = parse_path(&format!("/docker/{ID}"));
+        assert_eq!(c.runtime, Some(Runtime::Docker));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+        let c = parse_path(&format!("/system.slice/docker-{ID}.scope"));
+        assert_eq!(c.runtime, Some(Runtime::Docker));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn kubepods_cgroupfs_and_systemd() {
+        let uid = "0d3b1c2a-1111-2222-3333-444455556666";
+        let c = parse_path(&format!("/kubepods/burstable/pod{uid}/{ID}"));
+        assert_eq!(c.pod_uid.as_deref(), Some(uid));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+        let c = parse_path(&format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
+            uid.replace('-', "_")
+        ));
+        assert_eq!(c.pod_uid.as_deref(), Some(uid));
+        assert_eq!(c.runtime, Some(Runtime::Containerd));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+        let c = parse_path(&format!("/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope", uid.replace('-', "_")));
+        assert_eq!(c.runtime, Some(Runtime::Crio));
+    }
+
+    #[test]
+    fn podman_and_containerd_namespace() {
+        let c = parse_path(&format!("/machine.slice/libpod-{ID}.scope"));
+        assert_eq!(c.runtime, Some(Runtime::Podman));
+        let c = parse_path("/k8s.io/web-0");
+        assert_eq!(c.runtime, Some(Runtime::Containerd));
+        assert_eq!(c.namespace.as_deref(), Some("k8s.io"));
+        assert_eq!(c.container_id.as_deref(), Some("web-0"));
+    }
+
+    #[test]
+    fn host_paths_are_not_containers() {
+        for p in ["/", "/user.slice/user-1000.slice/session-2.scope", "/system.slice/ssh.service", "/process_api/0318c5c07085af29a9861fc6ea14f857"] {
+            assert_eq!(parse_path(p), CgroupIdentity::default(), "{p}");
+        }
+    }
+
+    #[test]
+    fn file_with_mixed_hierarchies() {
+        let text = format!("12:pids:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n");
+        assert_eq!(parse_file(&text).container_id.as_deref(), Some(ID));
+        assert_eq!(parse_file("0::/\n").container_id, None);
+    }
+}
