@@ -5,5 +5,6 @@
 //! `event` holds the typed event that flows between the stages.
 
 pub mod event;
+pub mod identity;
 pub mod outputs;
 pub mod sensor;

@@ -40,7 +40,7 @@ pub fn parse_path(path: &str) -> CgroupIdentity {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     for (i, part) in parts.iter().enumerate() {
         // Pod UID: "pod<uid>" (cgroupfs) or "...-pod<uid_with_underscores>.slice".
-        if let Some(idx) = part.find("pod") {
+        if let Some(idx) = part.rfind("pod") {
             let rest = &part[idx + 3..];
             let rest = rest.strip_suffix(".slice").unwrap_or(rest);
             let uid = rest.replace('_', "-");
