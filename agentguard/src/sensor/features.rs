@@ -21,6 +21,8 @@ pub enum Status {
 #[derive(Serialize, Clone, Debug)]
 pub struct Probe {
     pub name: &'static str,
+    /// Serialized inline: {"name": .., "status": .., "detail": ..}.
+    #[serde(flatten)]
     pub status: Status,
 }
 
