@@ -23,6 +23,9 @@ pub const IGNORE: u32 = 0;
 pub mod config {
     /// Kind mask for processes absent from `TASK_FILTER`.
     pub const DEFAULT_MASK: u32 = 0;
+    /// Wake the ring-buffer reader only once this many bytes wait (0: wake
+    /// for every record). Waking per record costs more than the record.
+    pub const WAKEUP_BYTES: u32 = 1;
     pub const MAX: u32 = 4;
 }
 
@@ -33,8 +36,6 @@ pub const TASK_FILTER_ENTRIES: u32 = 65536;
 pub mod counter {
     /// Records that did not fit in the ring buffer.
     pub const LOST: u32 = 0;
-    /// Syscall exits whose entry record was missing (evicted or raced).
-    pub const ORPHAN_EXIT: u32 = 1;
     pub const MAX: u32 = 4;
 }
 

@@ -31,3 +31,19 @@ pub fn read_record<T: Record>(bytes: &[u8]) -> Option<T> {
     // `T: Record` guarantees every bit pattern is a valid `T`.
     Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
+
+/// Like [`read_record`] for records sent without their unused tail: at
+/// least `min_len` bytes must be there; missing bytes read as zero.
+pub fn read_record_prefix<T: Record>(bytes: &[u8], min_len: usize) -> Option<T> {
+    if bytes.len() < min_len {
+        return None;
+    }
+    let mut v = core::mem::MaybeUninit::<T>::zeroed();
+    let n = bytes.len().min(core::mem::size_of::<T>());
+    // SAFETY: n is within both buffers; zero bytes plus copied bytes make a
+    // valid T because `T: Record` accepts every bit pattern.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), n);
+        Some(v.assume_init())
+    }
+}

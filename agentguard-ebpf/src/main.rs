@@ -79,6 +79,40 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Wake the reader only when enough is queued (userspace also drains on a
+/// short timer): a wakeup per record would cost more than the record.
+#[inline(always)]
+fn out_flags() -> u64 {
+    let threshold = match CONFIG.get(config::WAKEUP_BYTES) {
+        Some(t) => *t as u64,
+        None => 0,
+    };
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Emits the first `used` bytes of `rec` (the rest is unused DirChain
+/// buffer), bounded by the record size for the verifier.
+#[inline(always)]
+fn output_prefix<T>(rec: &T, used: usize) {
+    let size = core::mem::size_of::<T>();
+    let n = if used > size { size } else { used };
+    // SAFETY: n <= size_of::<T>() bytes of a live record.
+    let bytes = unsafe { core::slice::from_raw_parts((rec as *const T).cast::<u8>(), n) };
+    if EVENTS.output::<[u8]>(bytes, out_flags()).is_err() {
+        bump(counter::LOST);
+    }
+}
+
 #[inline(always)]
 fn bump(idx: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(idx) {
@@ -228,9 +262,7 @@ fn file_exit(ctx: &TracePointContext) {
     // program; no one else writes it.
     let ev = unsafe { &mut *ev };
     ev.header.ret = ret_of(ctx);
-    if EVENTS.output::<FileEvent>(&*ev, 0).is_err() {
-        bump(counter::LOST);
-    }
+    output_prefix(&*ev, FILE_EVENT_MIN + ev.dir.len as usize);
     let _ = PENDING_FILE.remove(&tid);
 }
 
@@ -338,9 +370,7 @@ fn rename_exit(ctx: &TracePointContext) {
     // SAFETY: this thread's own entry, see file_exit.
     let ev = unsafe { &mut *ev };
     ev.header.ret = ret_of(ctx);
-    if EVENTS.output::<RenameEvent>(&*ev, 0).is_err() {
-        bump(counter::LOST);
-    }
+    output_prefix(&*ev, RENAME_EVENT_MIN + ev.newdir.len as usize);
     let _ = PENDING_RENAME.remove(&tid);
 }
 
@@ -446,9 +476,7 @@ fn exec_exit(ctx: &TracePointContext) {
     if ev.header.ret == 0 {
         refresh_creds(&mut ev.header);
     }
-    if EVENTS.output::<ExecEvent>(&*ev, 0).is_err() {
-        bump(counter::LOST);
-    }
+    output_prefix(&*ev, EXEC_EVENT_MIN + ev.dir.len as usize);
     let _ = PENDING_EXEC.remove(&tid);
 }
 
@@ -547,7 +575,7 @@ fn net_exit(ctx: &TracePointContext) {
     // SAFETY: this thread's own entry, see file_exit.
     let ev = unsafe { &mut *ev };
     ev.header.ret = ret_of(ctx);
-    if EVENTS.output::<NetEvent>(&*ev, 0).is_err() {
+    if EVENTS.output::<NetEvent>(&*ev, out_flags()).is_err() {
         bump(counter::LOST);
     }
     let _ = PENDING_NET.remove(&tid);
@@ -591,7 +619,7 @@ fn emit_proc(kind: u16, syscall: u16, child_pid: u32, exit_code: u32, arg: u64, 
     ev.child_pid = child_pid;
     ev.exit_code = exit_code;
     ev.arg = arg;
-    if EVENTS.output::<ProcEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ProcEvent>(&ev, out_flags()).is_err() {
         bump(counter::LOST);
     }
 }

@@ -28,7 +28,9 @@ impl std::fmt::Display for BtfError {
             ),
             BtfError::Malformed(m) => write!(f, "malformed BTF: {m}"),
             BtfError::NotFound(m) => write!(f, "not in kernel BTF: {m}"),
-            BtfError::Bitfield(m) => write!(f, "{m} is a bitfield or not byte aligned: no byte offset"),
+            BtfError::Bitfield(m) => {
+                write!(f, "{m} is a bitfield or not byte aligned: no byte offset")
+            }
         }
     }
 }
@@ -153,7 +155,9 @@ impl KernelBtf {
         }
         let version = b.get(2).copied().unwrap_or(0);
         if version != 1 {
-            return Err(BtfError::Malformed(format!("unsupported BTF version {version}")));
+            return Err(BtfError::Malformed(format!(
+                "unsupported BTF version {version}"
+            )));
         }
         let hdr_len = rd_u32(b, 4)? as usize;
         if hdr_len < MIN_HEADER || hdr_len > b.len() {
@@ -183,7 +187,9 @@ impl KernelBtf {
         let strings = section(str_off, str_len, "string")?.to_vec();
         if strings.first() != Some(&0) {
             // Offset 0 must be the empty name used by anonymous types.
-            return Err(BtfError::Malformed("string section does not start with NUL".into()));
+            return Err(BtfError::Malformed(
+                "string section does not start with NUL".into(),
+            ));
         }
 
         // Type id 0 is "void".
@@ -218,7 +224,9 @@ impl KernelBtf {
                 KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
                 | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 other => {
-                    return Err(BtfError::Malformed(format!("unknown BTF kind {other} at type id {id}")))
+                    return Err(BtfError::Malformed(format!(
+                        "unknown BTF kind {other} at type id {id}"
+                    )))
                 }
             };
             let data = off
@@ -269,10 +277,14 @@ impl KernelBtf {
         let mut by_name: HashMap<String, Vec<u32>> = HashMap::with_capacity(types.len());
         for (id, t) in types.iter().enumerate().skip(1) {
             let name = str_at(&strings, t.name_off).ok_or_else(|| {
-                BtfError::Malformed(format!("type id {id}: name offset {} outside the strings", t.name_off))
+                BtfError::Malformed(format!(
+                    "type id {id}: name offset {} outside the strings",
+                    t.name_off
+                ))
             })?;
             if !name.is_empty() {
-                let id = u32::try_from(id).map_err(|_| BtfError::Malformed("more than 2^32 types".into()))?;
+                let id = u32::try_from(id)
+                    .map_err(|_| BtfError::Malformed("more than 2^32 types".into()))?;
                 by_name.entry(name.to_owned()).or_default().push(id);
             }
         }
@@ -359,7 +371,7 @@ impl KernelBtf {
     /// bitfield, an unaligned offset, or (old encoding) an INT narrower
     /// than its storage.
     fn is_bitfield(&self, m: &Member) -> bool {
-        if m.bitfield_size != 0 || m.bit_offset % 8 != 0 {
+        if m.bitfield_size != 0 || !m.bit_offset.is_multiple_of(8) {
             return true;
         }
         match self.ty(self.resolve(m.type_id)) {
@@ -374,13 +386,21 @@ impl KernelBtf {
 
     /// Finds `member` in composite `id`, descending into anonymous
     /// struct/union members. Returns (bit offset, member type id).
-    fn find_member(&self, id: u32, owner: &str, member: &str, depth: u32) -> Result<Option<(u32, u32)>, BtfError> {
+    fn find_member(
+        &self,
+        id: u32,
+        owner: &str,
+        member: &str,
+        depth: u32,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
         // Kernel nesting is a few levels; the bound only stops loops in
         // malformed data.
         if depth > 16 {
             return Ok(None);
         }
-        let Some(t) = self.ty(id) else { return Ok(None) };
+        let Some(t) = self.ty(id) else {
+            return Ok(None);
+        };
         for m in &t.members {
             let name = self.name(m.name_off);
             if name == member {
@@ -439,9 +459,9 @@ impl KernelBtf {
             let (b, ty) = self
                 .find_member(id, &walked, part, 0)?
                 .ok_or_else(|| BtfError::NotFound(format!("member {walked}.{part}")))?;
-            bits = bits
-                .checked_add(b)
-                .ok_or_else(|| BtfError::Malformed(format!("offset of {struct_name}.{path} overflows")))?;
+            bits = bits.checked_add(b).ok_or_else(|| {
+                BtfError::Malformed(format!("offset of {struct_name}.{path} overflows"))
+            })?;
             id = self.resolve(ty);
             walked.push('.');
             walked.push_str(part);
@@ -604,14 +624,22 @@ mod tests {
         let err = btf.member_offset("outer", "bf").expect_err("bitfield");
         assert!(matches!(err, BtfError::Bitfield(_)), "{err}");
         assert!(err.to_string().contains("outer.bf"), "{err}");
-        assert!(matches!(btf.member_offset("old", "nibble"), Err(BtfError::Bitfield(_))));
+        assert!(matches!(
+            btf.member_offset("old", "nibble"),
+            Err(BtfError::Bitfield(_))
+        ));
         assert_eq!(btf.member_offset("old", "whole").expect("whole"), 0);
-        let err = btf.member_path_offset("outer", "a.x").expect_err("int has no members");
+        let err = btf
+            .member_path_offset("outer", "a.x")
+            .expect_err("int has no members");
         assert!(err.to_string().contains("outer.a"), "{err}");
         let err = btf.member_offset("outer", "zz").expect_err("missing");
         assert!(matches!(err, BtfError::NotFound(_)));
         assert!(err.to_string().contains("outer.zz"), "{err}");
-        assert!(matches!(btf.member_offset("nope", "a"), Err(BtfError::NotFound(_))));
+        assert!(matches!(
+            btf.member_offset("nope", "a"),
+            Err(BtfError::NotFound(_))
+        ));
         assert_eq!(btf.func_id("do_thing"), Some(10));
         assert_eq!(btf.func_id("outer"), None);
         assert_eq!(btf.typedef_id("typedef_t"), Some(6));
@@ -625,19 +653,31 @@ mod tests {
         }
         let mut bad = b.clone();
         bad[0] = 0;
-        assert!(matches!(KernelBtf::parse(&bad), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            KernelBtf::parse(&bad),
+            Err(BtfError::Malformed(_))
+        ));
         // Unknown kind 31 in the first record.
         let mut bad = b.clone();
         bad[24 + 7] = 31;
-        assert!(matches!(KernelBtf::parse(&bad), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            KernelBtf::parse(&bad),
+            Err(BtfError::Malformed(_))
+        ));
         // Name offset far outside the strings.
         let mut bad = b.clone();
         bad[24..28].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
-        assert!(matches!(KernelBtf::parse(&bad), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            KernelBtf::parse(&bad),
+            Err(BtfError::Malformed(_))
+        ));
         // Section lengths that overflow.
         let mut bad = b;
         bad[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(KernelBtf::parse(&bad), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            KernelBtf::parse(&bad),
+            Err(BtfError::Malformed(_))
+        ));
     }
 
     /// The real kernel's BTF. Skips (loudly) only outside CI.
@@ -679,8 +719,12 @@ mod tests {
             ("fdtable", "fd"),
             ("file", "f_path"),
         ] {
-            let off = btf.member_offset(s, m).unwrap_or_else(|e| panic!("{s}.{m}: {e}"));
-            let via_path = btf.member_path_offset(s, m).unwrap_or_else(|e| panic!("{s}.{m}: {e}"));
+            let off = btf
+                .member_offset(s, m)
+                .unwrap_or_else(|e| panic!("{s}.{m}: {e}"));
+            let via_path = btf
+                .member_path_offset(s, m)
+                .unwrap_or_else(|e| panic!("{s}.{m}: {e}"));
             assert_eq!(off, via_path, "{s}.{m}");
             eprintln!("{s}.{m} = {off}");
         }
@@ -692,13 +736,18 @@ mod tests {
             btf.member_offset("task_struct", "tgid").expect("tgid"),
             btf.member_offset("task_struct", "pid").expect("pid") + 4
         );
-        assert_eq!(btf.member_offset("task_struct", "real_parent").expect("rp") % 8, 0);
+        assert!(btf
+            .member_offset("task_struct", "real_parent")
+            .expect("rp")
+            .is_multiple_of(8));
         assert_eq!(
-            btf.member_path_offset("file", "f_path.dentry").expect("nested"),
+            btf.member_path_offset("file", "f_path.dentry")
+                .expect("nested"),
             btf.member_offset("file", "f_path").expect("f_path") + 8
         );
         assert_eq!(
-            btf.member_path_offset("dentry", "d_name.name").expect("nested"),
+            btf.member_path_offset("dentry", "d_name.name")
+                .expect("nested"),
             btf.member_offset("dentry", "d_name").expect("d_name") + 8
         );
         // A pointer member can't be stepped through.

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use agentguard_common::{
     event::{self as raw, family, flags, kind, syscall},
-    user::read_record,
+    user::{read_record, read_record_prefix},
 };
 
 use crate::event::*;
@@ -76,13 +76,17 @@ fn get<T: agentguard_common::user::Record>(bytes: &[u8], k: u16) -> Result<T, De
     read_record::<T>(bytes).ok_or(DecodeError::Short { kind: k, len: bytes.len() })
 }
 
+fn get_prefix<T: agentguard_common::user::Record>(bytes: &[u8], k: u16, min: usize) -> Result<T, DecodeError> {
+    read_record_prefix::<T>(bytes, min).ok_or(DecodeError::Short { kind: k, len: bytes.len() })
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let h: raw::Header = get(bytes, 0)?;
     let k = Kind::from_wire(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     let detail = match h.kind {
         kind::EXEC => {
-            let e: raw::ExecEvent = get(bytes, h.kind)?;
+            let e: raw::ExecEvent = get_prefix(bytes, h.kind, raw::EXEC_EVENT_MIN)?;
             Detail::Exec(exec_detail(&e))
         }
         kind::FORK | kind::EXIT | kind::IO_URING_SETUP => {
@@ -99,11 +103,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
         }
         kind::OPEN | kind::UNLINK | kind::RMDIR | kind::TRUNCATE => {
-            let f: raw::FileEvent = get(bytes, h.kind)?;
+            let f: raw::FileEvent = get_prefix(bytes, h.kind, raw::FILE_EVENT_MIN)?;
             Detail::File(file_detail(&f))
         }
         kind::RENAME => {
-            let r: raw::RenameEvent = get(bytes, h.kind)?;
+            let r: raw::RenameEvent = get_prefix(bytes, h.kind, raw::RENAME_EVENT_MIN)?;
             Detail::Rename(RenameDetail {
                 from: resolve(
                     &r.oldpath,
@@ -386,6 +390,23 @@ mod tests {
         assert_eq!(d.access.as_deref(), Some("write"));
         assert_eq!(d.flag_names, vec!["O_CREAT", "O_TRUNC"]);
         assert_eq!(d.mode, Some(0o644));
+    }
+
+    #[test]
+    fn trimmed_file_record_decodes_and_too_short_fails() {
+        // SAFETY: all-zero is a valid FileEvent.
+        let mut f: FileEvent = unsafe { std::mem::zeroed() };
+        f.header = header(kind::UNLINK, syscall::UNLINKAT, 0);
+        f.dirfd = AT_FDCWD;
+        f.path[..1].copy_from_slice(b"x");
+        f.dir.status = dir_status::COMPLETE;
+        f.dir.depth = 1;
+        f.dir.len = 4;
+        f.dir.buf[..4].copy_from_slice(b"tmp\0");
+        let bytes = bytes_of(&f);
+        let ev = decode(&bytes[..FILE_EVENT_MIN + 4]).expect("trimmed record decodes");
+        assert_eq!(ev.path(), Some("/tmp/x"));
+        assert!(decode(&bytes[..FILE_EVENT_MIN - 1]).is_err());
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! What this kernel supports, found by loading tiny programs (not by reading
-//! version numbers), and the mounts the sensor needs. Backs `agentguard check`
-//! and the daemon's start-up decisions.
+//! What this kernel supports, found by trying (the `agentguard check`
+//! command): tiny hand-assembled programs are loaded with raw `bpf(2)` and,
+//! where cheap, attached. Version numbers are not consulted: distributions
+//! backport and lock down features independently of them.
+//!
+//! Also home of [`ensure_tracefs`] and [`ensure_bpffs`], which the sensor
+//! calls before loading.
 
 use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -36,569 +40,160 @@ pub struct Capability {
 
 #[derive(Serialize, Clone, Debug)]
 pub struct FeatureReport {
+    /// uname release.
     pub kernel: String,
     pub probes: Vec<Probe>,
     pub capabilities: Vec<Capability>,
 }
 
-// ---------------------------------------------------------------- mounts
+const NEEDS_ROOT: &str = "needs root (CAP_BPF/CAP_SYS_ADMIN)";
 
 const TRACEFS: &str = "/sys/kernel/tracing";
-const DEBUG_TRACEFS: &str = "/sys/kernel/debug/tracing";
+const TRACEFS_DEBUG: &str = "/sys/kernel/debug/tracing";
 const BPFFS: &str = "/sys/fs/bpf";
+const SECURITYFS: &str = "/sys/kernel/security";
+const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+// statfs f_type values (linux/magic.h).
+const TRACEFS_MAGIC: i64 = 0x7472_6163;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const SECURITYFS_MAGIC: i64 = 0x7363_6673;
 
-fn mount(fstype: &str, target: &str) -> Result<(), String> {
-    let src = CString::new(fstype).map_err(|e| e.to_string())?;
-    let tgt = CString::new(target).map_err(|e| e.to_string())?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("mount -t {fstype} {fstype} {target}: {}", std::io::Error::last_os_error()))
-    }
-}
+/// (agentguard feature, probes it needs, note).
+const CAPABILITIES: &[(&str, &[&str], &str)] = &[
+    (
+        "event sensor (process/file/network events)",
+        &[
+            "btf",
+            "tracefs",
+            "tracepoints",
+            "ringbuf",
+            "tracepoint_prog",
+        ],
+        "syscall tracepoints -> ring buffer",
+    ),
+    (
+        "kill at syscall entry (bpf_send_signal)",
+        &["send_signal"],
+        "the syscall in flight still completes; later ones don't run",
+    ),
+    (
+        "deny network in kernel (cgroup sock_addr)",
+        &["cgroup_v2", "sock_addr"],
+        "connect/sendmsg refused with EPERM before any packet leaves",
+    ),
+    (
+        "block file ops before they happen (BPF-LSM)",
+        &["bpf_lsm"],
+        "without it, file policy can only kill after the fact",
+    ),
+    (
+        "fentry-based probes",
+        &["fentry"],
+        "cheaper than kprobes; needs BTF trampolines",
+    ),
+    (
+        "kprobe fallbacks / bpf_override_return",
+        &["kprobes"],
+        "only for kernels missing a needed tracepoint",
+    ),
+    (
+        "relative path resolution in kernel (BTF offsets)",
+        &["btf", "probe_read_kernel"],
+        "walks task->fs and dentries with offsets from kernel BTF",
+    ),
+];
 
-/// The tracefs root, mounting it at /sys/kernel/tracing when missing (a fresh
-/// machine here has it unmounted).
-pub fn ensure_tracefs() -> Result<PathBuf, String> {
-    for root in [TRACEFS, DEBUG_TRACEFS] {
-        if Path::new(root).join("events").is_dir() {
-            return Ok(PathBuf::from(root));
-        }
-    }
-    mount("tracefs", TRACEFS)?;
-    if Path::new(TRACEFS).join("events").is_dir() {
-        Ok(PathBuf::from(TRACEFS))
-    } else {
-        Err(format!("tracefs mounted at {TRACEFS} but has no events/ (CONFIG_FTRACE off?)"))
-    }
-}
-
-/// Mounts bpffs at /sys/fs/bpf when missing (pinned enforcement state lives there).
-pub fn ensure_bpffs() -> Result<(), String> {
-    let path = CString::new(BPFFS).map_err(|e| e.to_string())?;
-    // SAFETY: zeroed statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
-        return Ok(());
-    }
-    mount("bpf", BPFFS)
-}
-
-// --------------------------------------------------- raw bpf(2) plumbing
-
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_PROG_ATTACH: i64 = 8;
-const BPF_PROG_DETACH: i64 = 9;
-
-const PROG_TRACEPOINT: u32 = 5;
-const PROG_CGROUP_SOCK_ADDR: u32 = 18;
-const PROG_TRACING: u32 = 26;
-const PROG_LSM: u32 = 29;
-
-const ATTACH_CGROUP_INET4_CONNECT: u32 = 10;
-const ATTACH_TRACE_RAW_TP: u32 = 23;
-const ATTACH_TRACE_FENTRY: u32 = 24;
-const ATTACH_LSM_MAC: u32 = 27;
-
-const MAP_RINGBUF: u32 = 27;
-
-/// One eBPF instruction, encoded as the kernel reads it.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    (code as u64)
-        | (((dst & 0xf) | ((src & 0xf) << 4)) as u64) << 8
-        | ((off as u16) as u64) << 16
-        | ((imm as u32) as u64) << 32
-}
-/// r{dst} = imm
-fn mov_imm(dst: u8, imm: i32) -> u64 {
-    insn(0xb7, dst, 0, 0, imm)
-}
-/// r{dst} = r{src}
-fn mov_reg(dst: u8, src: u8) -> u64 {
-    insn(0xbf, dst, src, 0, 0)
-}
-/// r{dst} += imm
-fn add_imm(dst: u8, imm: i32) -> u64 {
-    insn(0x07, dst, 0, 0, imm)
-}
-/// *(u64 *)(r{dst} + off) = imm
-fn store_imm(dst: u8, off: i16, imm: i32) -> u64 {
-    insn(0x7a, dst, 0, off, imm)
-}
-fn call(helper: i32) -> u64 {
-    insn(0x85, 0, 0, 0, helper)
-}
-fn exit() -> u64 {
-    insn(0x95, 0, 0, 0, 0)
-}
-
-const HELPER_PROBE_WRITE_USER: i32 = 36;
-const HELPER_SEND_SIGNAL: i32 = 109;
-const HELPER_PROBE_READ_KERNEL: i32 = 113;
-
-fn put_u32(a: &mut [u8], off: usize, v: u32) {
-    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-}
-fn put_u64(a: &mut [u8], off: usize, v: u64) {
-    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn sys_bpf(cmd: i64, attr: &mut [u8]) -> std::io::Result<i64> {
-    // SAFETY: attr is a live buffer at least as large as the size passed;
-    // the kernel validates every field.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned(fd: i64) -> OwnedFd {
-    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
-
-fn not_root_hint(e: &std::io::Error) -> String {
-    // SAFETY: geteuid has no preconditions.
-    if e.raw_os_error() == Some(libc::EPERM) && unsafe { libc::geteuid() } != 0 {
-        "needs root (CAP_BPF/CAP_SYS_ADMIN)".to_owned()
-    } else {
-        e.to_string()
-    }
-}
-
-struct Load {
-    prog_type: u32,
-    attach_type: u32,
-    attach_btf_id: u32,
-}
-
-/// Loads `insns`; on failure returns the errno and the verifier log's first lines.
-fn load(l: &Load, insns: &[u64]) -> Result<OwnedFd, (std::io::Error, String)> {
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 1 << 16];
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, l.prog_type);
-    put_u32(&mut attr, 4, insns.len() as u32);
-    put_u64(&mut attr, 8, insns.as_ptr() as u64);
-    put_u64(&mut attr, 16, license.as_ptr() as u64);
-    put_u32(&mut attr, 24, 1);
-    put_u32(&mut attr, 28, log.len() as u32);
-    put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
-    attr[48..48 + 8].copy_from_slice(b"ag_probe");
-    put_u32(&mut attr, 68, l.attach_type);
-    put_u32(&mut attr, 108, l.attach_btf_id);
-    match sys_bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(owned(fd)),
-        Err(e) => {
-            let text = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
-            // The verifier's verdict is at the end of its log.
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = &lines[lines.len().saturating_sub(2)..];
-            Err((e, tail.join(" / ")))
-        }
-    }
-}
-
-fn status_of(r: Result<(), (std::io::Error, String)>) -> Status {
-    match r {
-        Ok(()) => Status::Supported,
-        Err((e, log)) => {
-            let mut msg = not_root_hint(&e);
-            if !log.is_empty() {
-                msg = format!("{msg}: {log}");
-            }
-            match e.raw_os_error() {
-                Some(libc::EINVAL) | Some(libc::EPERM) | Some(524) | Some(libc::EOPNOTSUPP)
-                | Some(libc::ENOENT) => Status::Unsupported(msg),
-                _ => Status::Error(msg),
-            }
-        }
-    }
-}
-
-fn load_status(l: &Load, insns: &[u64]) -> Status {
-    status_of(load(l, insns).map(drop))
-}
-
-fn ret(v: i32) -> [u64; 2] {
-    [mov_imm(0, v), exit()]
-}
-
-// ----------------------------------------------------------------- probes
-
-fn probe_btf() -> (Status, Option<KernelBtf>) {
-    match KernelBtf::from_sys_fs() {
-        Ok(b) => {
-            if b.has_struct("task_struct") {
-                (Status::Supported, Some(b))
-            } else {
-                (Status::Error("vmlinux BTF has no task_struct".into()), None)
-            }
-        }
-        Err(e) => (Status::Unsupported(e.to_string()), None),
-    }
-}
-
-fn probe_ringbuf() -> Status {
-    let mut attr = [0u8; 72];
-    put_u32(&mut attr, 0, MAP_RINGBUF);
-    put_u32(&mut attr, 12, 4096 * 16);
-    match sys_bpf(BPF_MAP_CREATE, &mut attr) {
-        Ok(fd) => {
-            drop(owned(fd));
-            Status::Supported
-        }
-        Err(e) => status_of(Err((e, String::new()))),
-    }
-}
-
-fn tracepoint_id(tracefs: &Path, event: &str) -> Result<u64, String> {
-    let p = tracefs.join("events").join(event).join("id");
-    std::fs::read_to_string(&p)
-        .map_err(|e| format!("{}: {e}", p.display()))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("{}: {e}", p.display()))
-}
-
-fn probe_tracepoint_prog(tracefs: Option<&Path>) -> Status {
-    let prog = match load(
-        &Load {
-            prog_type: PROG_TRACEPOINT,
-            attach_type: 0,
-            attach_btf_id: 0,
-        },
-        &ret(0),
-    ) {
-        Ok(fd) => fd,
-        Err(e) => return status_of(Err(e)),
-    };
-    let Some(tracefs) = tracefs else {
-        return Status::Error("loaded, but tracefs is unavailable to attach".into());
-    };
-    let id = match tracepoint_id(tracefs, "syscalls/sys_enter_getppid") {
-        Ok(id) => id,
-        Err(e) => return Status::Unsupported(e),
-    };
-    let mut attr = [0u8; 128];
-    put_u32(&mut attr, 0, 2); // PERF_TYPE_TRACEPOINT
-    put_u32(&mut attr, 4, 128);
-    put_u64(&mut attr, 8, id);
-    put_u64(&mut attr, 16, 1);
-    // SAFETY: attr is a valid perf_event_attr-sized buffer.
-    let pfd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_ptr(),
-            -1i32,
-            0i32,
-            -1i32,
-            8u64, // PERF_FLAG_FD_CLOEXEC
-        )
-    };
-    if pfd < 0 {
-        return Status::Error(format!("perf_event_open: {}", std::io::Error::last_os_error()));
-    }
-    let pfd = owned(pfd);
-    use std::os::fd::AsRawFd;
-    // SAFETY: ioctls on our own perf fd with our own prog fd.
-    let rc = unsafe { libc::ioctl(pfd.as_raw_fd(), 0x4004_2408, prog.as_raw_fd()) };
-    if rc < 0 {
-        return Status::Error(format!("PERF_EVENT_IOC_SET_BPF: {}", std::io::Error::last_os_error()));
-    }
-    Status::Supported
-}
-
-fn tp(insns: &[u64]) -> Status {
-    load_status(
-        &Load {
-            prog_type: PROG_TRACEPOINT,
-            attach_type: 0,
-            attach_btf_id: 0,
-        },
-        insns,
-    )
-}
-
-fn probe_send_signal() -> Status {
-    tp(&[mov_imm(1, 9), call(HELPER_SEND_SIGNAL), mov_imm(0, 0), exit()])
-}
-
-fn probe_read_kernel() -> Status {
-    tp(&[
-        mov_reg(1, 10),
-        add_imm(1, -8),
-        mov_imm(2, 8),
-        mov_imm(3, 0),
-        call(HELPER_PROBE_READ_KERNEL),
-        mov_imm(0, 0),
-        exit(),
-    ])
-}
-
-fn probe_write_user() -> Status {
-    tp(&[
-        store_imm(10, -8, 0),
-        mov_imm(1, 0),
-        mov_reg(2, 10),
-        add_imm(2, -8),
-        mov_imm(3, 8),
-        call(HELPER_PROBE_WRITE_USER),
-        mov_imm(0, 0),
-        exit(),
-    ])
-}
-
-/// The cgroup2 mount point (hybrid hosts: /sys/fs/cgroup/unified).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        if post.split_whitespace().next()? == "cgroup2" {
-            pre.split_whitespace().nth(4).map(PathBuf::from)
-        } else {
-            None
-        }
-    })
-}
-
-fn probe_sock_addr(cg: Option<&Path>) -> Status {
-    let Some(cg) = cg else {
-        return Status::Unsupported("no cgroup2 mount".into());
-    };
-    let prog = match load(
-        &Load {
-            prog_type: PROG_CGROUP_SOCK_ADDR,
-            attach_type: ATTACH_CGROUP_INET4_CONNECT,
-            attach_btf_id: 0,
-        },
-        &ret(1),
-    ) {
-        Ok(fd) => fd,
-        Err(e) => return status_of(Err(e)),
-    };
-    let dir = cg.join(format!("agentguard-probe-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir(&dir) {
-        return Status::Error(format!("creating {}: {e}", dir.display()));
-    }
-    let result = (|| {
-        let d = std::fs::File::open(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
-        use std::os::fd::AsRawFd;
-        let mut attr = [0u8; 32];
-        put_u32(&mut attr, 0, d.as_raw_fd() as u32);
-        put_u32(&mut attr, 4, prog.as_raw_fd() as u32);
-        put_u32(&mut attr, 8, ATTACH_CGROUP_INET4_CONNECT);
-        put_u32(&mut attr, 12, 2); // BPF_F_ALLOW_MULTI
-        sys_bpf(BPF_PROG_ATTACH, &mut attr).map_err(|e| format!("BPF_PROG_ATTACH: {}", not_root_hint(&e)))?;
-        // Detach takes no flags.
-        put_u32(&mut attr, 12, 0);
-        sys_bpf(BPF_PROG_DETACH, &mut attr).map_err(|e| format!("BPF_PROG_DETACH: {e}"))?;
-        Ok::<(), String>(())
-    })();
-    let _ = std::fs::remove_dir(&dir);
-    match result {
-        Ok(()) => Status::Supported,
-        Err(e) => Status::Error(e),
-    }
-}
-
-fn probe_kprobes() -> Status {
-    if Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
-        Status::Supported
-    } else {
-        Status::Unsupported("no kprobe PMU (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is off".into())
-    }
-}
-
-fn probe_btf_prog(btf: Option<&KernelBtf>, prog_type: u32, attach_type: u32, target: Option<u32>, what: &str) -> Status {
-    if btf.is_none() {
-        return Status::Unsupported("needs kernel BTF".into());
-    }
-    let Some(id) = target else {
-        return Status::Unsupported(format!("{what} not in kernel BTF"));
-    };
-    load_status(
-        &Load {
-            prog_type,
-            attach_type,
-            attach_btf_id: id,
-        },
-        &ret(0),
-    )
-}
-
-fn read_lsm_list() -> Option<String> {
-    let p = "/sys/kernel/security/lsm";
-    if !Path::new(p).exists() {
-        let _ = mount("securityfs", "/sys/kernel/security");
-    }
-    std::fs::read_to_string(p).ok()
-}
-
-fn probe_bpf_lsm(btf: Option<&KernelBtf>) -> Status {
-    match read_lsm_list() {
-        Some(list) if list.split(',').any(|l| l.trim() == "bpf") => probe_btf_prog(
-            btf,
-            PROG_LSM,
-            ATTACH_LSM_MAC,
-            btf.and_then(|b| b.func_id("bpf_lsm_file_open")),
-            "bpf_lsm_file_open",
-        ),
-        Some(list) => Status::Unsupported(format!(
-            "\"bpf\" is not in the active LSMs ({}); boot with lsm=...,bpf",
-            list.trim()
-        )),
-        None => Status::Unsupported("cannot read /sys/kernel/security/lsm".into()),
-    }
-}
-
-fn probe_lockdown() -> (Status, String) {
-    let p = "/sys/kernel/security/lockdown";
-    if !Path::new(p).exists() {
-        let _ = mount("securityfs", "/sys/kernel/security");
-    }
-    match std::fs::read_to_string(p) {
-        Ok(text) => {
-            let mode = text
-                .split_whitespace()
-                .find(|w| w.starts_with('['))
-                .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_owned())
-                .unwrap_or_else(|| text.trim().to_owned());
-            let st = if mode == "none" {
-                Status::Supported
-            } else {
-                Status::Unsupported(format!("lockdown={mode}: bpf_probe_write_user and some reads are refused"))
-            };
-            (st, mode)
-        }
-        Err(_) => (Status::Supported, "unknown (no lockdown LSM)".into()),
-    }
-}
-
-/// Runs every probe. Never panics; most probes need root.
+/// Runs every probe. Never panics: a probe that somehow does is reported
+/// as an Error. Most probes need root.
 pub fn detect() -> FeatureReport {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let (btf_st, btf) = probe_btf();
-    let tracefs = ensure_tracefs();
-    let tracefs_st = match &tracefs {
-        Ok(p) => {
-            let _ = p;
-            Status::Supported
-        }
-        Err(e) => Status::Unsupported(e.clone()),
+    let root = is_root();
+    let btf = KernelBtf::from_sys_fs();
+    let mut probes = Vec::new();
+    let mut run = |name: &'static str, f: &dyn Fn() -> Status| {
+        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Status::Error("probe panicked (bug in agentguard)".into()));
+        probes.push(Probe {
+            name,
+            status: not_root_hint(status, root),
+        });
     };
-    let tracefs_path = tracefs.as_ref().ok().map(PathBuf::as_path);
-    let tracepoints_st = match tracefs_path {
-        Some(t) => match tracepoint_id(t, "syscalls/sys_enter_openat") {
-            Ok(_) => Status::Supported,
-            Err(e) => Status::Unsupported(format!("syscall tracepoints missing (CONFIG_FTRACE_SYSCALLS?): {e}")),
-        },
-        None => Status::Unsupported("tracefs unavailable".into()),
-    };
-    let cg = cgroup2_mount();
-    let (lockdown_st, _mode) = probe_lockdown();
-    let probes = vec![
-        Probe { name: "btf", status: btf_st },
-        Probe { name: "tracefs", status: tracefs_st },
-        Probe { name: "tracepoints", status: tracepoints_st },
-        Probe { name: "ringbuf", status: probe_ringbuf() },
-        Probe { name: "tracepoint_prog", status: probe_tracepoint_prog(tracefs_path) },
-        Probe { name: "send_signal", status: probe_send_signal() },
-        Probe { name: "probe_read_kernel", status: probe_read_kernel() },
-        Probe { name: "probe_write_user", status: probe_write_user() },
-        Probe {
-            name: "cgroup_v2",
-            status: match &cg {
-                Some(p) => {
-                    let _ = p;
-                    Status::Supported
-                }
-                None => Status::Unsupported("no cgroup2 filesystem mounted".into()),
-            },
-        },
-        Probe { name: "sock_addr", status: probe_sock_addr(cg.as_deref()) },
-        Probe { name: "kprobes", status: probe_kprobes() },
-        Probe {
-            name: "fentry",
-            status: probe_btf_prog(
-                btf.as_ref(),
-                PROG_TRACING,
-                ATTACH_TRACE_FENTRY,
-                btf.as_ref().and_then(|b| b.func_id("do_unlinkat")),
-                "do_unlinkat",
-            ),
-        },
-        Probe {
-            name: "tp_btf",
-            status: probe_btf_prog(
-                btf.as_ref(),
-                PROG_TRACING,
-                ATTACH_TRACE_RAW_TP,
-                btf.as_ref().and_then(|b| b.typedef_id("btf_trace_sched_process_fork")),
-                "btf_trace_sched_process_fork",
-            ),
-        },
-        Probe { name: "bpf_lsm", status: probe_bpf_lsm(btf.as_ref()) },
-        Probe { name: "lockdown", status: lockdown_st },
-    ];
-    let capabilities = capabilities(&probes);
+    let btf_ok = btf.as_ref().ok();
+
+    run("btf", &|| match &btf {
+        Ok(_) => Status::Supported,
+        Err(e @ super::btf::BtfError::Io(_)) => Status::Unsupported(e.to_string()),
+        Err(e) => Status::Error(e.to_string()),
+    });
+    run("tracefs", &probe_tracefs);
+    run("tracepoints", &probe_tracepoints);
+    run("ringbuf", &probe_ringbuf);
+    run("tracepoint_prog", &probe_tracepoint_prog);
+    run("send_signal", &|| {
+        // bpf_send_signal(0): signal 0 is harmless should it ever run.
+        probe_helper(&[
+            mov64_imm(R1, 0),
+            call(HELPER_SEND_SIGNAL),
+            mov64_imm(R0, 0),
+            exit(),
+        ])
+    });
+    run("probe_read_kernel", &|| {
+        // bpf_probe_read_kernel(fp-8, 8, NULL)
+        probe_helper(&[
+            mov64_reg(R1, R10),
+            add64_imm(R1, -8),
+            mov64_imm(R2, 8),
+            mov64_imm(R3, 0),
+            call(HELPER_PROBE_READ_KERNEL),
+            mov64_imm(R0, 0),
+            exit(),
+        ])
+    });
+    run("probe_write_user", &|| {
+        // bpf_probe_write_user(NULL, fp-8, 8); the source must be
+        // initialized stack, hence the store first.
+        probe_helper(&[
+            st_mem_dw(R10, -8, 0),
+            mov64_imm(R1, 0),
+            mov64_reg(R2, R10),
+            add64_imm(R2, -8),
+            mov64_imm(R3, 8),
+            call(HELPER_PROBE_WRITE_USER),
+            mov64_imm(R0, 0),
+            exit(),
+        ])
+    });
+    run("cgroup_v2", &|| match find_cgroup2_mount() {
+        Ok(Some(_)) => Status::Supported,
+        Ok(None) => Status::Unsupported("no cgroup2 mount in /proc/self/mountinfo".into()),
+        Err(e) => Status::Error(e),
+    });
+    run("sock_addr", &probe_sock_addr);
+    run("kprobes", &probe_kprobes);
+    run("fentry", &|| probe_fentry(btf_ok));
+    run("bpf_lsm", &|| probe_bpf_lsm(btf_ok));
+    run("lockdown", &probe_lockdown);
+    run("tp_btf", &|| probe_tp_btf(btf_ok));
+
+    let capabilities = CAPABILITIES
+        .iter()
+        .map(|(feature, needs, note)| Capability {
+            feature,
+            available: needs.iter().all(|n| {
+                probes
+                    .iter()
+                    .any(|p| p.name == *n && p.status == Status::Supported)
+            }),
+            needs: needs.to_vec(),
+            note,
+        })
+        .collect();
     FeatureReport {
-        kernel,
+        kernel: kernel_release(),
         probes,
         capabilities,
     }
-}
-
-fn capabilities(probes: &[Probe]) -> Vec<Capability> {
-    let ok = |n: &str| probes.iter().any(|p| p.name == n && p.status == Status::Supported);
-    let cap = |feature, needs: Vec<&'static str>, note| Capability {
-        feature,
-        available: needs.iter().all(|n| ok(n)),
-        needs,
-        note,
-    };
-    vec![
-        cap(
-            "event sensor (process, file, network events)",
-            vec!["btf", "tracefs", "tracepoints", "ringbuf", "tracepoint_prog"],
-            "tracepoints on syscalls and the scheduler",
-        ),
-        cap(
-            "absolute paths resolved in the kernel",
-            vec!["btf", "probe_read_kernel"],
-            "struct offsets from BTF; dentry walk at syscall entry",
-        ),
-        cap(
-            "kill at syscall entry (bpf_send_signal)",
-            vec!["send_signal"],
-            "the syscall in flight still completes; the next ones don't",
-        ),
-        cap(
-            "deny network in the kernel (cgroup sock_addr)",
-            vec!["cgroup_v2", "sock_addr"],
-            "connect/sendmsg get EPERM before a packet leaves",
-        ),
-        cap(
-            "block file operations before they happen (BPF-LSM)",
-            vec!["btf", "bpf_lsm"],
-            "without it, file kills land after the first operation",
-        ),
-        cap("fentry/fexit probes", vec!["btf", "fentry"], "cheaper than tracepoints where allowed"),
-        cap(
-            "kprobe fallbacks and bpf_override_return",
-            vec!["kprobes"],
-            "not needed by agentguard's tracepoint sensor",
-        ),
-    ]
 }
 
 impl FeatureReport {
@@ -608,72 +203,1147 @@ impl FeatureReport {
             .any(|p| p.name == probe && p.status == Status::Supported)
     }
 
+    /// Two tables: probe results, then what they mean for agentguard.
     pub fn render_table(&self) -> String {
-        let mut out = format!("kernel {}\n\nPROBE              STATUS       DETAIL\n", self.kernel);
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "kernel {}", self.kernel);
+        let _ = writeln!(out);
+        let w = self
+            .probes
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(out, "{:<w$}  {:<11}  detail", "probe", "status");
         for p in &self.probes {
-            let (st, detail) = match &p.status {
+            let (status, detail) = match &p.status {
                 Status::Supported => ("supported", ""),
                 Status::Unsupported(d) => ("unsupported", d.as_str()),
                 Status::Error(d) => ("error", d.as_str()),
             };
-            out.push_str(&format!("{:<18} {:<12} {}\n", p.name, st, detail));
+            let _ = writeln!(out, "{:<w$}  {:<11}  {}", p.name, status, one_line(detail));
         }
-        out.push_str("\nAGENTGUARD FEATURE                                    AVAILABLE  MISSING\n");
+        let _ = writeln!(out);
+        let w = self
+            .capabilities
+            .iter()
+            .map(|c| c.feature.len())
+            .max()
+            .unwrap_or(10)
+            .max(10);
+        let _ = writeln!(out, "{:<w$}  avail  notes", "capability");
         for c in &self.capabilities {
-            let missing: Vec<&str> = c.needs.iter().copied().filter(|n| !self.is_supported(n)).collect();
-            out.push_str(&format!(
-                "{:<53} {:<10} {}\n",
-                c.feature,
-                if c.available { "yes" } else { "no" },
-                if missing.is_empty() { "-".to_owned() } else { missing.join(", ") }
-            ));
+            let missing: Vec<&str> = c
+                .needs
+                .iter()
+                .copied()
+                .filter(|n| !self.is_supported(n))
+                .collect();
+            let notes = if missing.is_empty() {
+                c.note.to_owned()
+            } else {
+                format!("missing: {} ({})", missing.join(", "), c.note)
+            };
+            let yes = if c.available { "yes" } else { "no" };
+            let _ = writeln!(out, "{:<w$}  {:<5}  {notes}", c.feature, yes);
         }
         out
     }
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Without root nearly every bpf() call fails with EPERM; say so instead
+/// of blaming the kernel.
+fn not_root_hint(status: Status, root: bool) -> Status {
+    match status {
+        Status::Unsupported(d) | Status::Error(d)
+            if !root && (d.contains("(EPERM)") || d.contains("(EACCES)")) =>
+        {
+            Status::Error(format!("{NEEDS_ROOT}: {d}"))
+        }
+        s => s,
+    }
+}
+
+fn kernel_release() -> String {
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".into();
+    }
+    // SAFETY: uname NUL-terminates each field within its array.
+    let rel = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    rel.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------- errno --
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// "Operation not permitted (EPERM)": the text plus the symbolic name
+/// people grep for.
+fn errno_text(e: i32) -> String {
+    let name = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        // Kernel-internal ENOTSUPP leaks out of bpf() for missing arch
+        // support (e.g. trampolines).
+        524 => return "operation not supported by this kernel (ENOTSUPP, 524)".into(),
+        _ => return std::io::Error::from_raw_os_error(e).to_string(),
+    };
+    let text = std::io::Error::from_raw_os_error(e).to_string();
+    // Drop std's " (os error N)" suffix: the symbolic name replaces it.
+    let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+    format!("{text} ({name})")
+}
+
+// --------------------------------------------------- instruction encoder --
+//
+// Just the handful of eBPF instructions the probes need. Each instruction
+// is 8 bytes: opcode, dst (low nibble) / src (high nibble) registers, a
+// 16-bit offset and a 32-bit immediate.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const R0: u8 = 0;
+const R1: u8 = 1;
+const R2: u8 = 2;
+const R3: u8 = 3;
+const R10: u8 = 10;
+
+// Opcode parts (linux/bpf_common.h, linux/bpf.h).
+const BPF_ALU64: u8 = 0x07;
+const BPF_JMP: u8 = 0x05;
+const BPF_ST: u8 = 0x02;
+const BPF_K: u8 = 0x00;
+const BPF_X: u8 = 0x08;
+const BPF_MOV: u8 = 0xb0;
+const BPF_ADD: u8 = 0x00;
+const BPF_CALL: u8 = 0x80;
+const BPF_EXIT: u8 = 0x90;
+const BPF_MEM: u8 = 0x60;
+const BPF_DW: u8 = 0x18;
+
+const HELPER_PROBE_WRITE_USER: i32 = 36;
+const HELPER_SEND_SIGNAL: i32 = 109;
+const HELPER_PROBE_READ_KERNEL: i32 = 113;
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | (dst & 0x0f),
+        off,
+        imm,
+    }
+}
+
+/// dst = imm
+const fn mov64_imm(dst: u8, imm: i32) -> Insn {
+    insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+}
+
+/// dst = src
+const fn mov64_reg(dst: u8, src: u8) -> Insn {
+    insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+}
+
+/// dst += imm
+const fn add64_imm(dst: u8, imm: i32) -> Insn {
+    insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
+}
+
+/// *(u64 *)(dst + off) = imm
+const fn st_mem_dw(dst: u8, off: i16, imm: i32) -> Insn {
+    insn(BPF_ST | BPF_MEM | BPF_DW, dst, 0, off, imm)
+}
+
+/// r0 = helper(r1..r5)
+const fn call(helper: i32) -> Insn {
+    insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper)
+}
+
+const fn exit() -> Insn {
+    insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+}
+
+/// `return imm;`
+fn ret(imm: i32) -> [Insn; 2] {
+    [mov64_imm(R0, imm), exit()]
+}
+
+// -------------------------------------------------------------- bpf(2) --
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+
+const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+
+const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_PROG_TYPE_LSM: u32 = 29;
+
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_TRACE_RAW_TP: u32 = 23;
+const BPF_TRACE_FENTRY: u32 = 24;
+const BPF_LSM_MAC: u32 = 27;
+
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// `union bpf_attr` for BPF_MAP_CREATE (prefix up to map_extra; the
+/// kernel accepts a shorter attr and zero-fills the rest).
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+    map_ifindex: u32,
+    btf_fd: u32,
+    btf_key_type_id: u32,
+    btf_value_type_id: u32,
+    btf_vmlinux_value_type_id: u32,
+    map_extra: u64,
+}
+
+/// `union bpf_attr` for BPF_PROG_LOAD, up to log_true_size.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+    attach_btf_obj_fd: u32,
+    core_relo_cnt: u32,
+    fd_array: u64,
+    core_relos: u64,
+    core_relo_rec_size: u32,
+    log_true_size: u32,
+}
+
+/// `union bpf_attr` for BPF_PROG_ATTACH / BPF_PROG_DETACH.
+#[repr(C)]
+#[derive(Default)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+    relative_fd: u32,
+    expected_revision: u64,
+}
+
+/// `union bpf_attr` for BPF_RAW_TRACEPOINT_OPEN.
+#[repr(C)]
+#[derive(Default)]
+struct RawTpOpenAttr {
+    name: u64,
+    prog_fd: u32,
+    _pad: u32,
+    cookie: u64,
+}
+
+/// bpf(cmd, attr): a new fd, or the errno.
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> Result<libc::c_long, i32> {
+    // SAFETY: `attr` is a valid repr(C) prefix of union bpf_attr of the
+    // size passed; every pointer inside it is valid for the call's length.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Takes ownership of an fd returned by a syscall so it is closed on drop.
+fn own_fd(fd: libc::c_long) -> Result<OwnedFd, i32> {
+    let raw = i32::try_from(fd).map_err(|_| libc::EBADF)?;
+    // SAFETY: the kernel just returned `raw` as a new fd that nothing else
+    // owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+struct LoadError {
+    errno: i32,
+    log: String,
+}
+
+impl LoadError {
+    /// "Invalid argument (EINVAL); verifier: unknown func ...".
+    fn describe(&self) -> String {
+        let mut s = errno_text(self.errno);
+        let lines = log_excerpt(&self.log);
+        if !lines.is_empty() {
+            s.push_str("; verifier: ");
+            s.push_str(&lines);
+        }
+        s
+    }
+
+    /// The verifier refused a helper this program type/kernel lacks.
+    fn unknown_helper(&self) -> bool {
+        // Older kernels say "unknown func", newer ones "program of this
+        // type cannot use helper".
+        self.errno == libc::EINVAL
+            && (self.log.contains("unknown func") || self.log.contains("cannot use helper"))
+    }
+}
+
+/// The verifier's conclusion: the last few lines that are not its
+/// statistics (for these tiny programs that is where the reason is).
+fn log_excerpt(log: &str) -> String {
+    let lines: Vec<String> = log
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+        })
+        .collect();
+    let from = lines.len().saturating_sub(3);
+    let mut s = lines[from..].join(" / ");
+    if s.len() > 300 {
+        let mut cut = 300;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+#[derive(Default, Clone, Copy)]
+struct LoadOpts {
+    expected_attach_type: u32,
+    attach_btf_id: u32,
+}
+
+const LOG_SIZE: usize = 64 * 1024;
+
+/// BPF_PROG_LOAD with license "GPL" (several helpers are GPL-only) and a
+/// verifier log buffer.
+fn load_prog(prog_type: u32, insns: &[Insn], opts: LoadOpts) -> Result<OwnedFd, LoadError> {
+    let license = c"GPL";
+    let mut log = vec![0u8; LOG_SIZE];
+    let mut name = [0u8; 16];
+    let tag = b"agentguard_prb";
+    name[..tag.len()].copy_from_slice(tag);
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: LOG_SIZE as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: opts.expected_attach_type,
+        attach_btf_id: opts.attach_btf_id,
+        ..Default::default()
+    };
+    match sys_bpf(BPF_PROG_LOAD, &mut attr).and_then(own_fd) {
+        Ok(fd) => Ok(fd),
+        Err(errno) => {
+            let end = log.iter().position(|&c| c == 0).unwrap_or(log.len());
+            Err(LoadError {
+                errno,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
+        }
+    }
+}
+
+/// A tracepoint program calling one helper: verifier acceptance is the test.
+fn probe_helper(insns: &[Insn]) -> Status {
+    match load_prog(BPF_PROG_TYPE_TRACEPOINT, insns, LoadOpts::default()) {
+        Ok(_fd) => Status::Supported,
+        Err(e) if e.unknown_helper() => Status::Unsupported(format!(
+            "helper refused by the verifier (kernel lockdown or config): {}",
+            e.describe()
+        )),
+        Err(e) if e.errno == libc::EPERM && is_root() => Status::Unsupported(e.describe()),
+        Err(e) => Status::Error(e.describe()),
+    }
+}
+
+/// Failure of a load whose success *is* the feature: as root, any refusal
+/// means "not here".
+fn load_failure(e: &LoadError) -> Status {
+    if is_root() {
+        Status::Unsupported(format!("program load refused: {}", e.describe()))
+    } else {
+        Status::Error(format!("program load refused: {}", e.describe()))
+    }
+}
+
+// --------------------------------------------------------------- probes --
+
+fn probe_ringbuf() -> Status {
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_RINGBUF,
+        max_entries: 4096 * 16,
+        ..Default::default()
+    };
+    match sys_bpf(BPF_MAP_CREATE, &mut attr).and_then(own_fd) {
+        Ok(_fd) => Status::Supported,
+        Err(libc::EINVAL) => Status::Unsupported(format!(
+            "ring buffer map refused: {}",
+            errno_text(libc::EINVAL)
+        )),
+        Err(e) if is_root() => {
+            Status::Unsupported(format!("ring buffer map refused: {}", errno_text(e)))
+        }
+        Err(e) => Status::Error(errno_text(e)),
+    }
+}
+
+fn probe_tracefs() -> Status {
+    match ensure_tracefs() {
+        Ok(_) => Status::Supported,
+        Err(e) => Status::Unsupported(e),
+    }
+}
+
+/// Id of a tracefs event (e.g. "syscalls/sys_enter_openat").
+fn tracepoint_id(event: &str) -> Result<u64, String> {
+    let tracefs = ensure_tracefs()?;
+    let path = tracefs.join("events").join(event).join("id");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{}: not a number: {:?}", path.display(), text.trim()))
+}
+
+fn probe_tracepoints() -> Status {
+    match tracepoint_id("syscalls/sys_enter_openat") {
+        Ok(_) => Status::Supported,
+        Err(e) => Status::Unsupported(format!(
+            "syscall tracepoints unavailable (CONFIG_FTRACE_SYSCALLS?): {e}"
+        )),
+    }
+}
+
+/// `struct perf_event_attr` up to config2 (PERF_ATTR_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+}
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+/// _IOW('$', 8, __u32)
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+
+fn perf_event_open(attr: &mut PerfEventAttr) -> Result<OwnedFd, i32> {
+    attr.size = std::mem::size_of::<PerfEventAttr>() as u32;
+    // SAFETY: `attr` is a valid perf_event_attr prefix whose size field
+    // says how long it is; pid -1 + cpu 0 is a system-wide event on CPU 0.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr as *mut PerfEventAttr,
+            -1 as libc::c_int,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        own_fd(r)
+    }
+}
+
+fn probe_tracepoint_prog() -> Status {
+    let prog = match load_prog(BPF_PROG_TYPE_TRACEPOINT, &ret(0), LoadOpts::default()) {
+        Ok(fd) => fd,
+        Err(e) => return load_failure(&e),
+    };
+    let id = match tracepoint_id("syscalls/sys_enter_openat") {
+        Ok(id) => id,
+        Err(e) => return Status::Error(format!("loaded, but no tracepoint to attach to: {e}")),
+    };
+    let mut attr = PerfEventAttr {
+        type_: PERF_TYPE_TRACEPOINT,
+        config: id,
+        sample_period: 1,
+        wakeup_events: 1,
+        ..Default::default()
+    };
+    let event = match perf_event_open(&mut attr) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return Status::Error(format!(
+                "perf_event_open(tracepoint {id}): {}",
+                errno_text(e)
+            ))
+        }
+    };
+    // SAFETY: both fds are open and owned here; SET_BPF takes the program
+    // fd by value.
+    let r = unsafe {
+        libc::ioctl(
+            event.as_raw_fd(),
+            PERF_EVENT_IOC_SET_BPF as _,
+            prog.as_raw_fd(),
+        )
+    };
+    if r < 0 {
+        return Status::Unsupported(format!("PERF_EVENT_IOC_SET_BPF: {}", errno_text(errno())));
+    }
+    // Closing the perf event detaches the program.
+    Status::Supported
+}
+
+fn probe_kprobes() -> Status {
+    let pmu = match std::fs::read_to_string(KPROBE_PMU_TYPE) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Status::Unsupported(format!(
+                "no kprobe PMU ({KPROBE_PMU_TYPE} missing): CONFIG_KPROBES off"
+            ))
+        }
+        Err(e) => return Status::Error(format!("{KPROBE_PMU_TYPE}: {e}")),
+    };
+    let Ok(pmu_type) = pmu.trim().parse::<u32>() else {
+        return Status::Error(format!("{KPROBE_PMU_TYPE}: not a number: {:?}", pmu.trim()));
+    };
+    // A common, stable, non-inlined symbol.
+    let sym = c"do_sys_openat2";
+    let mut attr = PerfEventAttr {
+        type_: pmu_type,
+        sample_period: 1,
+        wakeup_events: 1,
+        config1: sym.as_ptr() as u64,
+        ..Default::default()
+    };
+    match perf_event_open(&mut attr) {
+        Ok(_fd) => Status::Supported,
+        Err(e) => Status::Unsupported(format!("kprobe on do_sys_openat2: {}", errno_text(e))),
+    }
+}
+
+fn btf_id(btf: Option<&KernelBtf>, what: &str, id: Option<u32>) -> Result<u32, Status> {
+    if btf.is_none() {
+        return Err(Status::Unsupported(
+            "needs kernel BTF (see the btf probe)".into(),
+        ));
+    }
+    id.ok_or_else(|| Status::Unsupported(format!("{what} not in kernel BTF")))
+}
+
+fn probe_fentry(btf: Option<&KernelBtf>) -> Status {
+    // do_unlinkat: stable and not inlined; vfs_unlink as a fallback.
+    let id = match btf_id(
+        btf,
+        "do_unlinkat/vfs_unlink",
+        btf.and_then(|b| b.func_id("do_unlinkat").or_else(|| b.func_id("vfs_unlink"))),
+    ) {
+        Ok(id) => id,
+        Err(s) => return s,
+    };
+    let opts = LoadOpts {
+        expected_attach_type: BPF_TRACE_FENTRY,
+        attach_btf_id: id,
+    };
+    match load_prog(BPF_PROG_TYPE_TRACING, &ret(0), opts) {
+        Ok(_fd) => Status::Supported,
+        Err(e) => load_failure(&e),
+    }
+}
+
+fn probe_tp_btf(btf: Option<&KernelBtf>) -> Status {
+    // Raw BTF tracepoints attach to the `btf_trace_<event>` typedef.
+    let id = match btf_id(
+        btf,
+        "typedef btf_trace_sched_process_fork",
+        btf.and_then(|b| b.typedef_id("btf_trace_sched_process_fork")),
+    ) {
+        Ok(id) => id,
+        Err(s) => return s,
+    };
+    let opts = LoadOpts {
+        expected_attach_type: BPF_TRACE_RAW_TP,
+        attach_btf_id: id,
+    };
+    let prog = match load_prog(BPF_PROG_TYPE_TRACING, &ret(0), opts) {
+        Ok(fd) => fd,
+        Err(e) => return load_failure(&e),
+    };
+    // Attach too (name NULL: the target comes from attach_btf_id); the
+    // link fd detaches on close.
+    let mut attr = RawTpOpenAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    match sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr).and_then(own_fd) {
+        Ok(_link) => Status::Supported,
+        Err(e) => Status::Unsupported(format!("loaded, attach refused: {}", errno_text(e))),
+    }
+}
+
+fn probe_bpf_lsm(btf: Option<&KernelBtf>) -> Status {
+    let lsms = match ensure_securityfs().and_then(|dir| {
+        let p = dir.join("lsm");
+        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    }) {
+        Ok(l) => l.trim().to_owned(),
+        Err(e) => return Status::Error(format!("active LSM list unreadable: {e}")),
+    };
+    let active = lsms.split(',').any(|l| l == "bpf");
+    let id = match btf_id(
+        btf,
+        "bpf_lsm_file_open",
+        btf.and_then(|b| b.func_id("bpf_lsm_file_open")),
+    ) {
+        Ok(id) => id,
+        Err(s) => return s,
+    };
+    let opts = LoadOpts {
+        expected_attach_type: BPF_LSM_MAC,
+        attach_btf_id: id,
+    };
+    let load = load_prog(BPF_PROG_TYPE_LSM, &ret(0), opts);
+    match (active, load) {
+        (true, Ok(_fd)) => Status::Supported,
+        // The load can succeed while the hook never runs.
+        (false, Ok(_fd)) => Status::Unsupported(format!(
+            "\"bpf\" not among active LSMs ({lsms}); boot with lsm=...,bpf"
+        )),
+        (true, Err(e)) => load_failure(&e),
+        (false, Err(e)) => Status::Unsupported(format!(
+            "\"bpf\" not among active LSMs ({lsms}); program load refused: {}",
+            e.describe()
+        )),
+    }
+}
+
+fn probe_lockdown() -> Status {
+    let dir = match ensure_securityfs() {
+        Ok(d) => d,
+        Err(e) => return Status::Error(e),
+    };
+    let p = dir.join("lockdown");
+    match std::fs::read_to_string(&p) {
+        Ok(text) => match lockdown_mode(&text) {
+            Some("none") => Status::Supported,
+            Some(mode) => Status::Unsupported(format!(
+                "lockdown={mode}: bpf_probe_write_user refused{}",
+                if mode == "confidentiality" {
+                    ", kernel memory reads too"
+                } else {
+                    ""
+                }
+            )),
+            None => Status::Error(format!(
+                "{}: unexpected content {:?}",
+                p.display(),
+                text.trim()
+            )),
+        },
+        // No lockdown LSM built in: nothing is locked down.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::Supported,
+        Err(e) => Status::Error(format!("{}: {e}", p.display())),
+    }
+}
+
+/// "none [integrity] confidentiality" -> "integrity".
+fn lockdown_mode(text: &str) -> Option<&str> {
+    let start = text.find('[')? + 1;
+    let len = text.get(start..)?.find(']')?;
+    text.get(start..start + len)
+}
+
+fn probe_sock_addr() -> Status {
+    let mount = match find_cgroup2_mount() {
+        Ok(Some(m)) => m,
+        Ok(None) => return Status::Unsupported("no cgroup2 mount to attach to".into()),
+        Err(e) => return Status::Error(e),
+    };
+    let opts = LoadOpts {
+        expected_attach_type: BPF_CGROUP_INET4_CONNECT,
+        attach_btf_id: 0,
+    };
+    // return 1: allow.
+    let prog = match load_prog(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, &ret(1), opts) {
+        Ok(fd) => fd,
+        Err(e) => return load_failure(&e),
+    };
+    // A private child cgroup, so nothing real is ever affected. The counter
+    // keeps concurrent detect() calls in one process apart.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = mount.join(format!("agentguard-probe-{}-{seq}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&dir) {
+        return Status::Error(format!("creating probe cgroup {}: {e}", dir.display()));
+    }
+    let status = attach_detach_cgroup(&dir, &prog);
+    // The directory must go even when attaching failed; rmdir of an empty
+    // cgroup is the only way to remove it.
+    if let Err(e) = std::fs::remove_dir(&dir) {
+        return Status::Error(format!(
+            "{status:?}, but removing {} failed: {e}",
+            dir.display()
+        ));
+    }
+    status
+}
+
+fn attach_detach_cgroup(dir: &Path, prog: &OwnedFd) -> Status {
+    let cg = match std::fs::File::open(dir) {
+        Ok(f) => f,
+        Err(e) => return Status::Error(format!("opening {}: {e}", dir.display())),
+    };
+    let mut attr = ProgAttachAttr {
+        target_fd: cg.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_INET4_CONNECT,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        ..Default::default()
+    };
+    if let Err(e) = sys_bpf(BPF_PROG_ATTACH, &mut attr) {
+        return Status::Unsupported(format!(
+            "BPF_PROG_ATTACH to {}: {}",
+            dir.display(),
+            errno_text(e)
+        ));
+    }
+    let mut attr = ProgAttachAttr {
+        target_fd: cg.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_INET4_CONNECT,
+        ..Default::default()
+    };
+    match sys_bpf(BPF_PROG_DETACH, &mut attr) {
+        Ok(_) => Status::Supported,
+        Err(e) => Status::Error(format!(
+            "attached, but BPF_PROG_DETACH failed: {}",
+            errno_text(e)
+        )),
+    }
+}
+
+// -------------------------------------------------------------- mounts --
+
+/// One parsed /proc/self/mountinfo line: (mount point, fs type).
+fn mountinfo_entries(text: &str) -> Vec<(PathBuf, String)> {
+    text.lines()
+        .filter_map(|line| {
+            // "36 35 98:0 /root /mnt opts [optional...] - fstype source superopts"
+            let (pre, post) = line.split_once(" - ")?;
+            let mount_point = pre.split(' ').nth(4)?;
+            let fstype = post.split(' ').next()?;
+            Some((
+                PathBuf::from(unescape_mountinfo(mount_point)),
+                fstype.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            let oct = b
+                .get(i + 1..i + 4)
+                .and_then(|o| std::str::from_utf8(o).ok());
+            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where cgroup v2 is mounted: /sys/fs/cgroup on pure v2 hosts,
+/// /sys/fs/cgroup/unified on hybrid ones, else the first cgroup2 mount.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    find_cgroup2_mount().ok().flatten()
+}
+
+/// [`cgroup2_mount`], keeping why mountinfo could not be read.
+fn find_cgroup2_mount() -> Result<Option<PathBuf>, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    Ok(pick_cgroup2(&mountinfo_entries(&text)))
+}
+
+fn pick_cgroup2(entries: &[(PathBuf, String)]) -> Option<PathBuf> {
+    let v2: Vec<&PathBuf> = entries
+        .iter()
+        .filter(|(_, t)| t == "cgroup2")
+        .map(|(p, _)| p)
+        .collect();
+    for preferred in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if let Some(p) = v2.iter().find(|p| p.as_os_str() == preferred) {
+            return Some((*p).clone());
+        }
+    }
+    v2.first().map(|p| (*p).clone())
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is writable. statfs follows
+    // automounts, so it also triggers the debugfs tracing automount.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by libc
+    Some(st.f_type as i64)
+}
+
+fn mount_fs(fstype: &str, target: &str) -> Result<(), String> {
+    let src = CString::new(fstype).map_err(|e| e.to_string())?;
+    let tgt = CString::new(target).map_err(|e| e.to_string())?;
+    // SAFETY: all strings are NUL-terminated and outlive the call; no data
+    // argument is passed.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = errno();
+    let hint = match e {
+        libc::EPERM => " (needs root: CAP_SYS_ADMIN)",
+        libc::ENODEV => " (this kernel does not have that filesystem)",
+        libc::ENOENT => " (mount point missing)",
+        _ => "",
+    };
+    Err(format!(
+        "mount -t {fstype} {fstype} {target}: {}{hint}",
+        errno_text(e)
+    ))
+}
+
+/// Returns where tracefs is usable, mounting it at /sys/kernel/tracing
+/// when neither that nor the debugfs location has it.
+pub fn ensure_tracefs() -> Result<PathBuf, String> {
+    for p in [TRACEFS, TRACEFS_DEBUG] {
+        if fs_magic(Path::new(p)) == Some(TRACEFS_MAGIC) {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    mount_fs("tracefs", TRACEFS).map_err(|e| format!("tracefs is not mounted and {e}"))?;
+    if fs_magic(Path::new(TRACEFS)) == Some(TRACEFS_MAGIC) {
+        Ok(PathBuf::from(TRACEFS))
+    } else {
+        Err(format!(
+            "mounted tracefs at {TRACEFS} but it does not show up there"
+        ))
+    }
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is not there (needed to pin).
+pub fn ensure_bpffs() -> Result<(), String> {
+    if fs_magic(Path::new(BPFFS)) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    mount_fs("bpf", BPFFS).map_err(|e| format!("bpffs is not mounted and {e}"))
+}
+
+/// securityfs holds the LSM list and the lockdown mode.
+fn ensure_securityfs() -> Result<PathBuf, String> {
+    if fs_magic(Path::new(SECURITYFS)) != Some(SECURITYFS_MAGIC) {
+        mount_fs("securityfs", SECURITYFS)
+            .map_err(|e| format!("securityfs is not mounted and {e}"))?;
+    }
+    Ok(PathBuf::from(SECURITYFS))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ALL_PROBES: &[&str] = &[
+        "btf",
+        "tracefs",
+        "tracepoints",
+        "ringbuf",
+        "tracepoint_prog",
+        "send_signal",
+        "probe_read_kernel",
+        "probe_write_user",
+        "cgroup_v2",
+        "sock_addr",
+        "kprobes",
+        "fentry",
+        "bpf_lsm",
+        "lockdown",
+        "tp_btf",
+    ];
+
     #[test]
-    fn instruction_encoding() {
-        // mov r0, 1 => b7 00 0000 01000000
-        assert_eq!(mov_imm(0, 1).to_le_bytes(), [0xb7, 0, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(exit().to_le_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
-        // r1 = r10 => bf a1 ...
-        assert_eq!(mov_reg(1, 10).to_le_bytes()[1], 0xa1);
-        // *(u64*)(r10 - 8) = 0 => off = 0xfff8
-        assert_eq!(&store_imm(10, -8, 0).to_le_bytes()[..4], &[0x7a, 0x0a, 0xf8, 0xff]);
+    fn encoder_matches_known_encodings() {
+        // From `llvm-objdump -d` of clang-built BPF objects.
+        let bytes = |i: Insn| {
+            let mut v = vec![i.code, i.regs];
+            v.extend_from_slice(&i.off.to_le_bytes());
+            v.extend_from_slice(&i.imm.to_le_bytes());
+            v
+        };
+        assert_eq!(bytes(mov64_imm(R0, 0)), [0xb7, 0x00, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(exit()), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(call(109)), [0x85, 0, 0, 0, 109, 0, 0, 0]);
+        assert_eq!(bytes(mov64_reg(R1, R10)), [0xbf, 0xa1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            bytes(add64_imm(R1, -8)),
+            [0x07, 0x01, 0, 0, 0xf8, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(
+            bytes(st_mem_dw(R10, -8, 0)),
+            [0x7a, 0x0a, 0xf8, 0xff, 0, 0, 0, 0]
+        );
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
     }
 
+    #[test]
+    fn attr_layouts_match_the_uapi() {
+        assert_eq!(std::mem::size_of::<MapCreateAttr>(), 72);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, attach_btf_id), 108);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, fd_array), 120);
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 144);
+        assert_eq!(std::mem::size_of::<ProgAttachAttr>(), 32);
+        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 72);
+    }
+
+    #[test]
+    fn parsing_helpers() {
+        assert_eq!(
+            lockdown_mode("none [integrity] confidentiality\n"),
+            Some("integrity")
+        );
+        assert_eq!(
+            lockdown_mode("[none] integrity confidentiality"),
+            Some("none")
+        );
+        assert_eq!(lockdown_mode("garbage"), None);
+        let mi = "25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                  41 25 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n\
+                  50 25 0:40 / /mnt/with\\040space rw - cgroup2 none rw\n";
+        let entries = mountinfo_entries(mi);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[2].0, PathBuf::from("/mnt/with space"));
+        assert_eq!(
+            pick_cgroup2(&entries),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let pure = mountinfo_entries("1 0 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(pick_cgroup2(&pure), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(errno_text(libc::EPERM), "Operation not permitted (EPERM)");
+        assert_eq!(
+            log_excerpt("0: R1=ctx() R10=fp0\n0: (85) call bpf_x#36\nunknown func bpf_x#36\nprocessed 1 insns (limit 1000000)\n"),
+            "0: R1=ctx() R10=fp0 / 0: (85) call bpf_x#36 / unknown func bpf_x#36"
+        );
+        assert_eq!(
+            not_root_hint(Status::Unsupported("x (EPERM)".into()), false),
+            Status::Error(format!("{NEEDS_ROOT}: x (EPERM)"))
+        );
+    }
+
+    #[test]
+    fn render_table_of_a_synthetic_report() {
+        let r = FeatureReport {
+            kernel: "6.0.0-test".into(),
+            probes: vec![
+                Probe {
+                    name: "btf",
+                    status: Status::Supported,
+                },
+                Probe {
+                    name: "kprobes",
+                    status: Status::Unsupported("no PMU".into()),
+                },
+            ],
+            capabilities: vec![Capability {
+                feature: "kprobe fallbacks / bpf_override_return",
+                available: false,
+                needs: vec!["kprobes"],
+                note: "n",
+            }],
+        };
+        let t = r.render_table();
+        assert!(t.contains("6.0.0-test"));
+        assert!(t.contains("no PMU"));
+        assert!(t.contains("missing: kprobes"));
+        assert!(r.is_supported("btf") && !r.is_supported("kprobes") && !r.is_supported("nope"));
+        let j = serde_json::to_value(&r).expect("serializes");
+        // Flat: {"name": .., "status": .., "detail": ..}.
+        assert_eq!(j["probes"][0]["name"], "btf");
+        assert_eq!(j["probes"][0]["status"], "supported");
+        assert!(j["probes"][0].get("detail").is_none());
+        assert_eq!(j["probes"][1]["status"], "unsupported");
+        assert_eq!(j["probes"][1]["detail"], "no PMU");
+    }
+
+    /// Most probes need root. CI runs as root, so there a non-root run is
+    /// a failure, not a skip.
     fn root_or_skip() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if is_root() {
             return true;
         }
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true: feature probes must run as root");
-        eprintln!("skipping: needs root");
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true: feature probes must run as root"
+        );
+        eprintln!("SKIPPED detect_on_this_machine: needs root");
         false
     }
 
-    /// What this kind of machine has, measured (shared PLATFORM notes).
+    /// This machine, as measured in PLATFORM.md (CI runs on the same kind,
+    /// as root).
     #[test]
     fn detect_on_this_machine() {
         if !root_or_skip() {
             return;
         }
         let r = detect();
-        for p in ["btf", "tracefs", "tracepoints", "ringbuf", "tracepoint_prog", "send_signal", "probe_read_kernel", "cgroup_v2", "sock_addr"] {
-            assert!(r.is_supported(p), "{p}: {:?}", r.probes.iter().find(|x| x.name == p));
-        }
-        for p in ["fentry", "bpf_lsm", "kprobes", "probe_write_user"] {
-            assert!(!r.is_supported(p), "{p} is not available on this kind of machine");
-        }
         let table = r.render_table();
-        for p in &r.probes {
-            assert!(table.contains(p.name), "{}", p.name);
+        eprintln!("{table}");
+        for name in ALL_PROBES {
+            assert!(
+                r.probes.iter().any(|p| p.name == *name),
+                "probe {name} missing"
+            );
+            assert!(table.contains(name), "table lacks {name}");
         }
-        assert!(r.capabilities.iter().any(|c| c.feature.starts_with("event sensor") && c.available));
+        assert_eq!(r.probes.len(), ALL_PROBES.len());
+        for cap in &r.capabilities {
+            assert!(table.contains(cap.feature));
+        }
+        for yes in [
+            "btf",
+            "tracefs",
+            "tracepoints",
+            "ringbuf",
+            "tracepoint_prog",
+            "send_signal",
+            "probe_read_kernel",
+            "cgroup_v2",
+            "sock_addr",
+        ] {
+            assert!(
+                r.is_supported(yes),
+                "{yes} should be supported here:\n{table}"
+            );
+        }
+        for no in ["fentry", "bpf_lsm", "kprobes", "probe_write_user"] {
+            assert!(
+                !r.is_supported(no),
+                "{no} should not be supported here:\n{table}"
+            );
+        }
+        assert!(!r.kernel.is_empty());
+        // No probe cgroup may be left behind.
+        if let Some(m) = cgroup2_mount() {
+            let prefix = format!("agentguard-probe-{}-", std::process::id());
+            let left = std::fs::read_dir(&m)
+                .expect("cgroup2 mount readable")
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+            assert!(!left, "probe cgroup left in {}", m.display());
+        }
     }
 }
