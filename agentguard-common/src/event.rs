@@ -144,9 +144,12 @@ pub struct DirChain {
 
 /// Records whose last field is a [`DirChain`] are sent only up to the used
 /// part of its buffer; these are the shortest valid lengths.
-pub const FILE_EVENT_MIN: usize = core::mem::offset_of!(FileEvent, dir) + core::mem::offset_of!(DirChain, buf);
-pub const EXEC_EVENT_MIN: usize = core::mem::offset_of!(ExecEvent, dir) + core::mem::offset_of!(DirChain, buf);
-pub const RENAME_EVENT_MIN: usize = core::mem::offset_of!(RenameEvent, newdir) + core::mem::offset_of!(DirChain, buf);
+pub const FILE_EVENT_MIN: usize =
+    core::mem::offset_of!(FileEvent, dir) + core::mem::offset_of!(DirChain, buf);
+pub const EXEC_EVENT_MIN: usize =
+    core::mem::offset_of!(ExecEvent, dir) + core::mem::offset_of!(DirChain, buf);
+pub const RENAME_EVENT_MIN: usize =
+    core::mem::offset_of!(RenameEvent, newdir) + core::mem::offset_of!(DirChain, buf);
 
 /// open, openat, openat2, creat, unlink, unlinkat, rmdir, truncate.
 #[repr(C)]

@@ -247,7 +247,12 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
     ev.flags = flags;
     ev.mode = mode;
     ev.size = size;
-    read_path(path, &mut ev.path, &mut ev.header.flags, flags::PATH_TRUNCATED);
+    read_path(
+        path,
+        &mut ev.path,
+        &mut ev.header.flags,
+        flags::PATH_TRUNCATED,
+    );
     fill_dir(ev.path[0], dirfd, kernel::slot::FILE);
     let _ = PENDING_FILE.insert(&(pid_tgid as u32), ev, 0);
 }
@@ -268,13 +273,29 @@ fn file_exit(ctx: &TracePointContext) {
 
 #[tracepoint]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    file_enter(kind::OPEN, syscall::OPEN, AT_FDCWD, arg(&ctx, 0), arg(&ctx, 1) as u32, arg(&ctx, 2) as u32, 0);
+    file_enter(
+        kind::OPEN,
+        syscall::OPEN,
+        AT_FDCWD,
+        arg(&ctx, 0),
+        arg(&ctx, 1) as u32,
+        arg(&ctx, 2) as u32,
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    file_enter(kind::OPEN, syscall::OPENAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32, arg(&ctx, 3) as u32, 0);
+    file_enter(
+        kind::OPEN,
+        syscall::OPENAT,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        arg(&ctx, 2) as u32,
+        arg(&ctx, 3) as u32,
+        0,
+    );
     0
 }
 
@@ -286,27 +307,63 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
     // SAFETY: as above.
     let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
-    file_enter(kind::OPEN, syscall::OPENAT2, arg(&ctx, 0) as i32, arg(&ctx, 1), flags as u32, mode as u32, 0);
+    file_enter(
+        kind::OPEN,
+        syscall::OPENAT2,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        flags as u32,
+        mode as u32,
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    file_enter(kind::OPEN, syscall::CREAT, AT_FDCWD, arg(&ctx, 0), O_CREAT_WRONLY_TRUNC, arg(&ctx, 1) as u32, 0);
+    file_enter(
+        kind::OPEN,
+        syscall::CREAT,
+        AT_FDCWD,
+        arg(&ctx, 0),
+        O_CREAT_WRONLY_TRUNC,
+        arg(&ctx, 1) as u32,
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
-    file_enter(kind::UNLINK, syscall::UNLINK, AT_FDCWD, arg(&ctx, 0), 0, 0, 0);
+    file_enter(
+        kind::UNLINK,
+        syscall::UNLINK,
+        AT_FDCWD,
+        arg(&ctx, 0),
+        0,
+        0,
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
     let flag = arg(&ctx, 2);
-    let k = if flag & AT_REMOVEDIR != 0 { kind::RMDIR } else { kind::UNLINK };
-    file_enter(k, syscall::UNLINKAT, arg(&ctx, 0) as i32, arg(&ctx, 1), flag as u32, 0, 0);
+    let k = if flag & AT_REMOVEDIR != 0 {
+        kind::RMDIR
+    } else {
+        kind::UNLINK
+    };
+    file_enter(
+        k,
+        syscall::UNLINKAT,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        flag as u32,
+        0,
+        0,
+    );
     0
 }
 
@@ -318,7 +375,15 @@ pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_truncate(ctx: TracePointContext) -> u32 {
-    file_enter(kind::TRUNCATE, syscall::TRUNCATE, AT_FDCWD, arg(&ctx, 0), 0, 0, arg(&ctx, 1));
+    file_enter(
+        kind::TRUNCATE,
+        syscall::TRUNCATE,
+        AT_FDCWD,
+        arg(&ctx, 0),
+        0,
+        0,
+        arg(&ctx, 1),
+    );
     0
 }
 
@@ -354,8 +419,18 @@ fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, 
     ev.olddirfd = olddirfd;
     ev.newdirfd = newdirfd;
     ev.flags = flags;
-    read_path(old, &mut ev.oldpath, &mut ev.header.flags, flags::PATH_TRUNCATED);
-    read_path(new, &mut ev.newpath, &mut ev.header.flags, flags::PATH2_TRUNCATED);
+    read_path(
+        old,
+        &mut ev.oldpath,
+        &mut ev.header.flags,
+        flags::PATH_TRUNCATED,
+    );
+    read_path(
+        new,
+        &mut ev.newpath,
+        &mut ev.header.flags,
+        flags::PATH2_TRUNCATED,
+    );
     fill_dir(ev.oldpath[0], olddirfd, kernel::slot::RENAME_OLD);
     fill_dir(ev.newpath[0], newdirfd, kernel::slot::RENAME_NEW);
     let _ = PENDING_RENAME.insert(&(pid_tgid as u32), ev, 0);
@@ -376,19 +451,40 @@ fn rename_exit(ctx: &TracePointContext) {
 
 #[tracepoint]
 pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    rename_enter(syscall::RENAME, AT_FDCWD, arg(&ctx, 0), AT_FDCWD, arg(&ctx, 1), 0);
+    rename_enter(
+        syscall::RENAME,
+        AT_FDCWD,
+        arg(&ctx, 0),
+        AT_FDCWD,
+        arg(&ctx, 1),
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
-    rename_enter(syscall::RENAMEAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as i32, arg(&ctx, 3), 0);
+    rename_enter(
+        syscall::RENAMEAT,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        arg(&ctx, 2) as i32,
+        arg(&ctx, 3),
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
-    rename_enter(syscall::RENAMEAT2, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as i32, arg(&ctx, 3), arg(&ctx, 4) as u32);
+    rename_enter(
+        syscall::RENAMEAT2,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        arg(&ctx, 2) as i32,
+        arg(&ctx, 3),
+        arg(&ctx, 4) as u32,
+    );
     0
 }
 
@@ -410,7 +506,12 @@ fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
     fill_header(&mut ev.header, kind::EXEC, syscall, pid_tgid);
     ev.dirfd = dirfd;
     ev.flags = flags;
-    read_path(path, &mut ev.path, &mut ev.header.flags, flags::PATH_TRUNCATED);
+    read_path(
+        path,
+        &mut ev.path,
+        &mut ev.header.flags,
+        flags::PATH_TRUNCATED,
+    );
     fill_dir(ev.path[0], dirfd, kernel::slot::EXEC);
     read_argv(argv, ev);
     let _ = PENDING_EXEC.insert(&(pid_tgid as u32), ev, 0);
@@ -438,7 +539,9 @@ fn read_argv(argv: u64, ev: &mut ExecEvent) {
         // The mask proves off + ARG_LEN <= ARGV_BUF to the verifier.
         let off = len & (ARGV_LEN - 1);
         // SAFETY: bounded by the slice; faults become errors.
-        match unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.argv[off..off + ARG_LEN]) } {
+        match unsafe {
+            bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.argv[off..off + ARG_LEN])
+        } {
             Ok(s) => {
                 if s.len() >= ARG_LEN - 1 {
                     ev.header.flags |= flags::ARGV_TRUNCATED;
@@ -455,7 +558,8 @@ fn read_argv(argv: u64, ev: &mut ExecEvent) {
     if more {
         // Stopped on a budget: truncated only if another argument follows.
         // SAFETY: user read through the helper.
-        let next = unsafe { bpf_probe_read_user((argv + 8 * argc as u64) as *const u64) }.unwrap_or(0);
+        let next =
+            unsafe { bpf_probe_read_user((argv + 8 * argc as u64) as *const u64) }.unwrap_or(0);
         if next != 0 {
             ev.header.flags |= flags::ARGV_TRUNCATED;
         }
@@ -488,7 +592,13 @@ pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    exec_enter(syscall::EXECVEAT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 4) as u32);
+    exec_enter(
+        syscall::EXECVEAT,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 4) as u32,
+    );
     0
 }
 
@@ -499,7 +609,11 @@ exits!(exec_exit: sys_exit_execve, sys_exit_execveat);
 #[inline(always)]
 fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let k = if syscall == syscall::CONNECT { kind::CONNECT } else { kind::SEND };
+    let k = if syscall == syscall::CONNECT {
+        kind::CONNECT
+    } else {
+        kind::SEND
+    };
     if addr == 0 || !wants((pid_tgid >> 32) as u32, k) {
         return;
     }
@@ -557,7 +671,10 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
             // back to a string read when the full read faults.
             // SAFETY: user reads through the helper.
             unsafe { bpf_probe_read_user_buf((addr + 2) as *const u8, &mut ev.unix_path) }.is_ok()
-                || unsafe { bpf_probe_read_user_str_bytes((addr + 2) as *const u8, &mut ev.unix_path) }.is_ok()
+                || unsafe {
+                    bpf_probe_read_user_str_bytes((addr + 2) as *const u8, &mut ev.unix_path)
+                }
+                .is_ok()
         }
     };
     if !ok {
@@ -583,14 +700,28 @@ fn net_exit(ctx: &TracePointContext) {
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    net_enter(syscall::CONNECT, arg(&ctx, 0) as i32, arg(&ctx, 1), arg(&ctx, 2) as u32, 0, 0);
+    net_enter(
+        syscall::CONNECT,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 1),
+        arg(&ctx, 2) as u32,
+        0,
+        0,
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     // sendto(fd, buf, len, flags, addr, addrlen): only with a destination.
-    net_enter(syscall::SENDTO, arg(&ctx, 0) as i32, arg(&ctx, 4), arg(&ctx, 5) as u32, arg(&ctx, 2), arg(&ctx, 3) as u32);
+    net_enter(
+        syscall::SENDTO,
+        arg(&ctx, 0) as i32,
+        arg(&ctx, 4),
+        arg(&ctx, 5) as u32,
+        arg(&ctx, 2),
+        arg(&ctx, 3) as u32,
+    );
     0
 }
 
@@ -601,7 +732,14 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     // SAFETY: user reads through the helper.
     let name = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
     let namelen = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
-    net_enter(syscall::SENDMSG, arg(&ctx, 0) as i32, name, namelen, 0, arg(&ctx, 2) as u32);
+    net_enter(
+        syscall::SENDMSG,
+        arg(&ctx, 0) as i32,
+        name,
+        namelen,
+        0,
+        arg(&ctx, 2) as u32,
+    );
     0
 }
 
@@ -610,7 +748,15 @@ exits!(net_exit: sys_exit_connect, sys_exit_sendto, sys_exit_sendmsg);
 // ------------------------------------------------------ process lifecycle
 
 #[inline(always)]
-fn emit_proc(kind: u16, syscall: u16, child_pid: u32, exit_code: u32, arg: u64, flags: u32, ret: i64) {
+fn emit_proc(
+    kind: u16,
+    syscall: u16,
+    child_pid: u32,
+    exit_code: u32,
+    arg: u64,
+    flags: u32,
+    ret: i64,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut ev = ProcEvent::default();
     fill_header(&mut ev.header, kind, syscall, pid_tgid);
@@ -640,7 +786,15 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         let _ = TASK_FILTER.insert(&child, &mask, 0);
     }
     if wants(tgid, kind::FORK) {
-        emit_proc(kind::FORK, syscall::CLONE, child, 0, clone_flags, 0, child as i64);
+        emit_proc(
+            kind::FORK,
+            syscall::CLONE,
+            child,
+            0,
+            clone_flags,
+            0,
+            child as i64,
+        );
     }
     0
 }
@@ -674,7 +828,15 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 pub fn sys_exit_io_uring_setup(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if wants(tgid, kind::IO_URING_SETUP) {
-        emit_proc(kind::IO_URING_SETUP, syscall::IO_URING_SETUP, 0, 0, 0, 0, ret_of(&ctx));
+        emit_proc(
+            kind::IO_URING_SETUP,
+            syscall::IO_URING_SETUP,
+            0,
+            0,
+            0,
+            0,
+            ret_of(&ctx),
+        );
     }
     0
 }

@@ -11,7 +11,11 @@ use agentguard::outputs::jsonl::JsonLines;
 use agentguard::sensor::{features, Sensor, SensorOptions};
 
 #[derive(Parser)]
-#[command(name = "agentguard", version, about = "Runtime guard for AI-agent workloads: eBPF events, policy, enforcement")]
+#[command(
+    name = "agentguard",
+    version,
+    about = "Runtime guard for AI-agent workloads: eBPF events, policy, enforcement"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -156,7 +160,8 @@ async fn events(
     }
     let sink: JsonLines<Event> = match &output {
         Some(path) => {
-            let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
             JsonLines::spawn(f, queue)?
         }
         None => JsonLines::spawn(std::io::stdout(), queue)?,
@@ -167,20 +172,28 @@ async fn events(
     }
     eprintln!(
         "agentguard: streaming {} ({} probes attached); Ctrl-C to stop",
-        kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","),
+        kinds
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         sensor.attached().len()
     );
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Listeners made once: a ctrl_c() future re-created per loop turn would
+    // miss a signal that lands between two turns.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let mut seen: u64 = 0;
     let mut on_event = |ev: Event| {
-        if comms.is_empty() || comms.iter().any(|c| *c == ev.comm) {
+        if comms.is_empty() || comms.contains(&ev.comm) {
             seen += 1;
             sink.send(ev);
         }
     };
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             r = sensor.read(&mut on_event) => { r?; }
         }

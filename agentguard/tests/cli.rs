@@ -27,14 +27,24 @@ fn events_prints_relative_open_as_absolute_json() {
     std::fs::write(dir.join("nested/cli-marker.txt"), b"x").expect("write");
     let ready = dir.join("ready");
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_agentguard"))
-        .args(["events", "--kind", "open,connect", "--comm", "cat", "--ready-file"])
+        .args([
+            "events",
+            "--kind",
+            "open,connect",
+            "--comm",
+            "cat",
+            "--ready-file",
+        ])
         .arg(&ready)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn agentguard events");
     let start = Instant::now();
     while !ready.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "agentguard events never became ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "agentguard events never became ready"
+        );
         if let Ok(Some(st)) = daemon.try_wait() {
             panic!("agentguard events exited early: {st}");
         }
@@ -59,7 +69,9 @@ fn events_prints_relative_open_as_absolute_json() {
     });
     let mut found = None;
     while start.elapsed() < Duration::from_secs(60) {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else { continue };
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
         let v: serde_json::Value = serde_json::from_str(&line).expect("each line is JSON");
         assert_eq!(v["comm"], "cat", "--comm filter: {line}");
         if v["file"]["path"] == want.as_str() {
@@ -70,7 +82,10 @@ fn events_prints_relative_open_as_absolute_json() {
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
     let st = daemon.wait().expect("wait");
-    assert!(st.success(), "agentguard events exits cleanly on SIGINT: {st}");
+    assert!(
+        st.success(),
+        "agentguard events exits cleanly on SIGINT: {st}"
+    );
     let v = found.unwrap_or_else(|| panic!("no open event for {want}"));
     assert_eq!(v["kind"], "open");
     assert_eq!(v["file"]["raw"], "nested/./cli-marker.txt");
@@ -107,5 +122,8 @@ fn check_reports_probes_and_capabilities() {
         .output()
         .expect("run agentguard check");
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("bpf_lsm") && text.contains("sock_addr"), "{text}");
+    assert!(
+        text.contains("bpf_lsm") && text.contains("sock_addr"),
+        "{text}"
+    );
 }

@@ -78,7 +78,12 @@ async fn start(watch_all: bool) -> Sensor {
 
 /// Runs `script` in a watched actor and returns every event of it (and its
 /// descendants) once `done` is satisfied or the timeout passes.
-async fn run_actor(sensor: &mut Sensor, dir: &Path, script: &str, done: impl Fn(&[Event]) -> bool) -> (u32, Vec<Event>) {
+async fn run_actor(
+    sensor: &mut Sensor,
+    dir: &Path,
+    script: &str,
+    done: impl Fn(&[Event]) -> bool,
+) -> (u32, Vec<Event>) {
     let mut actor = Actor::spawn(dir, script);
     let pid = actor.pid();
     sensor.set_filter(pid, &Kind::ALL).expect("set filter");
@@ -87,7 +92,11 @@ async fn run_actor(sensor: &mut Sensor, dir: &Path, script: &str, done: impl Fn(
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut exited = false;
     while Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(200), sensor.read(&mut |e| events.push(e))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            sensor.read(&mut |e| events.push(e)),
+        )
+        .await;
         if !exited {
             if let Ok(Some(_)) = actor.child.try_wait() {
                 exited = true;
@@ -141,23 +150,33 @@ os.unlink("sub/renamed.txt", dir_fd=fd)
 "#;
     let mut sensor = start(false).await;
     let unlinked = format!("{d}/sub/renamed.txt");
-    let (pid, events) = run_actor(&mut sensor, &dir, script, |evs| !file_events(evs, Kind::Unlink, &unlinked).is_empty()).await;
+    let (pid, events) = run_actor(&mut sensor, &dir, script, |evs| {
+        !file_events(evs, Kind::Unlink, &unlinked).is_empty()
+    })
+    .await;
     let all = dump(&events);
 
     let data = format!("{d}/data.txt");
     let opens = file_events(&events, Kind::Open, &data);
-    assert!(opens.len() >= 2, "expected relative and dirfd opens of {data}:\n{all}");
+    assert!(
+        opens.len() >= 2,
+        "expected relative and dirfd opens of {data}:\n{all}"
+    );
     let rel = opens
         .iter()
         .find(|e| matches!(&e.detail, Detail::File(f) if f.file.raw.as_deref() == Some("sub/../data.txt")))
         .unwrap_or_else(|| panic!("no open of sub/../data.txt:\n{all}"));
     assert_eq!(rel.pid, pid);
     assert!(rel.ret >= 0, "open succeeded: {rel:?}");
-    let Detail::File(f) = &rel.detail else { unreachable!() };
+    let Detail::File(f) = &rel.detail else {
+        unreachable!()
+    };
     assert_eq!(f.file.resolution, Resolution::Cwd);
     assert_eq!(f.access.as_deref(), Some("read"));
     assert!(
-        opens.iter().any(|e| matches!(&e.detail, Detail::File(f) if f.file.resolution == Resolution::Dirfd)),
+        opens.iter().any(
+            |e| matches!(&e.detail, Detail::File(f) if f.file.resolution == Resolution::Dirfd)
+        ),
         "dirfd-relative open resolved through the fd:\n{all}"
     );
 
@@ -172,7 +191,9 @@ os.unlink("sub/renamed.txt", dir_fd=fd)
 
     let ren: Vec<&Event> = events.iter().filter(|e| e.kind == Kind::Rename).collect();
     assert_eq!(ren.len(), 1, "{all}");
-    let Detail::Rename(r) = &ren[0].detail else { unreachable!() };
+    let Detail::Rename(r) = &ren[0].detail else {
+        unreachable!()
+    };
     assert_eq!(r.from.path, data);
     assert_eq!(r.to.path, format!("{d}/sub/renamed.txt"));
     assert_eq!(ren[0].ret, 0);
@@ -190,7 +211,10 @@ os.unlink("sub/renamed.txt", dir_fd=fd)
     // follows forks; python3 may itself be a shim script with children).
     let mut family = std::collections::HashSet::from([pid]);
     for e in &events {
-        assert!(family.contains(&e.pid), "event from outside the watched tree: {e:?}\n{all}");
+        assert!(
+            family.contains(&e.pid),
+            "event from outside the watched tree: {e:?}\n{all}"
+        );
         if let Detail::Fork(f) = &e.detail {
             family.insert(f.child_pid);
         }
@@ -210,7 +234,11 @@ async fn network_events_carry_destination_and_result() {
     let closed_port = closed.local_addr().expect("addr").port();
     drop(closed);
     let v6 = std::net::TcpListener::bind("[::1]:0").ok();
-    let v6_port = v6.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port()).unwrap_or(0);
+    let v6_port = v6
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .unwrap_or(0);
     let script = format!(
         r#"
 s = socket.socket(); s.connect(("127.0.0.1", {open_port})); s.close()
@@ -241,7 +269,8 @@ except OSError:
     );
     let mut sensor = start(false).await;
     let (pid, events) = run_actor(&mut sensor, &dir, &script, |evs| {
-        evs.iter().any(|e| matches!(&e.detail, Detail::Net(n) if n.family == "unix"))
+        evs.iter()
+            .any(|e| matches!(&e.detail, Detail::Net(n) if n.family == "unix"))
     })
     .await;
     let all = dump(&events);
@@ -281,7 +310,10 @@ except OSError:
         .iter()
         .find(|(_, n)| n.family == "unix")
         .unwrap_or_else(|| panic!("no unix connect:\n{all}"));
-    assert_eq!(unix.1.unix_path.as_deref(), Some("/nonexistent/agentguard.sock"));
+    assert_eq!(
+        unix.1.unix_path.as_deref(),
+        Some("/nonexistent/agentguard.sock")
+    );
     assert_eq!(unix.0.error.as_deref(), Some("ENOENT"));
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
@@ -317,7 +349,9 @@ assert r.returncode == 7
     assert_ne!(exec.pid, pid, "the tool runs in a forked child");
     assert_eq!(exec.ppid, pid);
     assert_eq!(exec.comm, "agent-tool", "comm refreshed after exec");
-    let Detail::Exec(x) = &exec.detail else { unreachable!() };
+    let Detail::Exec(x) = &exec.detail else {
+        unreachable!()
+    };
     assert_eq!(x.argv, vec!["./agent-tool", "--flag", "value with space"]);
     assert_eq!(x.file.resolution, Resolution::Cwd);
     let fork = events
@@ -330,7 +364,10 @@ assert r.returncode == 7
         .find(|e| matches!(&e.detail, Detail::Exit(x) if x.code == Some(7)))
         .unwrap_or_else(|| panic!("no exit code 7:\n{all}"));
     assert_ne!(exit7.pid, pid);
-    assert!(events.iter().any(|e| e.kind == Kind::Exit && e.pid == pid), "actor's own exit:\n{all}");
+    assert!(
+        events.iter().any(|e| e.kind == Kind::Exit && e.pid == pid),
+        "actor's own exit:\n{all}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -354,8 +391,14 @@ async fn unwatched_processes_stream_nothing() {
     })
     .await;
     let all = dump(&events);
-    assert!(!file_events(&events, Kind::Open, &watched).is_empty(), "{all}");
-    assert!(file_events(&events, Kind::Open, &format!("{d}/marker-unwatched")).is_empty(), "{all}");
+    assert!(
+        !file_events(&events, Kind::Open, &watched).is_empty(),
+        "{all}"
+    );
+    assert!(
+        file_events(&events, Kind::Open, &format!("{d}/marker-unwatched")).is_empty(),
+        "{all}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -374,7 +417,10 @@ if fd >= 0:
     os.close(fd)
 "#;
     let mut sensor = start(false).await;
-    let (pid, events) = run_actor(&mut sensor, &dir, script, |evs| evs.iter().any(|e| e.kind == Kind::IoUringSetup)).await;
+    let (pid, events) = run_actor(&mut sensor, &dir, script, |evs| {
+        evs.iter().any(|e| e.kind == Kind::IoUringSetup)
+    })
+    .await;
     let all = dump(&events);
     let ev = events
         .iter()

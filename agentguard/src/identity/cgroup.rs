@@ -44,7 +44,8 @@ pub fn parse_path(path: &str) -> CgroupIdentity {
             let rest = &part[idx + 3..];
             let rest = rest.strip_suffix(".slice").unwrap_or(rest);
             let uid = rest.replace('_', "-");
-            let looks_like_uid = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+            let looks_like_uid =
+                uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
             if looks_like_uid && (idx == 0 || part[..idx].ends_with('-')) {
                 out.pod_uid = Some(uid);
                 continue;
@@ -72,7 +73,9 @@ pub fn parse_path(path: &str) -> CgroupIdentity {
             let parent = if i > 0 { parts[i - 1] } else { "" };
             out.runtime = Some(match parent {
                 "docker" => Runtime::Docker,
-                _ if parent.starts_with("pod") || out.pod_uid.is_some() => out.runtime.unwrap_or(Runtime::Containerd),
+                _ if parent.starts_with("pod") || out.pod_uid.is_some() => {
+                    out.runtime.unwrap_or(Runtime::Containerd)
+                }
                 _ => out.runtime.unwrap_or(Runtime::Docker),
             });
             out.container_id = Some((*part).to_owned());
@@ -144,7 +147,10 @@ mod tests {
         assert_eq!(c.pod_uid.as_deref(), Some(uid));
         assert_eq!(c.runtime, Some(Runtime::Containerd));
         assert_eq!(c.container_id.as_deref(), Some(ID));
-        let c = parse_path(&format!("/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope", uid.replace('-', "_")));
+        let c = parse_path(&format!(
+            "/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope",
+            uid.replace('-', "_")
+        ));
         assert_eq!(c.runtime, Some(Runtime::Crio));
     }
 
@@ -160,7 +166,12 @@ mod tests {
 
     #[test]
     fn host_paths_are_not_containers() {
-        for p in ["/", "/user.slice/user-1000.slice/session-2.scope", "/system.slice/ssh.service", "/process_api/0318c5c07085af29a9861fc6ea14f857"] {
+        for p in [
+            "/",
+            "/user.slice/user-1000.slice/session-2.scope",
+            "/system.slice/ssh.service",
+            "/process_api/0318c5c07085af29a9861fc6ea14f857",
+        ] {
             assert_eq!(parse_path(p), CgroupIdentity::default(), "{p}");
         }
     }

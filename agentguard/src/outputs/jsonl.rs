@@ -109,7 +109,10 @@ mod tests {
     struct Shared(Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -124,7 +127,9 @@ mod tests {
             let (m, cv) = &*self.0;
             let mut open = m.lock().map_err(|_| std::io::Error::other("poisoned"))?;
             while !*open {
-                open = cv.wait(open).map_err(|_| std::io::Error::other("poisoned"))?;
+                open = cv
+                    .wait(open)
+                    .map_err(|_| std::io::Error::other("poisoned"))?;
             }
             Ok(b.len())
         }

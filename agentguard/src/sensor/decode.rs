@@ -14,14 +14,19 @@ use crate::sensor::paths::{cstring, resolve};
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// Shorter than its kind's record: kernel object and daemon disagree.
-    Short { kind: u16, len: usize },
+    Short {
+        kind: u16,
+        len: usize,
+    },
     UnknownKind(u16),
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::Short { kind, len } => write!(f, "record of kind {kind} too short ({len} bytes)"),
+            DecodeError::Short { kind, len } => {
+                write!(f, "record of kind {kind} too short ({len} bytes)")
+            }
             DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
         }
     }
@@ -73,11 +78,21 @@ fn base(h: &raw::Header, k: Kind, detail: Detail) -> Event {
 }
 
 fn get<T: agentguard_common::user::Record>(bytes: &[u8], k: u16) -> Result<T, DecodeError> {
-    read_record::<T>(bytes).ok_or(DecodeError::Short { kind: k, len: bytes.len() })
+    read_record::<T>(bytes).ok_or(DecodeError::Short {
+        kind: k,
+        len: bytes.len(),
+    })
 }
 
-fn get_prefix<T: agentguard_common::user::Record>(bytes: &[u8], k: u16, min: usize) -> Result<T, DecodeError> {
-    read_record_prefix::<T>(bytes, min).ok_or(DecodeError::Short { kind: k, len: bytes.len() })
+fn get_prefix<T: agentguard_common::user::Record>(
+    bytes: &[u8],
+    k: u16,
+    min: usize,
+) -> Result<T, DecodeError> {
+    read_record_prefix::<T>(bytes, min).ok_or(DecodeError::Short {
+        kind: k,
+        len: bytes.len(),
+    })
 }
 
 /// Decodes one ring-buffer record.
@@ -251,7 +266,9 @@ fn net_detail(n: &raw::NetEvent) -> NetDetail {
             d.family = "unix".into();
             // addrlen bounds the name: sun_path is not NUL-terminated when full,
             // and abstract names (leading NUL) may contain NULs.
-            let max = (n.addrlen as usize).saturating_sub(2).min(n.unix_path.len());
+            let max = (n.addrlen as usize)
+                .saturating_sub(2)
+                .min(n.unix_path.len());
             let bytes = &n.unix_path[..max];
             d.unix_path = Some(match bytes.first() {
                 Some(0) => format!("@{}", String::from_utf8_lossy(&bytes[1..])),
@@ -270,7 +287,10 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a repr(C) POD value as bytes.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
     fn header(k: u16, sc: u16, ret: i64) -> Header {
@@ -317,7 +337,9 @@ mod tests {
         assert_eq!(ev.tid, 11);
         assert_eq!(ev.comm, "curl");
         assert_eq!(ev.error.as_deref(), Some("ECONNREFUSED"));
-        let Detail::Net(n) = ev.detail else { panic!("not net") };
+        let Detail::Net(n) = ev.detail else {
+            panic!("not net")
+        };
         assert_eq!(n.addr.as_deref(), Some("10.0.0.1"));
         assert_eq!(n.port, Some(443));
         assert!(!n.v4_mapped);
@@ -327,11 +349,15 @@ mod tests {
     fn connect_v6_and_mapped() {
         let v6: Ipv6Addr = "2001:db8::1".parse().expect("addr");
         let ev = decode(&bytes_of(&net(family::INET6, v6.octets(), 80))).expect("decodes");
-        let Detail::Net(n) = ev.detail else { panic!("not net") };
+        let Detail::Net(n) = ev.detail else {
+            panic!("not net")
+        };
         assert_eq!(n.addr.as_deref(), Some("2001:db8::1"));
         let mapped: Ipv6Addr = "::ffff:169.254.169.254".parse().expect("addr");
         let ev = decode(&bytes_of(&net(family::INET6, mapped.octets(), 80))).expect("decodes");
-        let Detail::Net(n) = ev.detail else { panic!("not net") };
+        let Detail::Net(n) = ev.detail else {
+            panic!("not net")
+        };
         assert_eq!(n.addr.as_deref(), Some("169.254.169.254"));
         assert!(n.v4_mapped);
         assert_eq!(n.family, "inet6");
@@ -342,12 +368,16 @@ mod tests {
         let mut n = net(family::UNIX, [0; 16], 0);
         n.unix_path[..20].copy_from_slice(b"/var/run/docker.soc\0");
         n.addrlen = 110;
-        let Detail::Net(d) = decode(&bytes_of(&n)).expect("decodes").detail else { panic!() };
+        let Detail::Net(d) = decode(&bytes_of(&n)).expect("decodes").detail else {
+            panic!()
+        };
         assert_eq!(d.unix_path.as_deref(), Some("/var/run/docker.soc"));
         let mut n = net(family::UNIX, [0; 16], 0);
         n.unix_path[..5].copy_from_slice(b"\0abcX");
         n.addrlen = 2 + 4;
-        let Detail::Net(d) = decode(&bytes_of(&n)).expect("decodes").detail else { panic!() };
+        let Detail::Net(d) = decode(&bytes_of(&n)).expect("decodes").detail else {
+            panic!()
+        };
         assert_eq!(d.unix_path.as_deref(), Some("@abc"));
     }
 
@@ -411,8 +441,20 @@ mod tests {
 
     #[test]
     fn exit_status() {
-        assert_eq!(exit_detail(3 << 8), ExitDetail { code: Some(3), signal: None });
-        assert_eq!(exit_detail(9), ExitDetail { code: None, signal: Some(9) });
+        assert_eq!(
+            exit_detail(3 << 8),
+            ExitDetail {
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(
+            exit_detail(9),
+            ExitDetail {
+                code: None,
+                signal: Some(9)
+            }
+        );
     }
 
     #[test]
@@ -420,7 +462,10 @@ mod tests {
         let h = header(kind::OPEN, syscall::OPENAT, 0);
         assert_eq!(
             decode(&bytes_of(&h)),
-            Err(DecodeError::Short { kind: kind::OPEN, len: std::mem::size_of::<Header>() })
+            Err(DecodeError::Short {
+                kind: kind::OPEN,
+                len: std::mem::size_of::<Header>()
+            })
         );
         let h = header(99, 0, 0);
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));

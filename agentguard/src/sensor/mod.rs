@@ -57,8 +57,18 @@ const SEND: &[Kind] = &[Kind::Send];
 /// Every probe. Exit programs are listed before their entry programs so a
 /// syscall entered between the two attaches is never parked without an exit.
 const PROBES: &[ProbeSpec] = &[
-    ProbeSpec { program: "task_newtask", category: "task", kinds: &[], optional: false },
-    ProbeSpec { program: "sched_process_exit", category: "sched", kinds: &[], optional: false },
+    ProbeSpec {
+        program: "task_newtask",
+        category: "task",
+        kinds: &[],
+        optional: false,
+    },
+    ProbeSpec {
+        program: "sched_process_exit",
+        category: "sched",
+        kinds: &[],
+        optional: false,
+    },
     sc("sys_exit_execve", EXEC, false),
     sc("sys_exit_execveat", EXEC, false),
     sc("sys_enter_execve", EXEC, false),
@@ -195,8 +205,9 @@ impl Sensor {
         }
         let newtask_flags = tracepoint_field_offset(&tracefs, "task/task_newtask", "clone_flags")?
             .ok_or_else(|| anyhow!("tracepoint task/task_newtask has no clone_flags field"))?;
-        let group_dead = tracepoint_field_offset(&tracefs, "sched/sched_process_exit", "group_dead")?
-            .unwrap_or(u64::MAX);
+        let group_dead =
+            tracepoint_field_offset(&tracefs, "sched/sched_process_exit", "group_dead")?
+                .unwrap_or(u64::MAX);
 
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", opts.ring_buffer_bytes);
@@ -205,7 +216,9 @@ impl Sensor {
         }
         loader.override_global("TP_NEWTASK_FLAGS", &newtask_flags, true);
         loader.override_global("TP_EXIT_GROUP_DEAD", &group_dead, true);
-        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object")?;
 
         if let Ok(logger) = aya_log::EbpfLogger::init(&mut ebpf) {
             // SAFETY: the logger owns its ring buffer fd for its whole life
@@ -229,7 +242,8 @@ impl Sensor {
             cfg.set(config::WAKEUP_BYTES, opts.wakeup_bytes, 0)
                 .context("writing CONFIG[WAKEUP_BYTES]")?;
             // The daemon never watches itself: its own reads would feed back.
-            let mut filter: HashMap<_, u32, u32> = HashMap::try_from(map(&mut ebpf, "TASK_FILTER")?)?;
+            let mut filter: HashMap<_, u32, u32> =
+                HashMap::try_from(map(&mut ebpf, "TASK_FILTER")?)?;
             filter
                 .insert(std::process::id(), IGNORE, 0)
                 .context("writing TASK_FILTER")?;
@@ -242,7 +256,12 @@ impl Sensor {
                 continue;
             }
             let tp_name = tracepoint_name(p.program);
-            if !tracefs.join("events").join(p.category).join(tp_name).exists() {
+            if !tracefs
+                .join("events")
+                .join(p.category)
+                .join(tp_name)
+                .exists()
+            {
                 if p.optional {
                     skipped.push(format!("{}/{tp_name}", p.category));
                     continue;
@@ -272,7 +291,11 @@ impl Sensor {
         // while the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
-        tracing::info!(probes = attached.len(), ring_fd = ring.get_ref().as_raw_fd(), "sensor attached");
+        tracing::info!(
+            probes = attached.len(),
+            ring_fd = ring.get_ref().as_raw_fd(),
+            "sensor attached"
+        );
         Ok(Sensor {
             ebpf,
             ring,
@@ -323,14 +346,16 @@ impl Sensor {
     /// new children). `IGNORE` silences it.
     pub fn set_filter(&mut self, tgid: u32, kinds: &[Kind]) -> Result<()> {
         let mask = Kind::mask(kinds) & self.kind_mask;
-        let mut filter: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TASK_FILTER")?)?;
+        let mut filter: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TASK_FILTER")?)?;
         filter.insert(tgid, mask, 0)?;
         Ok(())
     }
 
     /// Removes `tgid`'s entry: it falls back to the default.
     pub fn clear_filter(&mut self, tgid: u32) -> Result<()> {
-        let mut filter: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TASK_FILTER")?)?;
+        let mut filter: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TASK_FILTER")?)?;
         match filter.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e.into()),
@@ -380,7 +405,11 @@ fn tracepoint_name(program: &str) -> &str {
 
 /// Offset of `field` in a tracepoint's record, from its tracefs format file.
 /// Ok(None) when the tracepoint exists but has no such field.
-pub fn tracepoint_field_offset(tracefs: &std::path::Path, event: &str, field: &str) -> Result<Option<u64>> {
+pub fn tracepoint_field_offset(
+    tracefs: &std::path::Path,
+    event: &str,
+    field: &str,
+) -> Result<Option<u64>> {
     let path = tracefs.join("events").join(event).join("format");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("tracepoint {event} missing ({})", path.display()))?;
@@ -433,7 +462,10 @@ mod tests {
             if matches!(k, Kind::Fork | Kind::Exit) {
                 continue;
             }
-            assert!(PROBES.iter().any(|p| p.kinds.contains(&k)), "no probe for {k}");
+            assert!(
+                PROBES.iter().any(|p| p.kinds.contains(&k)),
+                "no probe for {k}"
+            );
         }
     }
 }

@@ -101,7 +101,9 @@ pub fn resolve(raw: &[u8; PATH_LEN], dir: &DirChain, via_dirfd: bool, truncated:
             // "/..." marks missing outer components: keep it out of
             // normalization so a leading ".." can't eat it.
             let path = match joined.strip_prefix("/...") {
-                Some(rest) if resolution == Resolution::Truncated => format!("/...{}", normalize(rest)),
+                Some(rest) if resolution == Resolution::Truncated => {
+                    format!("/...{}", normalize(rest))
+                }
                 _ => normalize(&joined),
             };
             PathInfo {
