@@ -81,7 +81,18 @@ fn events_prints_relative_open_as_absolute_json() {
     }
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    let st = daemon.wait().expect("wait");
+    // Bounded: a daemon that ignores SIGINT fails the test instead of hanging it.
+    let stop = Instant::now();
+    let st = loop {
+        if let Some(st) = daemon.try_wait().expect("wait") {
+            break st;
+        }
+        if stop.elapsed() > Duration::from_secs(10) {
+            let _ = daemon.kill();
+            panic!("agentguard events ignored SIGINT for 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         st.success(),
         "agentguard events exits cleanly on SIGINT: {st}"
