@@ -650,7 +650,8 @@ fn load_failure(e: &LoadError) -> Status {
 
 // --------------------------------------------------------------- probes --
 
-fn probe_ringbuf() -> Status {
+/// Can this kernel create a ring buffer map (5.8+)?
+pub fn probe_ringbuf() -> Status {
     let mut attr = MapCreateAttr {
         map_type: BPF_MAP_TYPE_RINGBUF,
         max_entries: 4096 * 16,

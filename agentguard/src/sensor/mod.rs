@@ -216,9 +216,18 @@ impl Sensor {
         }
         loader.override_global("TP_NEWTASK_FLAGS", &newtask_flags, true);
         loader.override_global("TP_EXIT_GROUP_DEAD", &group_dead, true);
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF object")?;
+        let mut ebpf = match loader.load(EBPF_OBJECT) {
+            Ok(e) => e,
+            Err(e) => {
+                // Name the missing kernel feature rather than a map error.
+                if let features::Status::Unsupported(why) | features::Status::Error(why) =
+                    features::probe_ringbuf()
+                {
+                    bail!("this kernel cannot create BPF ring buffers (needs Linux 5.8+): {why}");
+                }
+                return Err(anyhow!(e).context("loading the eBPF object"));
+            }
+        };
 
         if let Ok(logger) = aya_log::EbpfLogger::init(&mut ebpf) {
             // SAFETY: the logger owns its ring buffer fd for its whole life
