@@ -4,3 +4,4 @@
 //! agent detection and process ancestry come with the identity issue.
 
 pub mod cgroup;
+pub mod procfs;

@@ -1,0 +1,92 @@
+//! Process facts from /proc, for processes the sensor saw before they were
+//! tracked (started before the daemon) and for ancestry chains.
+
+use std::path::PathBuf;
+
+/// What /proc says about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// /proc/PID/exe target; None for kernel threads or when unreadable.
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<String>,
+}
+
+/// Parses /proc/PID/stat: "pid (comm) state ppid ...". comm may contain
+/// spaces and parentheses, so split at the last ')'.
+pub fn parse_stat(stat: &str) -> Option<(u32, String, u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let pid = stat.get(..open)?.trim().parse().ok()?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let _state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((pid, comm, ppid))
+}
+
+/// Reads one process; None when it is gone or unreadable.
+pub fn read(pid: u32) -> Option<ProcInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, comm, ppid) = parse_stat(&stat)?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(ProcInfo {
+        pid,
+        ppid,
+        comm,
+        exe,
+        argv,
+    })
+}
+
+/// The chain from `pid` up to init (pid 1 excluded), nearest first,
+/// at most `max` long.
+pub fn ancestry(pid: u32, max: usize) -> Vec<ProcInfo> {
+    let mut out = Vec::new();
+    let mut cur = pid;
+    while cur > 1 && out.len() < max {
+        let Some(p) = read(cur) else { break };
+        cur = p.ppid;
+        out.push(p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let s = "4242 (my (weird) prog) S 17 4242 4242 0 -1 4194560 100 0 0 0";
+        assert_eq!(
+            parse_stat(s),
+            Some((4242, "my (weird) prog".to_owned(), 17))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x)"), None);
+    }
+
+    #[test]
+    fn own_ancestry_is_readable() {
+        let me = std::process::id();
+        let chain = ancestry(me, 16);
+        assert_eq!(chain.first().map(|p| p.pid), Some(me));
+        let exe = std::env::current_exe().expect("current_exe");
+        assert_eq!(chain[0].exe.as_deref(), Some(exe.as_path()));
+        // Each link's ppid is the next link's pid.
+        for w in chain.windows(2) {
+            assert_eq!(w[0].ppid, w[1].pid);
+        }
+    }
+}
