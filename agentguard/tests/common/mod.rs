@@ -1,0 +1,101 @@
+//! Shared helpers for the privileged integration tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+
+/// True when the test may run; panics under CI=true when it can't, so a
+/// privileged test never skips silently in CI.
+pub fn require(what: &str, ok: bool) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {what} is unavailable: this test must run, not skip");
+    }
+    eprintln!("skipping: needs {what}");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn docker_up() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub const TEST_IMAGE: &str = "agentguard-test/busybox:1";
+
+/// Builds the test image with `docker import` from the host's static busybox
+/// (no registry is reachable here). Idempotent.
+pub fn ensure_test_image() {
+    let have = Command::new("docker")
+        .args(["image", "inspect", TEST_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        return;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox-static must be installed (cargo xtask setup --docker installs it)");
+    let root = std::env::temp_dir().join(format!("agentguard-rootfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "tmp", "data", "etc"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "sleep", "cat", "rm", "ls", "touch", "wget", "nc", "echo", "mkdir", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+            .expect("symlink applet");
+    }
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import - {TEST_IMAGE}",
+            root.display()
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run docker import");
+    assert!(st.success(), "docker import failed");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `docker ARGS`, panicking with its stderr on failure; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Removes a container when dropped, even if the test panics.
+pub struct ContainerGuard(pub String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
