@@ -1,0 +1,262 @@
+//! One-time machine set-up. Every step checks first and prints a line only
+//! when it actually does something, so a second run is fast and silent.
+
+use std::fs::OpenOptions;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{cargo, describe, run_cmd};
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libclang-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const DOCKER_SOCK: &str = "/var/run/docker.sock";
+const DOCKERD_LOG: &str = "/var/log/agentguard-dockerd.log";
+const DOCKERD_WAIT: Duration = Duration::from_secs(60);
+
+/// Set-up state shared by the steps of one xtask invocation.
+#[derive(Default)]
+pub struct Setup {
+    apt_updated: bool,
+}
+
+impl Setup {
+    /// Everything the build needs, plus the Docker engine if `docker`.
+    pub fn all(&mut self, docker: bool) -> Result<()> {
+        self.toolchain()?;
+        self.bpf_linker()?;
+        if docker {
+            self.docker()?;
+        }
+        Ok(())
+    }
+
+    /// Nightly with rust-src: the eBPF crate builds core itself (-Z build-std).
+    fn toolchain(&mut self) -> Result<()> {
+        let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+        let has_nightly = toolchains
+            .lines()
+            .any(|l| l.trim_start().starts_with("nightly"));
+        if !has_nightly {
+            eprintln!("xtask: installing the nightly Rust toolchain ...");
+            run_cmd(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]))?;
+        }
+        let components = output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--toolchain",
+            "nightly",
+            "--installed",
+        ]))?;
+        if !components.lines().any(|l| l.trim().starts_with("rust-src")) {
+            eprintln!("xtask: adding rust-src to the nightly toolchain ...");
+            run_cmd(Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
+        Ok(())
+    }
+
+    /// bpf-linker built against the system's LLVM 22.
+    fn bpf_linker(&mut self) -> Result<()> {
+        if which("bpf-linker").is_some() {
+            return Ok(());
+        }
+        if !Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+            self.apt_install("LLVM 22 (for bpf-linker)", LLVM_PACKAGES)?;
+        }
+        eprintln!(
+            "xtask: installing bpf-linker {BPF_LINKER_VERSION} (cargo install, about a minute) ..."
+        );
+        let mut cmd = cargo();
+        cmd.args([
+            "install",
+            "bpf-linker",
+            "--version",
+            &format!("={BPF_LINKER_VERSION}"),
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        // Without LLVM_PREFIX its build script cannot find -lLLVM.
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
+        run_cmd(&mut cmd)
+    }
+
+    /// The Docker engine, installed and answering on its socket.
+    fn docker(&mut self) -> Result<()> {
+        if which("dockerd").is_none() || which("docker").is_none() {
+            self.apt_install("the Docker engine", &["docker.io"])?;
+        }
+        // Test images are made with `docker import` from a static busybox:
+        // no registry is reachable here.
+        if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
+            self.apt_install(
+                "a static busybox (for the test container image)",
+                &["busybox-static"],
+            )?;
+        }
+        if docker_answers() {
+            return Ok(());
+        }
+        require_root("starting dockerd")?;
+        let dockerd = which("dockerd").context("dockerd not found after installing docker.io")?;
+        eprintln!("xtask: starting dockerd (log: {DOCKERD_LOG}) ...");
+        let mut child = spawn_detached(Command::new(dockerd), Path::new(DOCKERD_LOG))?;
+        let deadline = Instant::now() + DOCKERD_WAIT;
+        while !docker_answers() {
+            if let Some(status) = child.try_wait()? {
+                bail!("dockerd exited ({status}) before answering; see {DOCKERD_LOG}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "dockerd did not answer on {DOCKER_SOCK} within {}s; see {DOCKERD_LOG}",
+                    DOCKERD_WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        // Dropping the handle neither kills nor waits: dockerd outlives us.
+        Ok(())
+    }
+
+    /// auditd and auditctl (only `bench overhead` needs them).
+    pub fn auditd(&mut self) -> Result<()> {
+        if which("auditctl").is_some() && which("auditd").is_some() {
+            return Ok(());
+        }
+        self.apt_install("auditd", &["auditd"])
+    }
+
+    fn apt_install(&mut self, what: &str, packages: &[&str]) -> Result<()> {
+        require_root(&format!(
+            "installing {what} (apt-get install -y {})",
+            packages.join(" ")
+        ))?;
+        if !self.apt_updated {
+            eprintln!("xtask: apt-get update ...");
+            run_cmd(apt().arg("update"))?;
+            self.apt_updated = true;
+        }
+        eprintln!(
+            "xtask: installing {what}: apt-get install -y {} ...",
+            packages.join(" ")
+        );
+        run_cmd(apt().args(["install", "-y"]).args(packages))
+    }
+}
+
+fn apt() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root; run as root or do it yourself first");
+    }
+    Ok(())
+}
+
+/// Where `cargo install` puts binaries.
+pub fn cargo_bin_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home).join("bin");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cargo/bin")
+}
+
+/// An executable named `name` on PATH, in ~/.cargo/bin or in the sbin
+/// directories (a non-login root shell may lack them).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([cargo_bin_dir()])
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// stdout of `cmd`, which must succeed.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let what = describe(cmd);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not run `{what}`"))?;
+    if !out.status.success() {
+        return Err(crate::Failed::new(what, out.status).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts a daemon in its own session (no terminal signals reach it, it
+/// survives our exit) with stdout and stderr appended to `log`.
+pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let what = describe(&cmd);
+    cmd.spawn()
+        .with_context(|| format!("could not start `{what}`"))
+}
+
+/// Whether the Docker API answers a ping (the socket file alone may be stale).
+fn docker_answers() -> bool {
+    let ping = || -> std::io::Result<bool> {
+        let mut sock = UnixStream::connect(DOCKER_SOCK)?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(2)))?;
+        sock.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        let mut buf = [0u8; 64];
+        let n = sock.read(&mut buf)?;
+        let head = String::from_utf8_lossy(&buf[..n]);
+        Ok(head.starts_with("HTTP/1.") && head.contains(" 200 "))
+    };
+    ping().unwrap_or(false)
+}
