@@ -30,6 +30,10 @@ pub struct Event {
     pub error: Option<String>,
     #[serde(flatten)]
     pub detail: Detail,
+    /// Who did it (container, pod, agent, ancestry); filled by the identity
+    /// stage, absent straight from the sensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::resolver::Identity>,
 }
 
 /// Event kinds, also the names accepted by `--kind`.

@@ -7,6 +7,8 @@ use anyhow::{anyhow, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use agentguard::event::{Event, Kind};
+use agentguard::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
+use agentguard::identity::watch;
 use agentguard::outputs::jsonl::JsonLines;
 use agentguard::sensor::{features, Sensor, SensorOptions};
 
@@ -51,6 +53,15 @@ enum Cmd {
         /// Only events whose comm (process name, 15 chars) is NAME. Repeatable.
         #[arg(long)]
         comm: Vec<String>,
+        /// Only events from this container (name, full id or id prefix). Repeatable.
+        #[arg(long)]
+        container: Vec<String>,
+        /// Only events of this agent (label or ancestry name, e.g. claude). Repeatable.
+        #[arg(long)]
+        agent: Vec<String>,
+        /// Docker API socket (default /var/run/docker.sock).
+        #[arg(long)]
+        docker_socket: Option<String>,
         /// Which processes stream by default.
         #[arg(long, value_enum, default_value_t = Watch::All)]
         watch: Watch,
@@ -108,6 +119,9 @@ fn main() -> std::process::ExitCode {
             kind,
             pid,
             comm,
+            container,
+            agent,
+            docker_socket,
             watch,
             ready_file,
             output,
@@ -117,7 +131,20 @@ fn main() -> std::process::ExitCode {
             .enable_all()
             .build()
             .context("starting the tokio runtime")
-            .and_then(|rt| rt.block_on(events(kind, pid, comm, watch, ready_file, output, queue))),
+            .and_then(|rt| {
+                rt.block_on(events(EventsArgs {
+                    kind,
+                    pids: pid,
+                    comms: comm,
+                    containers: container,
+                    agents: agent,
+                    docker_socket,
+                    watch,
+                    ready_file,
+                    output,
+                    queue,
+                }))
+            }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -138,15 +165,49 @@ fn check(json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn events(
+struct EventsArgs {
     kind: Vec<String>,
     pids: Vec<u32>,
     comms: Vec<String>,
+    containers: Vec<String>,
+    agents: Vec<String>,
+    docker_socket: Option<String>,
     watch: Watch,
     ready_file: Option<PathBuf>,
     output: Option<PathBuf>,
     queue: usize,
-) -> Result<()> {
+}
+
+/// Does `ev` pass the identity filters?
+fn identity_matches(ev: &Event, containers: &[String], agents: &[String]) -> bool {
+    let id = ev.identity.as_ref();
+    let container_ok = containers.is_empty()
+        || id.and_then(|i| i.container.as_ref()).is_some_and(|c| {
+            containers.iter().any(|want| {
+                c.id.starts_with(want.as_str())
+                    || c.info.as_ref().is_some_and(|info| info.name == *want)
+            })
+        });
+    let agent_ok = agents.is_empty()
+        || id
+            .and_then(|i| i.agent.as_ref())
+            .is_some_and(|a| agents.contains(&a.name));
+    container_ok && agent_ok
+}
+
+async fn events(args: EventsArgs) -> Result<()> {
+    let EventsArgs {
+        kind,
+        pids,
+        comms,
+        containers,
+        agents,
+        docker_socket,
+        watch,
+        ready_file,
+        output,
+        queue,
+    } = args;
     let kinds = parse_kinds(&kind)?;
     let opts = SensorOptions {
         kinds: kinds.clone(),
@@ -184,9 +245,18 @@ async fn events(
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let container_map = ContainerMap::default();
+    let wanted_tx = watch::spawn_docker(container_map.clone(), docker_socket);
+    let mut resolver = Resolver::new(container_map, DEFAULT_AGENTS);
     let mut seen: u64 = 0;
-    let mut on_event = |ev: Event| {
-        if comms.is_empty() || comms.contains(&ev.comm) {
+    let mut on_event = |mut ev: Event| {
+        ev.identity = Some(resolver.tag(&ev));
+        for id in resolver.take_wanted() {
+            let _ = wanted_tx.send(id);
+        }
+        if (comms.is_empty() || comms.contains(&ev.comm))
+            && identity_matches(&ev, &containers, &agents)
+        {
             seen += 1;
             sink.send(ev);
         }

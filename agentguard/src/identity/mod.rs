@@ -8,3 +8,5 @@
 pub mod cgroup;
 pub mod docker;
 pub mod procfs;
+pub mod resolver;
+pub mod watch;

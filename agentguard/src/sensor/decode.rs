@@ -74,6 +74,7 @@ fn base(h: &raw::Header, k: Kind, detail: Detail) -> Event {
         ret: h.ret,
         error: (h.ret < 0 && h.ret > -4096).then(|| errno_name(-h.ret)),
         detail,
+        identity: None,
     }
 }
 

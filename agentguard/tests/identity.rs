@@ -1,0 +1,192 @@
+//! Identity on real events: a host agent found by ancestry, and a labelled
+//! Docker container tagged with its metadata.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentguard::event::{Detail, Event, Kind};
+use agentguard::identity::resolver::{AgentSource, ContainerMap, Resolver, DEFAULT_AGENTS};
+use agentguard::identity::watch;
+use agentguard::sensor::{Sensor, SensorOptions};
+
+fn dump(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_agent_is_found_by_ancestry() {
+    if !common::require("root", common::is_root()) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agentguard-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = dir.canonicalize().expect("canonicalize");
+    // A fake `claude`: a shell under the agent's name.
+    std::fs::copy("/bin/sh", dir.join("claude")).expect("copy /bin/sh");
+    std::fs::write(dir.join("victim.txt"), b"x").expect("write");
+    let mut sensor = Sensor::start(&SensorOptions {
+        watch_all: false,
+        ..Default::default()
+    })
+    .expect("sensor");
+    let mut resolver = Resolver::new(ContainerMap::default(), DEFAULT_AGENTS);
+    let mut agent = Command::new(dir.join("claude"))
+        .args(["-c", "read go; rm -f victim.txt; true"])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn fake claude");
+    let agent_pid = agent.id();
+    sensor.set_filter(agent_pid, &Kind::ALL).expect("filter");
+    agent
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let victim = dir.join("victim.txt").display().to_string();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !events.iter().any(|e: &Event| e.kind == Kind::Unlink) {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            sensor.read(&mut |mut e: Event| {
+                e.identity = Some(resolver.tag(&e));
+                events.push(e);
+            }),
+        )
+        .await;
+    }
+    assert!(agent.wait().expect("wait").success());
+    let all = dump(&events);
+    let rm = events
+        .iter()
+        .find(|e| e.kind == Kind::Unlink && e.path() == Some(victim.as_str()))
+        .unwrap_or_else(|| panic!("no unlink of {victim}:\n{all}"));
+    assert_ne!(rm.pid, agent_pid, "rm runs in a child of the agent");
+    let id = rm.identity.as_ref().expect("identity");
+    assert_eq!(id.scope, "host");
+    let a = id
+        .agent
+        .as_ref()
+        .unwrap_or_else(|| panic!("rm not tagged with the agent:\n{all}"));
+    assert_eq!(a.name, "claude");
+    assert_eq!(a.source, AgentSource::Ancestry);
+    assert_eq!(a.pid, Some(agent_pid));
+    let chain: Vec<u32> = id.ancestry.iter().map(|x| x.pid).collect();
+    assert_eq!(
+        chain,
+        vec![rm.pid, agent_pid],
+        "ancestry from rm up to the agent:\n{all}"
+    );
+    assert!(
+        id.ancestry[0].argv.starts_with("rm -f victim.txt"),
+        "{:?}",
+        id.ancestry[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_events_carry_container_and_label_agent() {
+    if !common::require("root", common::is_root())
+        || !common::require("a running Docker engine", common::docker_up())
+    {
+        return;
+    }
+    common::ensure_test_image();
+    let name = format!("agtest-id-{}", std::process::id());
+    let host_dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    std::fs::write(host_dir.join("notes.txt"), b"x").expect("write");
+    let _guard = common::ContainerGuard(name.clone());
+    let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
+    let map = ContainerMap::default();
+    let wanted = watch::spawn_docker(map.clone(), None);
+    let mut resolver = Resolver::new(map, DEFAULT_AGENTS);
+    let id = common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=codex",
+        "--label",
+        "agentguard.io/session=s-42",
+        "-v",
+        &format!("{}:/data", host_dir.display()),
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; rm /data/notes.txt; sleep 2",
+    ]);
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = |evs: &[Event]| {
+        evs.iter().any(|e| {
+            e.kind == Kind::Unlink
+                && e.identity
+                    .as_ref()
+                    .and_then(|i| i.container.as_ref())
+                    .is_some_and(|c| c.id == id)
+        })
+    };
+    while Instant::now() < deadline && !done(&events) {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            sensor.read(&mut |mut e: Event| {
+                e.identity = Some(resolver.tag(&e));
+                for w in resolver.take_wanted() {
+                    let _ = wanted.send(w);
+                }
+                if e.identity
+                    .as_ref()
+                    .and_then(|i| i.container.as_ref())
+                    .is_some_and(|c| c.id == id)
+                {
+                    events.push(e);
+                }
+            }),
+        )
+        .await;
+    }
+    let all = dump(&events);
+    // The entrypoint's own exec is already tagged with the container.
+    let first = events
+        .iter()
+        .find(|e| e.kind == Kind::Exec)
+        .unwrap_or_else(|| panic!("no exec from the container:\n{all}"));
+    assert!(
+        matches!(&first.detail, Detail::Exec(x) if x.argv.first().map(String::as_str) == Some("sh")),
+        "{all}"
+    );
+    let rm = events
+        .iter()
+        .find(|e| e.kind == Kind::Unlink)
+        .unwrap_or_else(|| panic!("no unlink from the container:\n{all}"));
+    assert_eq!(rm.path(), Some("/data/notes.txt"), "container path");
+    assert_eq!(rm.ret, 0);
+    let ident = rm.identity.as_ref().expect("identity");
+    assert_eq!(ident.scope, "container");
+    let info = ident
+        .container
+        .as_ref()
+        .and_then(|c| c.info.as_ref())
+        .unwrap_or_else(|| panic!("no container metadata a second in:\n{all}"));
+    assert_eq!(info.name, name);
+    assert_eq!(info.image, common::TEST_IMAGE);
+    assert!(info.mounts.iter().any(|m| m.destination == "/data"));
+    let agent = ident.agent.as_ref().expect("label agent");
+    assert_eq!(agent.name, "codex");
+    assert_eq!(agent.session.as_deref(), Some("s-42"));
+    assert_eq!(agent.source, AgentSource::Label);
+    assert!(!host_dir.join("notes.txt").exists());
+    let _ = std::fs::remove_dir_all(&host_dir);
+}
