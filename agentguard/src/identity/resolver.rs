@@ -198,50 +198,55 @@ impl Resolver {
 
     /// Updates the table from `ev` and returns its identity.
     pub fn tag(&mut self, ev: &Event) -> Identity {
-        match &ev.detail {
-            Detail::Fork(f) => {
-                if self.load(ev.pid, 0).is_some() {
-                    if let Some(parent) = self.procs.get(&ev.pid).cloned() {
-                        self.procs.insert(
-                            f.child_pid,
-                            Proc {
-                                ppid: ev.pid,
-                                ..parent
-                            },
-                        );
-                    }
-                }
-            }
-            Detail::Exec(x) if ev.ok() => {
-                let _ = self.load(ev.pid, 0);
-                let own = self.agent_exe(&x.file.path, x.argv.first().map(String::as_str));
-                if let Some(p) = self.procs.get_mut(&ev.pid) {
-                    p.exe = Arc::from(x.file.path.as_str());
-                    p.argv = summary(&x.argv);
-                    if p.agent.is_none() {
-                        p.agent = own.map(|name| {
-                            Arc::new(Agent {
-                                name,
-                                session: None,
-                                source: AgentSource::Ancestry,
-                                pid: Some(ev.pid),
-                            })
-                        });
-                    }
-                }
-            }
-            _ => {
-                let _ = self.load(ev.pid, 0);
-            }
-        }
-        // Re-read the container when the cgroup changed, and at every exec
-        // (on v1-only hosts the v2 id may not move).
+        let _ = self.load(ev.pid, 0);
         if let Some(p) = self.procs.get_mut(&ev.pid) {
+            // Re-read the container when the cgroup changed, and at every
+            // exec (on v1-only hosts the v2 id may not move).
             if p.cgroup_id != ev.cgroup_id || (ev.kind == Kind::Exec && ev.ok()) {
                 p.cgroup_id = ev.cgroup_id;
                 if let Ok(cg) = cgroup::for_pid(ev.pid) {
                     p.container = cg.container_id.map(Arc::<str>::from);
                 }
+            }
+            if let Detail::Exec(x) = &ev.detail {
+                if ev.ok() {
+                    p.exe = Arc::from(x.file.path.as_str());
+                    p.argv = summary(&x.argv);
+                }
+            }
+        }
+        // Agent by executable, argv[0] or, as a last resort, the process
+        // name (a process first met mid-exec has no readable exe yet).
+        // Claiming an agent's name only makes a process more watched, so
+        // trusting these is safe. Before a fork is recorded, so the child
+        // inherits it.
+        let needs_agent = self.procs.get(&ev.pid).is_some_and(|p| p.agent.is_none());
+        if needs_agent {
+            let found = match &ev.detail {
+                Detail::Exec(x) if ev.ok() => {
+                    self.agent_exe(&x.file.path, x.argv.first().map(String::as_str))
+                }
+                _ => None,
+            }
+            .or_else(|| self.agents.iter().find(|a| **a == ev.comm).cloned());
+            if let (Some(name), Some(p)) = (found, self.procs.get_mut(&ev.pid)) {
+                p.agent = Some(Arc::new(Agent {
+                    name,
+                    session: None,
+                    source: AgentSource::Ancestry,
+                    pid: Some(ev.pid),
+                }));
+            }
+        }
+        if let Detail::Fork(f) = &ev.detail {
+            if let Some(parent) = self.procs.get(&ev.pid).cloned() {
+                self.procs.insert(
+                    f.child_pid,
+                    Proc {
+                        ppid: ev.pid,
+                        ..parent
+                    },
+                );
             }
         }
         let id = self.identify(ev.pid);
