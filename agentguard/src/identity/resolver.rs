@@ -58,9 +58,10 @@ pub struct Agent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
     pub pid: u32,
-    pub exe: String,
+    /// Shared with the process table: no copy per event.
+    pub exe: Arc<str>,
     /// argv joined by spaces, cut at 120 bytes.
-    pub argv: String,
+    pub argv: Arc<str>,
 }
 
 /// A container as tagged on an event.
@@ -293,8 +294,8 @@ impl Resolver {
             }
             ancestry.push(Ancestor {
                 pid: cpid,
-                exe: cp.exe.to_string(),
-                argv: cp.argv.to_string(),
+                exe: Arc::clone(&cp.exe),
+                argv: Arc::clone(&cp.argv),
             });
             // Stop at the agent, or where the container ends.
             if Some(cpid) == stop_at {
