@@ -1,24 +1,14 @@
 //! The `agentguard` binary, run as a user would: `events` and `check`.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: privileged CLI tests must run, not skip");
-    }
-    eprintln!("skipping: needs root");
-    false
-}
-
 #[test]
 fn events_prints_relative_open_as_absolute_json() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("agentguard-cli-{}", std::process::id()));
@@ -107,7 +97,7 @@ fn events_prints_relative_open_as_absolute_json() {
 
 #[test]
 fn check_reports_probes_and_capabilities() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_agentguard"))

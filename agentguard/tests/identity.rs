@@ -12,14 +12,6 @@ use agentguard::identity::resolver::{AgentSource, ContainerMap, Resolver, DEFAUL
 use agentguard::identity::watch;
 use agentguard::sensor::{Sensor, SensorOptions};
 
-fn dump(events: &[Event]) -> String {
-    events
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_agent_is_found_by_ancestry() {
     if !common::require("root", common::is_root()) {
@@ -65,7 +57,7 @@ async fn host_agent_is_found_by_ancestry() {
         .await;
     }
     assert!(agent.wait().expect("wait").success());
-    let all = dump(&events);
+    let all = common::dump(&events);
     let rm = events
         .iter()
         .find(|e| e.kind == Kind::Unlink && e.path() == Some(victim.as_str()))
@@ -157,7 +149,7 @@ async fn container_events_carry_container_and_label_agent() {
         )
         .await;
     }
-    let all = dump(&events);
+    let all = common::dump(&events);
     // The entrypoint's own exec is already tagged with the container.
     let first = events
         .iter()

@@ -4,6 +4,8 @@
 //! They need root. Outside CI they skip with a message when not root; under
 //! CI=true they fail instead, so a privileged test can never silently skip.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,18 +13,6 @@ use std::time::{Duration, Instant};
 
 use agentguard::event::{Detail, Event, Kind, Resolution};
 use agentguard::sensor::{Sensor, SensorOptions};
-
-fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but not running as root: privileged sensor tests must run, not skip");
-    }
-    eprintln!("skipping: needs root to load eBPF programs");
-    false
-}
 
 /// A fresh directory, canonical (so expected paths compare exactly).
 fn tempdir(tag: &str) -> PathBuf {
@@ -117,17 +107,9 @@ fn file_events<'a>(events: &'a [Event], kind: Kind, path: &str) -> Vec<&'a Event
         .collect()
 }
 
-fn dump(events: &[Event]) -> String {
-    events
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_events_have_absolute_paths_and_results() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let dir = tempdir("files");
@@ -154,7 +136,7 @@ os.unlink("sub/renamed.txt", dir_fd=fd)
         !file_events(evs, Kind::Unlink, &unlinked).is_empty()
     })
     .await;
-    let all = dump(&events);
+    let all = common::dump(&events);
 
     let data = format!("{d}/data.txt");
     let opens = file_events(&events, Kind::Open, &data);
@@ -224,7 +206,7 @@ os.unlink("sub/renamed.txt", dir_fd=fd)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_events_carry_destination_and_result() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let dir = tempdir("net");
@@ -273,7 +255,7 @@ except OSError:
             .any(|e| matches!(&e.detail, Detail::Net(n) if n.family == "unix"))
     })
     .await;
-    let all = dump(&events);
+    let all = common::dump(&events);
     let net: Vec<(&Event, &agentguard::event::NetDetail)> = events
         .iter()
         .filter_map(|e| match &e.detail {
@@ -321,7 +303,7 @@ except OSError:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_fork_exit_of_descendants_are_streamed() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let dir = tempdir("exec");
@@ -340,7 +322,7 @@ assert r.returncode == 7
         evs.iter().filter(|e| e.kind == Kind::Exit).count() >= 3
     })
     .await;
-    let all = dump(&events);
+    let all = common::dump(&events);
     let exec = events
         .iter()
         .find(|e| e.kind == Kind::Exec && e.path() == Some(tool.as_str()))
@@ -373,7 +355,7 @@ assert r.returncode == 7
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwatched_processes_stream_nothing() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let dir = tempdir("filter");
@@ -390,7 +372,7 @@ async fn unwatched_processes_stream_nothing() {
         !file_events(evs, Kind::Open, &watched).is_empty()
     })
     .await;
-    let all = dump(&events);
+    let all = common::dump(&events);
     assert!(
         !file_events(&events, Kind::Open, &watched).is_empty(),
         "{all}"
@@ -404,7 +386,7 @@ async fn unwatched_processes_stream_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn io_uring_setup_is_reported() {
-    if !privileged() {
+    if !common::privileged() {
         return;
     }
     let dir = tempdir("uring");
@@ -421,7 +403,7 @@ if fd >= 0:
         evs.iter().any(|e| e.kind == Kind::IoUringSetup)
     })
     .await;
-    let all = dump(&events);
+    let all = common::dump(&events);
     let ev = events
         .iter()
         .find(|e| e.kind == Kind::IoUringSetup)

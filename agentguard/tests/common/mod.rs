@@ -99,3 +99,17 @@ impl Drop for ContainerGuard {
             .status();
     }
 }
+
+/// Events as JSON lines, for assertion messages.
+pub fn dump(events: &[agentguard::event::Event]) -> String {
+    events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Root is needed; under CI=true its absence fails the test.
+pub fn privileged() -> bool {
+    require("root (to load eBPF programs)", is_root())
+}
