@@ -75,6 +75,15 @@ enum Cmd {
         #[arg(long, default_value_t = 65536)]
         queue: usize,
     },
+    /// List containers (Docker) and agent processes running now.
+    Ps {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Docker API socket (default /var/run/docker.sock).
+        #[arg(long)]
+        docker_socket: Option<String>,
+    },
     /// Report what this kernel supports and which agentguard features that enables.
     Check {
         /// Machine-readable output.
@@ -115,6 +124,25 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.cmd {
         Cmd::Check { json } => check(json),
+        Cmd::Ps {
+            json,
+            docker_socket,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")
+            .and_then(|rt| {
+                let snap = rt.block_on(agentguard::identity::snapshot::take(
+                    docker_socket.as_deref(),
+                    DEFAULT_AGENTS,
+                ));
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&snap)?);
+                } else {
+                    print!("{}", snap.render());
+                }
+                Ok(())
+            }),
         Cmd::Events {
             kind,
             pid,

@@ -128,3 +128,58 @@ fn check_reports_probes_and_capabilities() {
         "{text}"
     );
 }
+
+#[test]
+fn ps_lists_agent_processes_and_labelled_containers() {
+    if !common::privileged() || !common::require("a running Docker engine", common::docker_up()) {
+        return;
+    }
+    common::ensure_test_image();
+    let dir = std::env::temp_dir().join(format!("agentguard-ps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy("/bin/sleep", dir.join("aider")).expect("copy sleep");
+    let mut agent = Command::new(dir.join("aider"))
+        .arg("30")
+        .spawn()
+        .expect("spawn fake aider");
+    let name = format!("agtest-ps-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=goose",
+        common::TEST_IMAGE,
+        "sleep",
+        "30",
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_agentguard"))
+        .args(["ps", "--json"])
+        .output()
+        .expect("run agentguard ps");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ps --json is JSON");
+    let agents = v["agents"].as_array().expect("agents");
+    assert!(
+        agents
+            .iter()
+            .any(|a| a["pid"] == agent.id() && a["name"] == "aider"),
+        "{v}"
+    );
+    let containers = v["containers"].as_array().expect("containers");
+    let c = containers
+        .iter()
+        .find(|c| c["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not listed: {v}"));
+    assert_eq!(c["labels"]["agentguard.io/agent"], "goose");
+    let table = Command::new(env!("CARGO_BIN_EXE_agentguard"))
+        .arg("ps")
+        .output()
+        .expect("ps");
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&name));
+    let _ = std::fs::remove_dir_all(&dir);
+}

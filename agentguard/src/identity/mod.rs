@@ -9,4 +9,5 @@ pub mod cgroup;
 pub mod docker;
 pub mod procfs;
 pub mod resolver;
+pub mod snapshot;
 pub mod watch;

@@ -90,3 +90,13 @@ mod tests {
         }
     }
 }
+
+/// Every process /proc lists now (pids that vanish mid-scan are skipped).
+pub fn all() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read)
+        .collect()
+}
