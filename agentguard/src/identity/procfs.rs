@@ -62,6 +62,16 @@ pub fn ancestry(pid: u32, max: usize) -> Vec<ProcInfo> {
     out
 }
 
+/// Every process /proc lists now (pids that vanish mid-scan are skipped).
+pub fn all() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,14 +99,4 @@ mod tests {
             assert_eq!(w[0].ppid, w[1].pid);
         }
     }
-}
-
-/// Every process /proc lists now (pids that vanish mid-scan are skipped).
-pub fn all() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read)
-        .collect()
 }
