@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentguard::event::{Detail, Event, Kind};
-use agentguard::identity::resolver::{AgentSource, ContainerMap, Resolver, DEFAULT_AGENTS};
+use agentguard::identity::resolver::{AgentSource, ContainerMap, Resolver, Scope, DEFAULT_AGENTS};
 use agentguard::identity::watch;
 use agentguard::sensor::{Sensor, SensorOptions};
 
@@ -64,7 +64,7 @@ async fn host_agent_is_found_by_ancestry() {
         .unwrap_or_else(|| panic!("no unlink of {victim}:\n{all}"));
     assert_ne!(rm.pid, agent_pid, "rm runs in a child of the agent");
     let id = rm.identity.as_ref().expect("identity");
-    assert_eq!(id.scope, "host");
+    assert_eq!(id.scope, Scope::Host);
     let a = id
         .agent
         .as_ref()
@@ -166,7 +166,7 @@ async fn container_events_carry_container_and_label_agent() {
     assert_eq!(rm.path(), Some("/data/notes.txt"), "container path");
     assert_eq!(rm.ret, 0);
     let ident = rm.identity.as_ref().expect("identity");
-    assert_eq!(ident.scope, "container");
+    assert_eq!(ident.scope, Scope::Container);
     let info = ident
         .container
         .as_ref()

@@ -204,6 +204,8 @@ os.unlink("sub/renamed.txt", dir_fd=fd)
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const UNIX_TARGET: &str = "/nonexistent/agentguard.sock";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_events_carry_destination_and_result() {
     if !common::privileged() {
@@ -244,15 +246,16 @@ if {v6_port}:
     s6 = socket.socket(socket.AF_INET6); s6.connect(("::1", {v6_port})); s6.close()
 x = socket.socket(socket.AF_UNIX)
 try:
-    x.connect("/nonexistent/agentguard.sock")
+    x.connect("{UNIX_TARGET}")
 except OSError:
     pass
 "#
     );
     let mut sensor = start(false).await;
     let (pid, events) = run_actor(&mut sensor, &dir, &script, |evs| {
-        evs.iter()
-            .any(|e| matches!(&e.detail, Detail::Net(n) if n.family == "unix"))
+        evs.iter().any(
+            |e| matches!(&e.detail, Detail::Net(n) if n.unix_path.as_deref() == Some(UNIX_TARGET)),
+        )
     })
     .await;
     let all = common::dump(&events);
@@ -288,14 +291,11 @@ except OSError:
         assert_eq!(c6.ret, 0);
         assert_eq!(n.addr.as_deref(), Some("::1"));
     }
+    // Match on the path: glibc may connect to other unix sockets first (nscd on some hosts).
     let unix = net
         .iter()
-        .find(|(_, n)| n.family == "unix")
-        .unwrap_or_else(|| panic!("no unix connect:\n{all}"));
-    assert_eq!(
-        unix.1.unix_path.as_deref(),
-        Some("/nonexistent/agentguard.sock")
-    );
+        .find(|(_, n)| n.family == "unix" && n.unix_path.as_deref() == Some(UNIX_TARGET))
+        .unwrap_or_else(|| panic!("no unix connect to {UNIX_TARGET}:\n{all}"));
     assert_eq!(unix.0.error.as_deref(), Some("ENOENT"));
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);

@@ -73,11 +73,18 @@ pub struct ContainerTag {
     pub info: Option<Arc<ContainerInfo>>,
 }
 
+/// Where the process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Host,
+    Container,
+}
+
 /// Who did it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
-    /// "host" or "container".
-    pub scope: String,
+    pub scope: Scope,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerTag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,8 +108,30 @@ struct Proc {
     agent: Option<Arc<Agent>>,
 }
 
+/// Pids are small dense integers chosen by the kernel, not by an attacker
+/// who could aim collisions at the table: a multiplicative hash is enough
+/// and far cheaper than SipHash on the per-event path.
+#[derive(Default)]
+pub struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
+
 pub struct Resolver {
-    procs: HashMap<u32, Proc>,
+    procs: PidMap<Proc>,
     containers: ContainerMap,
     agents: Vec<String>,
     /// Container ids seen without metadata, for the watcher to describe.
@@ -128,7 +157,7 @@ fn summary(argv: &[String]) -> Arc<str> {
 impl Resolver {
     pub fn new(containers: ContainerMap, agents: &[&str]) -> Resolver {
         Resolver {
-            procs: HashMap::new(),
+            procs: PidMap::default(),
             containers,
             agents: agents.iter().map(|a| (*a).to_owned()).collect(),
             wanted: Vec::new(),
@@ -260,7 +289,7 @@ impl Resolver {
     fn identify(&mut self, pid: u32) -> Identity {
         let Some(p) = self.procs.get(&pid) else {
             return Identity {
-                scope: "host".into(),
+                scope: Scope::Host,
                 container: None,
                 agent: None,
                 ancestry: Vec::new(),
@@ -314,11 +343,10 @@ impl Resolver {
         }
         Identity {
             scope: if container.is_some() {
-                "container"
+                Scope::Container
             } else {
-                "host"
-            }
-            .into(),
+                Scope::Host
+            },
             container: container.map(|id| ContainerTag {
                 id: id.to_string(),
                 info,
