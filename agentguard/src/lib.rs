@@ -2,8 +2,10 @@
 //!
 //! The data's path, one module per stage:
 //! `sensor` (load, attach, read) -> identity -> policy -> enforcement -> outputs.
-//! `event` holds the typed event that flows between the stages.
+//! `event` holds the typed event that flows between the stages; `alert` the
+//! decision and action types that pass from policy to enforcement to outputs.
 
+pub mod alert;
 pub mod event;
 pub mod identity;
 pub mod outputs;

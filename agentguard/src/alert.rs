@@ -1,0 +1,162 @@
+//! The types that pass between policy, enforcement and outputs.
+//!
+//! A policy turns an [`Event`] into zero or more [`Decision`]s; enforcement
+//! carries each out and records an [`ActionResult`]; outputs ship the
+//! resulting [`Alert`]. Their JSON form is the alert schema (docs/alerts.md),
+//! so fields are only ever added. Later stages (BPF-LSM blocking, stateful
+//! rules, learning mode) add variants, not new shapes.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// What a rule asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report only.
+    Alert,
+    /// SIGKILL the offending process (or its container, per [`KillScope`]).
+    Kill,
+    /// Refuse the operation (in the kernel where the host allows it).
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Kill => "kill",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// How far a kill reaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillScope {
+    #[default]
+    Process,
+    Container,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// `enforce` acts; `audit` matches the same way and only reports what it
+/// would have done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// One rule's verdict on one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The policy (file stem or declared name) the rule belongs to.
+    pub policy: Arc<str>,
+    pub rule: Arc<str>,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "is_process_scope")]
+    pub kill_scope: KillScope,
+    pub severity: Severity,
+    /// The rule's message template, filled from the event.
+    pub message: String,
+    pub mode: Mode,
+}
+
+fn is_process_scope(s: &KillScope) -> bool {
+    *s == KillScope::Process
+}
+
+/// What enforcement did about a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Reported, nothing more was asked.
+    Alerted,
+    Killed,
+    /// The kernel refused the operation.
+    Denied,
+    /// Audit mode: what enforce mode would have done.
+    WouldKill,
+    WouldDeny,
+    /// The target was already gone when we acted.
+    AlreadyExited,
+    /// Acting failed; `ActionResult::reason` says why.
+    Failed,
+    /// This host can't do it (e.g. deny without BPF-LSM); reported instead.
+    Unsupported,
+}
+
+/// Where the action was carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcer {
+    /// By the eBPF program at the syscall (bpf_send_signal, sock_addr, LSM).
+    Kernel,
+    /// By the daemon after the event reached it (pidfd, Docker API).
+    Userspace,
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub outcome: Outcome,
+    pub by: Enforcer,
+    /// Whether the offending syscall had already taken effect: a kill at the
+    /// entry of unlinkat without BPF-LSM does not stop that one unlink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_completed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ActionResult {
+    pub fn alerted() -> ActionResult {
+        ActionResult {
+            outcome: Outcome::Alerted,
+            by: Enforcer::None,
+            syscall_completed: None,
+            reason: None,
+        }
+    }
+}
+
+/// One line of the alert feed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Wall-clock time the alert was raised, RFC 3339 UTC.
+    pub time: String,
+    /// Host name of the node that raised it.
+    pub host: String,
+    pub decision: Decision,
+    pub result: ActionResult,
+    /// The event with its identity and ancestry.
+    pub event: Event,
+}
