@@ -9,4 +9,5 @@ pub mod alert;
 pub mod event;
 pub mod identity;
 pub mod outputs;
+pub mod policy;
 pub mod sensor;

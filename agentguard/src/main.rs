@@ -84,6 +84,13 @@ enum Cmd {
         #[arg(long)]
         docker_socket: Option<String>,
     },
+    /// Policy tooling: lint and unit-test policy packs (no root needed).
+    Policy {
+        #[command(subcommand)]
+        cmd: agentguard::policy::cli::PolicyCmd,
+    },
+    /// Evaluate recorded events (JSON lines) against policies; print decisions as JSON lines.
+    Replay(agentguard::policy::cli::ReplayArgs),
     /// Report what this kernel supports and which agentguard features that enables.
     Check {
         /// Machine-readable output.
@@ -124,6 +131,8 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.cmd {
         Cmd::Check { json } => check(json),
+        Cmd::Policy { cmd } => agentguard::policy::cli::run(cmd),
+        Cmd::Replay(args) => agentguard::policy::cli::run_replay(args),
         Cmd::Ps {
             json,
             docker_socket,

@@ -1,0 +1,256 @@
+//! Rego policies through regorus.
+//!
+//! Each `.rego` file is one policy, compiled once at load with the entry
+//! point `data.agentguard.decisions`; `input` is the event's JSON form (as
+//! `agentguard events` prints it, identity included). A header comment
+//! `# kinds: exec,connect` says which event kinds it is evaluated for
+//! (`# kinds: all` for every kind); `# mode: audit` is optional.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regorus::Value;
+
+use super::Diagnostic;
+use crate::alert::{Action, Decision, KillScope, Mode, Severity};
+use crate::event::{Event, Kind};
+
+/// The rule every policy defines.
+pub const ENTRY_POINT: &str = "data.agentguard.decisions";
+
+/// A compiled Rego policy.
+pub struct RegoPolicy {
+    name: Arc<str>,
+    file: PathBuf,
+    kinds: Vec<Kind>,
+    mode: Mode,
+    compiled: regorus::CompiledPolicy,
+}
+
+impl std::fmt::Debug for RegoPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegoPolicy")
+            .field("name", &self.name)
+            .field("file", &self.file)
+            .field("kinds", &self.kinds)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the header comments declare.
+struct Header {
+    kinds: Vec<Kind>,
+    mode: Mode,
+}
+
+fn parse_header(file: &Path, src: &str) -> Result<Header, Vec<Diagnostic>> {
+    let mut kinds = None;
+    let mut mode = Mode::Enforce;
+    let mut errs = Vec::new();
+    for (n, line) in src.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        // The header is the leading comment block.
+        let Some(c) = t.strip_prefix('#') else { break };
+        let c = c.trim();
+        if let Some(v) = c.strip_prefix("kinds:") {
+            let v = v.trim();
+            if v == "all" || v == "*" {
+                kinds = Some(Kind::ALL.to_vec());
+                continue;
+            }
+            let mut ks = Vec::new();
+            for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match Kind::parse(name) {
+                    Some(k) => ks.push(k),
+                    None => errs.push(Diagnostic::new(
+                        file,
+                        n + 1,
+                        line.find(name).map_or(1, |i| i + 1),
+                        format!("unknown event kind {name:?} in `# kinds:`"),
+                    )),
+                }
+            }
+            kinds = Some(ks);
+        } else if let Some(v) = c.strip_prefix("mode:") {
+            match v.trim() {
+                "enforce" => mode = Mode::Enforce,
+                "audit" => mode = Mode::Audit,
+                other => errs.push(Diagnostic::new(
+                    file,
+                    n + 1,
+                    1,
+                    format!("unknown mode {other:?} in `# mode:` (enforce or audit)"),
+                )),
+            }
+        }
+    }
+    match kinds {
+        Some(ref k) if k.is_empty() && errs.is_empty() => errs.push(Diagnostic::new(
+            file,
+            1,
+            1,
+            "`# kinds:` names no event kind".into(),
+        )),
+        None => errs.push(Diagnostic::new(
+            file,
+            1,
+            1,
+            "missing `# kinds: KIND,...` header comment (which events this policy handles; `all` for every kind)".into(),
+        )),
+        _ => {}
+    }
+    match (kinds, errs.is_empty()) {
+        (Some(kinds), true) => Ok(Header { kinds, mode }),
+        _ => Err(errs),
+    }
+}
+
+/// Turns a regorus error ("file:line:col: error: ...") into a diagnostic.
+pub(crate) fn diag_from_regorus(file: &Path, err: &anyhow::Error) -> Diagnostic {
+    let text = format!("{err:#}");
+    let name = file.display().to_string();
+    // regorus names the place as "--> path:line:col" and the reason on a
+    // line starting with "error:".
+    if let Some(pos) = text.find(&format!("--> {name}:")) {
+        let rest = &text[pos + 4 + name.len() + 1..];
+        let loc = rest.lines().next().unwrap_or("");
+        let mut it = loc.split(':');
+        let reason = text
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("error:"))
+            .map_or_else(|| text.trim().to_owned(), |r| r.trim().to_owned());
+        if let (Some(Ok(l)), Some(Ok(c))) = (
+            it.next().map(|x| x.trim().parse()),
+            it.next().map(|x| x.trim().parse()),
+        ) {
+            return Diagnostic::new(file, l, c, reason);
+        }
+    }
+    if let Some(pos) = text.find(&format!("{name}:")) {
+        let rest = &text[pos + name.len() + 1..];
+        let mut it = rest.splitn(3, ':');
+        if let (Some(l), Some(c), Some(msg)) = (it.next(), it.next(), it.next()) {
+            if let (Ok(l), Ok(c)) = (l.trim().parse(), c.trim().parse()) {
+                let msg = msg.trim().trim_start_matches("error:").trim();
+                return Diagnostic::new(file, l, c, msg.to_owned());
+            }
+        }
+    }
+    Diagnostic::new(file, 1, 1, text)
+}
+
+/// A regorus engine holding one policy file (and, for tests, its test file).
+pub(crate) fn engine_for(files: &[(&Path, &str)]) -> Result<regorus::Engine, Vec<Diagnostic>> {
+    let mut engine = regorus::Engine::new();
+    for (file, src) in files {
+        engine
+            .add_policy(file.display().to_string(), (*src).to_owned())
+            .map_err(|e| vec![diag_from_regorus(file, &e)])?;
+    }
+    Ok(engine)
+}
+
+impl RegoPolicy {
+    pub(crate) fn load(file: &Path, src: &str) -> Result<RegoPolicy, Vec<Diagnostic>> {
+        let header = parse_header(file, src)?;
+        let mut engine = engine_for(&[(file, src)])?;
+        let packages = engine
+            .get_packages()
+            .map_err(|e| vec![diag_from_regorus(file, &e)])?;
+        if !packages.iter().any(|p| p == "data.agentguard") {
+            let line = src
+                .lines()
+                .position(|l| l.trim_start().starts_with("package "))
+                .map_or(1, |i| i + 1);
+            return Err(vec![Diagnostic::new(
+                file,
+                line,
+                1,
+                format!(
+                    "a policy must be `package agentguard` (found {})",
+                    packages.join(", ")
+                ),
+            )]);
+        }
+        let compiled = engine
+            .compile_with_entrypoint(&ENTRY_POINT.into())
+            .map_err(|e| vec![diag_from_regorus(file, &e)])?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(RegoPolicy {
+            name: name.into(),
+            file: file.to_owned(),
+            kinds: header.kinds,
+            mode: header.mode,
+            compiled,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Evaluates with a prepared input; appends the decisions and returns
+    /// how many decision objects were malformed, or the evaluation error.
+    pub fn evaluate(&self, input: &Value, out: &mut Vec<Decision>) -> Result<usize, String> {
+        let v = self
+            .compiled
+            .eval_with_input(input.clone())
+            .map_err(|e| format!("{}: {e:#}", self.file.display()))?;
+        let mut bad = 0;
+        let mut push = |d: &Value| match self.decision(d) {
+            Some(d) => out.push(d),
+            None => bad += 1,
+        };
+        match &v {
+            Value::Undefined | Value::Null => {}
+            Value::Set(s) => s.iter().for_each(&mut push),
+            Value::Array(a) => a.iter().for_each(&mut push),
+            _ => bad += 1,
+        }
+        Ok(bad)
+    }
+
+    fn decision(&self, v: &Value) -> Option<Decision> {
+        let o = v.as_object().ok()?;
+        let get = |k: &str| o.get(&Value::from(k)).and_then(|v| v.as_string().ok());
+        let parse = |k: &str| -> Option<String> { Some(format!("\"{}\"", get(k)?)) };
+        let action: Action = serde_json::from_str(&parse("action")?).ok()?;
+        let severity: Severity = serde_json::from_str(&parse("severity")?).ok()?;
+        let kill_scope: KillScope = match get("kill_scope") {
+            Some(s) => serde_json::from_str(&format!("\"{s}\"")).ok()?,
+            None => KillScope::Process,
+        };
+        Some(Decision {
+            policy: Arc::clone(&self.name),
+            rule: Arc::from(get("rule")?.as_ref()),
+            action,
+            kill_scope,
+            severity,
+            message: get("message").map(|m| m.to_string()).unwrap_or_default(),
+            mode: self.mode,
+        })
+    }
+}
+
+/// The event as Rego `input`: its JSON form.
+pub fn input_for(ev: &Event) -> Result<Value, String> {
+    let json = serde_json::to_string(ev).map_err(|e| e.to_string())?;
+    Value::from_json_str(&json).map_err(|e| e.to_string())
+}
