@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use agentguard::event::{Event, Kind};
 use agentguard::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
+use agentguard::identity::stage::{IdentityStage, DEFAULT_MAX_WAIT};
 use agentguard::identity::watch;
 use agentguard::outputs::jsonl::JsonLines;
 use agentguard::sensor::{features, Sensor, SensorOptions};
@@ -38,6 +40,9 @@ enum Watch {
     All,
     /// Only processes named with --pid and their new children.
     None,
+    /// Agents and their descendants (every kind); other processes stream
+    /// only exec/fork/exit, which identity needs to find new agents.
+    Agents,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +96,8 @@ enum Cmd {
     },
     /// Evaluate recorded events (JSON lines) against policies; print decisions as JSON lines.
     Replay(agentguard::policy::cli::ReplayArgs),
+    /// Show what the running daemon is doing (read from its status socket; root).
+    Status(agentguard::status::StatusArgs),
     /// Report what this kernel supports and which agentguard features that enables.
     Check {
         /// Machine-readable output.
@@ -133,6 +140,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Check { json } => check(json),
         Cmd::Policy { cmd } => agentguard::policy::cli::run(cmd),
         Cmd::Replay(args) => agentguard::policy::cli::run_replay(args),
+        Cmd::Status(args) => agentguard::status::run_cli(args),
         Cmd::Ps {
             json,
             docker_socket,
@@ -232,6 +240,38 @@ fn identity_matches(ev: &Event, containers: &[String], agents: &[String]) -> boo
     container_ok && agent_ok
 }
 
+/// Where `events` sends tagged events: the filters, then the sink.
+struct EventsOut {
+    sink: JsonLines<Event>,
+    comms: Vec<String>,
+    containers: Vec<String>,
+    agents: Vec<String>,
+    seen: u64,
+    /// watch=agents: agent processes to widen to every kind, applied after
+    /// each read (the sensor is busy during it).
+    widen_agents: bool,
+    widen: Vec<u32>,
+    widened: std::collections::HashSet<u32>,
+}
+
+impl EventsOut {
+    fn emit(&mut self, ev: Event) {
+        if self.widen_agents
+            && ev.kind != Kind::Exit
+            && ev.identity.as_ref().is_some_and(|i| i.agent.is_some())
+            && !self.widened.contains(&ev.pid)
+        {
+            self.widen.push(ev.pid);
+        }
+        if (self.comms.is_empty() || self.comms.contains(&ev.comm))
+            && identity_matches(&ev, &self.containers, &self.agents)
+        {
+            self.seen += 1;
+            self.sink.send(ev);
+        }
+    }
+}
+
 async fn events(args: EventsArgs) -> Result<()> {
     let EventsArgs {
         kind,
@@ -282,29 +322,49 @@ async fn events(args: EventsArgs) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    if watch == Watch::Agents && pids.is_empty() {
+        sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;
+    }
     let container_map = ContainerMap::default();
     let wanted_tx = watch::spawn_docker(container_map.clone(), docker_socket);
-    let mut resolver = Resolver::new(container_map, DEFAULT_AGENTS);
-    let mut seen: u64 = 0;
-    let mut on_event = |mut ev: Event| {
-        ev.identity = Some(resolver.tag(&ev));
-        for id in resolver.take_wanted() {
-            let _ = wanted_tx.send(id);
-        }
-        if (comms.is_empty() || comms.contains(&ev.comm))
-            && identity_matches(&ev, &containers, &agents)
-        {
-            seen += 1;
-            sink.send(ev);
-        }
+    let mut stage = IdentityStage::new(
+        Resolver::new(container_map, DEFAULT_AGENTS),
+        wanted_tx,
+        DEFAULT_MAX_WAIT,
+    );
+    let mut out = EventsOut {
+        sink,
+        comms,
+        containers,
+        agents,
+        seen: 0,
+        widen_agents: watch == Watch::Agents,
+        widen: Vec::new(),
+        widened: std::collections::HashSet::new(),
     };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
     loop {
+        let holding = stage.is_holding();
+        let mut on_event = |ev: Event| stage.push(ev, Instant::now(), &mut |e| out.emit(e));
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             r = sensor.read(&mut on_event) => { r?; }
+            // Held events (new container, metadata on its way) are
+            // re-checked every tick until released.
+            _ = tick.tick(), if holding => {}
+        }
+        stage.drain(Instant::now(), &mut |e| out.emit(e));
+        for pid in std::mem::take(&mut out.widen) {
+            if out.widened.insert(pid) {
+                if let Err(e) = sensor.set_filter(pid, &kinds) {
+                    tracing::warn!("widening the kernel filter to agent pid {pid}: {e:#}");
+                }
+            }
         }
     }
+    stage.flush(&mut |e| out.emit(e));
+    let EventsOut { sink, seen, .. } = out;
     let lost = sensor.lost_events();
     let decode_errors = sensor.decode_errors();
     let stats = sink.close();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use agentguard::event::{Detail, Event, Kind};
 use agentguard::identity::resolver::{AgentSource, ContainerMap, Resolver, Scope, DEFAULT_AGENTS};
+use agentguard::identity::stage::IdentityStage;
 use agentguard::identity::watch;
 use agentguard::sensor::{Sensor, SensorOptions};
 
@@ -86,6 +87,54 @@ async fn host_agent_is_found_by_ancestry() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Streams tagged events through the identity stage until `done` holds or
+/// `secs` pass; returns the events of container `id`.
+async fn container_events(
+    sensor: &mut Sensor,
+    stage: &mut IdentityStage,
+    id: &str,
+    secs: u64,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let keep = |events: &mut Vec<Event>, e: Event| {
+        if e.identity
+            .as_ref()
+            .and_then(|i| i.container.as_ref())
+            .is_some_and(|c| &*c.id == id)
+        {
+            events.push(e);
+        }
+    };
+    while Instant::now() < deadline && !done(&events) {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(20),
+            sensor
+                .read(&mut |e: Event| stage.push(e, Instant::now(), &mut |x| keep(&mut events, x))),
+        )
+        .await;
+        stage.drain(Instant::now(), &mut |x| keep(&mut events, x));
+    }
+    stage.flush(&mut |x| keep(&mut events, x));
+    events
+}
+
+fn stage_with_docker() -> IdentityStage {
+    let map = ContainerMap::default();
+    let wanted = watch::spawn_docker(map.clone(), None);
+    IdentityStage::new(
+        Resolver::new(map, DEFAULT_AGENTS),
+        wanted,
+        // Generous here: the engine is shared with parallel tests.
+        Duration::from_secs(2),
+    )
+}
+
+fn has_unlink(evs: &[Event]) -> bool {
+    evs.iter().any(|e| e.kind == Kind::Unlink)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_events_carry_container_and_label_agent() {
     if !common::require("root", common::is_root())
@@ -100,9 +149,7 @@ async fn container_events_carry_container_and_label_agent() {
     std::fs::write(host_dir.join("notes.txt"), b"x").expect("write");
     let _guard = common::ContainerGuard(name.clone());
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
-    let map = ContainerMap::default();
-    let wanted = watch::spawn_docker(map.clone(), None);
-    let mut resolver = Resolver::new(map, DEFAULT_AGENTS);
+    let mut stage = stage_with_docker();
     let id = common::docker(&[
         "run",
         "-d",
@@ -119,38 +166,10 @@ async fn container_events_carry_container_and_label_agent() {
         "-c",
         "sleep 1; rm /data/notes.txt; sleep 2",
     ]);
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = |evs: &[Event]| {
-        evs.iter().any(|e| {
-            e.kind == Kind::Unlink
-                && e.identity
-                    .as_ref()
-                    .and_then(|i| i.container.as_ref())
-                    .is_some_and(|c| c.id == id)
-        })
-    };
-    while Instant::now() < deadline && !done(&events) {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(200),
-            sensor.read(&mut |mut e: Event| {
-                e.identity = Some(resolver.tag(&e));
-                for w in resolver.take_wanted() {
-                    let _ = wanted.send(w);
-                }
-                if e.identity
-                    .as_ref()
-                    .and_then(|i| i.container.as_ref())
-                    .is_some_and(|c| c.id == id)
-                {
-                    events.push(e);
-                }
-            }),
-        )
-        .await;
-    }
+    let events = container_events(&mut sensor, &mut stage, &id, 30, has_unlink).await;
     let all = common::dump(&events);
-    // The entrypoint's own exec is already tagged with the container.
+    // The entrypoint's own exec is already tagged with the container and
+    // its metadata (the stage held it until the inspect answered).
     let first = events
         .iter()
         .find(|e| e.kind == Kind::Exec)
@@ -158,6 +177,22 @@ async fn container_events_carry_container_and_label_agent() {
     assert!(
         matches!(&first.detail, Detail::Exec(x) if x.argv.first().map(String::as_str) == Some("sh")),
         "{all}"
+    );
+    let first_info = first
+        .identity
+        .as_ref()
+        .and_then(|i| i.container.as_ref())
+        .and_then(|c| c.info.as_ref())
+        .unwrap_or_else(|| panic!("first exec has no container metadata:\n{all}"));
+    assert_eq!(first_info.name, name);
+    assert_eq!(
+        first
+            .identity
+            .as_ref()
+            .and_then(|i| i.agent.as_ref())
+            .map(|a| a.name.as_str()),
+        Some("codex"),
+        "first exec carries the label agent"
     );
     let rm = events
         .iter()
@@ -174,11 +209,80 @@ async fn container_events_carry_container_and_label_agent() {
         .unwrap_or_else(|| panic!("no container metadata a second in:\n{all}"));
     assert_eq!(info.name, name);
     assert_eq!(info.image, common::TEST_IMAGE);
-    assert!(info.mounts.iter().any(|m| m.destination == "/data"));
+    let data = info
+        .mounts
+        .iter()
+        .find(|m| m.destination == "/data")
+        .unwrap_or_else(|| panic!("no /data mount in {:?}", info.mounts));
+    assert_eq!(data.kind, "bind");
+    assert!(!data.read_only);
+    assert_eq!(std::path::Path::new(&data.source), host_dir.as_path());
+    assert!(
+        info.init_pid.is_some_and(|p| p > 1),
+        "init pid {:?}",
+        info.init_pid
+    );
     let agent = ident.agent.as_ref().expect("label agent");
     assert_eq!(agent.name, "codex");
     assert_eq!(agent.session.as_deref(), Some("s-42"));
     assert_eq!(agent.source, AgentSource::Label);
+    // The rm's ancestry stops at the container's init (the entrypoint sh).
+    assert_eq!(ident.ancestry.first().map(|a| a.pid), Some(rm.pid));
+    assert!(
+        ident.ancestry.iter().any(|a| a.argv.starts_with("sh -c")),
+        "{:?}",
+        ident.ancestry
+    );
     assert!(!host_dir.join("notes.txt").exists());
     let _ = std::fs::remove_dir_all(&host_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_started_before_the_daemon_resolves() {
+    if !common::require("root", common::is_root())
+        || !common::require("a running Docker engine", common::docker_up())
+    {
+        return;
+    }
+    common::ensure_test_image();
+    let name = format!("agtest-before-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    // Started first: it waits for a file to appear in its own tmp before it
+    // acts, so the daemon (sensor, watcher) comes up after its start.
+    let id = common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=aider",
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "touch /tmp/a; while [ ! -e /tmp/go ]; do sleep 0.1; done; rm /tmp/a; sleep 1",
+    ]);
+    let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
+    let mut stage = stage_with_docker();
+    common::docker(&["exec", &name, "touch", "/tmp/go"]);
+    let events = container_events(&mut sensor, &mut stage, &id, 30, has_unlink).await;
+    let all = common::dump(&events);
+    let rm = events
+        .iter()
+        .find(|e| e.kind == Kind::Unlink && e.path() == Some("/tmp/a"))
+        .unwrap_or_else(|| panic!("no unlink of /tmp/a:\n{all}"));
+    let ident = rm.identity.as_ref().expect("identity");
+    let info = ident
+        .container
+        .as_ref()
+        .and_then(|c| c.info.as_ref())
+        .unwrap_or_else(|| panic!("no metadata for a container older than the daemon:\n{all}"));
+    assert_eq!(info.name, name);
+    assert_eq!(ident.agent.as_ref().map(|a| a.name.as_str()), Some("aider"));
+    // A process met mid-life is read from /proc: its ancestry has the
+    // entrypoint shell.
+    assert!(
+        ident.ancestry.iter().any(|a| a.argv.starts_with("sh -c")),
+        "{:?}",
+        ident.ancestry
+    );
 }

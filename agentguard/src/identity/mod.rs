@@ -1,13 +1,14 @@
 //! Identity: which container, pod and agent an event came from.
 //!
-//! So far: container ids from cgroup paths, container metadata from Docker,
-//! process facts and ancestry from /proc. Tagging every event (the resolver,
-//! agent detection by ancestry, containerd and the kernel filter feed) comes
-//! with the rest of the identity issue.
+//! Container ids from cgroup paths, container metadata from the runtimes
+//! (`docker`, `containerd`) kept current by `watch`, process facts and
+//! ancestry from /proc, and the `resolver` that tags every event; `stage`
+//! is the pipeline step that applies it with a bounded wait for metadata.
 
 pub mod cgroup;
 pub mod docker;
 pub mod procfs;
 pub mod resolver;
 pub mod snapshot;
+pub mod stage;
 pub mod watch;

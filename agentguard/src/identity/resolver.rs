@@ -6,10 +6,16 @@
 //! process seen for the first time (started before the daemon) is read once
 //! from /proc. Container metadata comes from a shared map that the runtime
 //! watchers fill; a container not there yet is still tagged with the id its
-//! cgroup path names, and its metadata is asked for, never waited on.
+//! cgroup path names and its metadata is asked for (the [`super::stage`]
+//! holds such events a bounded time, then lets them go as they are).
+//!
+//! The ancestry chain is cached per process and rebuilt only when the process
+//! table changed shape (an exec or a new process), so a cache hit allocates
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +46,8 @@ pub enum AgentSource {
     Label,
     /// An ancestor process runs a known agent executable.
     Ancestry,
+    /// The container's image matches a configured pattern.
+    Image,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +75,7 @@ pub struct Ancestor {
 /// A container as tagged on an event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerTag {
-    pub id: String,
+    pub id: Arc<str>,
     /// Full metadata once the runtime has described it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Arc<ContainerInfo>>,
@@ -89,8 +97,25 @@ pub struct Identity {
     pub container: Option<ContainerTag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Arc<Agent>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestry: Vec<Ancestor>,
+    /// From the acting process up; shared with the resolver's cache.
+    #[serde(default, skip_serializing_if = "slice_is_empty")]
+    pub ancestry: Arc<[Ancestor]>,
+}
+
+fn slice_is_empty(a: &Arc<[Ancestor]>) -> bool {
+    a.is_empty()
+}
+
+impl Identity {
+    /// The identity of a process nothing is known about.
+    pub fn host() -> Identity {
+        Identity {
+            scope: Scope::Host,
+            container: None,
+            agent: None,
+            ancestry: Arc::from(Vec::new()),
+        }
+    }
 }
 
 /// Containers by id, shared with the runtime watchers.
@@ -106,6 +131,8 @@ struct Proc {
     argv: Arc<str>,
     container: Option<Arc<str>>,
     agent: Option<Arc<Agent>>,
+    /// Ancestry built at table generation `.0`.
+    chain: Option<(u64, Arc<[Ancestor]>)>,
 }
 
 /// Pids are small dense integers chosen by the kernel, not by an attacker
@@ -130,12 +157,60 @@ impl std::hash::Hasher for PidHasher {
 
 type PidMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<PidHasher>>;
 
+/// Agent named by a container's image: `pattern` is a glob (`*`, `?`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageAgent {
+    pub pattern: String,
+    pub agent: String,
+}
+
+/// A container's metadata as last read from the shared map, with the agent
+/// it names (computed once per metadata version, not per event).
+struct KnownContainer {
+    info: Arc<ContainerInfo>,
+    agent: Option<Arc<Agent>>,
+}
+
+/// How long a container id without metadata waits before it is asked for
+/// again (a non-Docker container would otherwise be inspected per event).
+const ASK_AGAIN: Duration = Duration::from_secs(5);
+
 pub struct Resolver {
     procs: PidMap<Proc>,
     containers: ContainerMap,
+    known: HashMap<Arc<str>, KnownContainer>,
     agents: Vec<String>,
+    images: Vec<ImageAgent>,
     /// Container ids seen without metadata, for the watcher to describe.
     wanted: Vec<String>,
+    asked: HashMap<Arc<str>, Instant>,
+    /// Bumped whenever a process's exe, parent or container may have
+    /// changed: cached chains older than this are rebuilt.
+    generation: u64,
+}
+
+/// Glob match with `*` (any run) and `?` (one char), iterative with
+/// single-star backtracking: linear enough for image names.
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 fn basename(p: &str) -> &str {
@@ -159,9 +234,25 @@ impl Resolver {
         Resolver {
             procs: PidMap::default(),
             containers,
+            known: HashMap::new(),
             agents: agents.iter().map(|a| (*a).to_owned()).collect(),
+            images: Vec::new(),
             wanted: Vec::new(),
+            asked: HashMap::new(),
+            generation: 0,
         }
+    }
+
+    /// Adds agents named by image patterns (first match wins; a container's
+    /// `agentguard.io/agent` label still takes precedence).
+    pub fn with_image_agents(mut self, images: Vec<ImageAgent>) -> Resolver {
+        self.images = images;
+        self
+    }
+
+    /// Whether a process is tagged with an agent now (for the kernel filter).
+    pub fn agent_of(&self, pid: u32) -> Option<&Arc<Agent>> {
+        self.procs.get(&pid).and_then(|p| p.agent.as_ref())
     }
 
     /// Container ids that need metadata (drained by the caller).
@@ -221,8 +312,10 @@ impl Resolver {
                 argv: summary(&info.argv),
                 container,
                 agent,
+                chain: None,
             },
         );
+        self.generation += 1;
         Some(())
     }
 
@@ -237,11 +330,13 @@ impl Resolver {
                 if let Ok(cg) = cgroup::for_pid(ev.pid) {
                     p.container = cg.container_id.map(Arc::<str>::from);
                 }
+                self.generation += 1;
             }
             if let Detail::Exec(x) = &ev.detail {
                 if ev.ok() {
                     p.exe = Arc::from(x.file.path.as_str());
                     p.argv = summary(&x.argv);
+                    self.generation += 1;
                 }
             }
         }
@@ -260,6 +355,7 @@ impl Resolver {
             }
             .or_else(|| self.agents.iter().find(|a| **a == ev.comm).cloned());
             if let (Some(name), Some(p)) = (found, self.procs.get_mut(&ev.pid)) {
+                self.generation += 1;
                 p.agent = Some(Arc::new(Agent {
                     name,
                     session: None,
@@ -274,6 +370,7 @@ impl Resolver {
                     f.child_pid,
                     Proc {
                         ppid: ev.pid,
+                        chain: None,
                         ..parent
                     },
                 );
@@ -286,37 +383,86 @@ impl Resolver {
         id
     }
 
-    fn identify(&mut self, pid: u32) -> Identity {
-        let Some(p) = self.procs.get(&pid) else {
-            return Identity {
-                scope: Scope::Host,
-                container: None,
-                agent: None,
-                ancestry: Vec::new(),
-            };
+    /// Metadata for a container id, with the agent its label or image names;
+    /// re-derived only when the watcher replaced the metadata.
+    fn container(&mut self, id: &Arc<str>) -> Option<(Arc<ContainerInfo>, Option<Arc<Agent>>)> {
+        let info = self
+            .containers
+            .read()
+            .ok()
+            .and_then(|m| m.get(id.as_ref()).cloned());
+        let Some(info) = info else {
+            self.known.remove(id);
+            return None;
         };
-        let container = p.container.clone();
-        let info = container.as_ref().and_then(|id| {
-            self.containers
-                .read()
-                .ok()
-                .and_then(|m| m.get(id.as_ref()).cloned())
-        });
-        // A container label names the agent for everything inside.
-        let label_agent = info.as_ref().and_then(|c| {
-            c.labels.get(AGENT_LABEL).map(|name| {
+        if let Some(k) = self.known.get(id) {
+            if Arc::ptr_eq(&k.info, &info) {
+                return Some((Arc::clone(&k.info), k.agent.clone()));
+            }
+        }
+        let agent = self.container_agent(&info);
+        self.known.insert(
+            Arc::clone(id),
+            KnownContainer {
+                info: Arc::clone(&info),
+                agent: agent.clone(),
+            },
+        );
+        Some((info, agent))
+    }
+
+    fn container_agent(&self, c: &ContainerInfo) -> Option<Arc<Agent>> {
+        // A container label names the agent for everything inside; an image
+        // pattern is the fallback for images one can't relabel.
+        if let Some(name) = c.labels.get(AGENT_LABEL) {
+            return Some(Arc::new(Agent {
+                name: name.clone(),
+                session: c.labels.get(SESSION_LABEL).cloned(),
+                source: AgentSource::Label,
+                pid: None,
+            }));
+        }
+        self.images
+            .iter()
+            .find(|i| glob_match(&i.pattern, &c.image))
+            .map(|i| {
                 Arc::new(Agent {
-                    name: name.clone(),
+                    name: i.agent.clone(),
                     session: c.labels.get(SESSION_LABEL).cloned(),
-                    source: AgentSource::Label,
+                    source: AgentSource::Image,
                     pid: None,
                 })
             })
-        });
-        let agent = label_agent.or_else(|| p.agent.clone());
-        let stop_at = agent.as_ref().and_then(|a| a.pid);
+    }
+
+    /// Fills in container metadata that arrived after `id` was made (the
+    /// bounded wait of the identity stage). True when it is complete.
+    pub fn refresh(&mut self, id: &mut Identity) -> bool {
+        let Some(tag) = id.container.as_mut() else {
+            return true;
+        };
+        if tag.info.is_some() {
+            return true;
+        }
+        let cid = Arc::clone(&tag.id);
+        let Some((info, agent)) = self.container(&cid) else {
+            return false;
+        };
+        tag.info = Some(info);
+        if agent.is_some() {
+            id.agent = agent;
+        }
+        true
+    }
+
+    fn chain(
+        &self,
+        pid: u32,
+        container: &Option<Arc<str>>,
+        stop_at: Option<u32>,
+    ) -> Arc<[Ancestor]> {
         let mut ancestry = Vec::new();
-        let mut cur = Some((pid, p));
+        let mut cur = self.procs.get(&pid).map(|p| (pid, p));
         while let Some((cpid, cp)) = cur {
             if ancestry.len() >= MAX_ANCESTRY {
                 break;
@@ -333,12 +479,45 @@ impl Resolver {
             cur = self
                 .procs
                 .get(&cp.ppid)
-                .filter(|pp| pp.container == container || container.is_none())
+                .filter(|pp| pp.container == *container || container.is_none())
                 .map(|pp| (cp.ppid, pp));
         }
+        Arc::from(ancestry)
+    }
+
+    fn identify(&mut self, pid: u32) -> Identity {
+        let Some(p) = self.procs.get(&pid) else {
+            return Identity::host();
+        };
+        let container = p.container.clone();
+        let own_agent = p.agent.clone();
+        let known = container.as_ref().and_then(|id| self.container(id));
+        let (info, container_agent) = match known {
+            Some((i, a)) => (Some(i), a),
+            None => (None, None),
+        };
+        let agent = container_agent.or(own_agent);
+        let stop_at = agent.as_ref().and_then(|a| a.pid);
+        let generation = self.generation;
+        let cached = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.chain.as_ref())
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, c)| Arc::clone(c));
+        let ancestry = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.chain(pid, &container, stop_at);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.chain = Some((generation, Arc::clone(&c)));
+                }
+                c
+            }
+        };
         if let Some(id) = &container {
-            if info.is_none() && !self.wanted.iter().any(|w| w.as_str() == id.as_ref()) {
-                self.wanted.push(id.to_string());
+            if info.is_none() {
+                self.ask(id);
             }
         }
         Identity {
@@ -347,17 +526,125 @@ impl Resolver {
             } else {
                 Scope::Host
             },
-            container: container.map(|id| ContainerTag {
-                id: id.to_string(),
-                info,
-            }),
+            container: container.map(|id| ContainerTag { id, info }),
             agent,
             ancestry,
+        }
+    }
+
+    /// Queues a metadata request for `id`, at most once per [`ASK_AGAIN`].
+    fn ask(&mut self, id: &Arc<str>) {
+        let now = Instant::now();
+        match self.asked.get(id) {
+            Some(t) if now.duration_since(*t) < ASK_AGAIN => {}
+            _ => {
+                if self.asked.len() >= 4096 {
+                    // Containers come and go: forget the stale asks.
+                    self.asked.retain(|_, t| now.duration_since(*t) < ASK_AGAIN);
+                }
+                self.asked.insert(Arc::clone(id), now);
+                self.wanted.push(id.to_string());
+            }
         }
     }
 
     /// Processes currently tracked.
     pub fn tracked(&self) -> usize {
         self.procs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::cgroup::Runtime;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn glob_cases() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match(
+            "ghcr.io/acme/agent-*",
+            "ghcr.io/acme/agent-claude:1.2"
+        ));
+        assert!(!glob_match(
+            "ghcr.io/acme/agent-*",
+            "docker.io/acme/agent-claude"
+        ));
+        assert!(glob_match("*claude*", "my/claude-code:latest"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("a*b*c", "aXXbYYbZc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+    }
+
+    fn info(id: &str, image: &str, labels: &[(&str, &str)]) -> Arc<ContainerInfo> {
+        Arc::new(ContainerInfo {
+            id: id.into(),
+            name: "n".into(),
+            image: image.into(),
+            runtime: Runtime::Docker,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            mounts: Vec::new(),
+            init_pid: None,
+            pod: None,
+        })
+    }
+
+    #[test]
+    fn late_metadata_is_filled_in_and_names_the_agent() {
+        let map = ContainerMap::default();
+        let mut r =
+            Resolver::new(map.clone(), DEFAULT_AGENTS).with_image_agents(vec![ImageAgent {
+                pattern: "acme/agent-*".into(),
+                agent: "acme".into(),
+            }]);
+        let mut id = Identity {
+            scope: Scope::Container,
+            container: Some(ContainerTag {
+                id: Arc::from("c1"),
+                info: None,
+            }),
+            agent: None,
+            ancestry: Arc::from(Vec::new()),
+        };
+        assert!(!r.refresh(&mut id), "nothing known yet");
+        map.write()
+            .expect("lock")
+            .insert("c1".into(), info("c1", "acme/agent-x:1", &[]));
+        assert!(r.refresh(&mut id));
+        let a = id.agent.as_ref().expect("image agent");
+        assert_eq!((a.name.as_str(), a.source), ("acme", AgentSource::Image));
+        // A label wins over the image pattern, and a replaced entry is re-read.
+        map.write().expect("lock").insert(
+            "c1".into(),
+            info(
+                "c1",
+                "acme/agent-x:1",
+                &[(AGENT_LABEL, "codex"), (SESSION_LABEL, "s1")],
+            ),
+        );
+        let (_, agent) = r.container(&Arc::from("c1")).expect("known");
+        let agent = agent.expect("label agent");
+        assert_eq!(agent.name, "codex");
+        assert_eq!(agent.session.as_deref(), Some("s1"));
+        assert_eq!(agent.source, AgentSource::Label);
+    }
+
+    #[test]
+    fn unknown_containers_are_asked_for_once() {
+        let mut r = Resolver::new(ContainerMap::default(), DEFAULT_AGENTS);
+        let id: Arc<str> = Arc::from("c2");
+        r.ask(&id);
+        r.ask(&id);
+        assert_eq!(r.take_wanted(), vec!["c2".to_owned()]);
+        r.ask(&id);
+        assert!(
+            r.take_wanted().is_empty(),
+            "asked again within {ASK_AGAIN:?}"
+        );
     }
 }

@@ -361,6 +361,17 @@ impl Sensor {
         Ok(())
     }
 
+    /// Sets the kinds streamed for processes without an entry of their own
+    /// (e.g. only exec/fork/exit, so identity can find agents, whose own
+    /// entries then widen to everything).
+    pub fn set_default(&mut self, kinds: &[Kind]) -> Result<()> {
+        let mask = Kind::mask(kinds) & self.kind_mask;
+        let mut cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
+        cfg.set(config::DEFAULT_MASK, mask, 0)
+            .context("writing CONFIG[DEFAULT_MASK]")?;
+        Ok(())
+    }
+
     /// Removes `tgid`'s entry: it falls back to the default.
     pub fn clear_filter(&mut self, tgid: u32) -> Result<()> {
         let mut filter: HashMap<_, u32, u32> =
