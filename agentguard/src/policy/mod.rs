@@ -163,7 +163,7 @@ pub(crate) fn locate_name(src: &str, name: &str) -> (usize, usize) {
 
 /// serde_norway error → diagnostic (its location, its message without the
 /// trailing " at line N column M").
-pub(crate) fn yaml_diag(file: &Path, e: &serde_norway::Error) -> Diagnostic {
+pub(crate) fn yaml_diag(file: &Path, src: &str, e: &serde_norway::Error) -> Diagnostic {
     // The location is reported on its own; drop it from the text.
     let mut msg = e.to_string();
     while let Some(i) = msg.find(" at line ") {
@@ -174,7 +174,29 @@ pub(crate) fn yaml_diag(file: &Path, e: &serde_norway::Error) -> Diagnostic {
         msg.replace_range(i..i + " at line ".len() + end, "");
     }
     let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let (line, col) = refine(src, &msg, line).unwrap_or((line, col));
     Diagnostic::new(file, line, col, msg)
+}
+
+/// serde_norway places an error in a mapping's value at the mapping's
+/// start; the value itself is on a later line. Our value errors quote the
+/// value ("bad glob \"x\"", "{placeholder}"): find it from there on.
+fn refine(src: &str, msg: &str, from_line: usize) -> Option<(usize, usize)> {
+    let needle = if let Some(i) = msg.find("placeholder {") {
+        let rest = &msg[i + "placeholder ".len()..];
+        &rest[..=rest.find('}')?]
+    } else {
+        let start = msg.find('"')? + 1;
+        let len = msg[start..].find('"')?;
+        &msg[start..start + len]
+    };
+    if needle.is_empty() || needle.contains('\\') {
+        return None;
+    }
+    src.lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1))
+        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
 }
 
 fn load_yaml(
@@ -182,7 +204,8 @@ fn load_yaml(
     src: &str,
     opts: &LoadOptions,
 ) -> Result<(String, Vec<Rule>), Vec<Diagnostic>> {
-    let spec: PolicySpec = serde_norway::from_str(src).map_err(|e| vec![yaml_diag(file, &e)])?;
+    let spec: PolicySpec =
+        serde_norway::from_str(src).map_err(|e| vec![yaml_diag(file, src, &e)])?;
     let name = spec.name.clone().unwrap_or_else(|| {
         file.file_stem()
             .map(|s| s.to_string_lossy().into_owned())

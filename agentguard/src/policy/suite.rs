@@ -207,7 +207,7 @@ fn run_yaml(
 ) -> Result<(), Vec<Diagnostic>> {
     let src = std::fs::read_to_string(file)
         .map_err(|e| vec![Diagnostic::new(file, 1, 1, format!("reading: {e}"))])?;
-    let tf: TestFile = serde_norway::from_str(&src).map_err(|e| vec![yaml_diag(file, &e)])?;
+    let tf: TestFile = serde_norway::from_str(&src).map_err(|e| vec![yaml_diag(file, &src, &e)])?;
     let opts = LoadOptions {
         dns_resolvers: tf.options.dns_resolvers.clone(),
     };
