@@ -6,8 +6,10 @@
 //! decision and action types that pass from policy to enforcement to outputs.
 
 pub mod alert;
+pub mod config;
 pub mod event;
 pub mod identity;
 pub mod outputs;
 pub mod policy;
 pub mod sensor;
+pub mod status;
