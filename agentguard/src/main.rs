@@ -98,8 +98,6 @@ enum Cmd {
     Replay(agentguard::policy::cli::ReplayArgs),
     /// Show what the running daemon is doing (read from its status socket; root).
     Status(agentguard::status::StatusArgs),
-    /// Show what the running daemon is doing (read from its status socket; root).
-    Status(agentguard::status::StatusArgs),
     /// Report what this kernel supports and which agentguard features that enables.
     Check {
         /// Machine-readable output.
@@ -140,7 +138,6 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.cmd {
         Cmd::Check { json } => check(json),
-        Cmd::Status(args) => agentguard::status::run_cli(args),
         Cmd::Policy { cmd } => agentguard::policy::cli::run(cmd),
         Cmd::Replay(args) => agentguard::policy::cli::run_replay(args),
         Cmd::Status(args) => agentguard::status::run_cli(args),
