@@ -107,7 +107,9 @@ pub struct Header {
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
-    pub _pad: u32,
+    /// What the probe itself did about this syscall; see
+    /// [`crate::enforce::verdict`]. 0: nothing.
+    pub verdict: u32,
     /// `bpf_get_current_cgroup_id` (cgroup v2 id; see the identity module).
     pub cgroup_id: u64,
     /// Syscall return value (negative errno on failure); 0 where none.

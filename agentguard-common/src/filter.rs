@@ -26,6 +26,11 @@ pub mod config {
     /// Wake the ring-buffer reader only once this many bytes wait (0: wake
     /// for every record). Waking per record costs more than the record.
     pub const WAKEUP_BYTES: u32 = 1;
+    /// Non-zero once any enforcement rule is loaded: until then the probes
+    /// skip the enforcement lookups.
+    pub const ENFORCE: u32 = 2;
+    /// Rule mask of rules that kill at io_uring_setup.
+    pub const IO_URING_RULES: u32 = 3;
     pub const MAX: u32 = 4;
 }
 

@@ -5,6 +5,7 @@
 //! The `user` feature adds the userspace half (aya `Pod` impls, decoding).
 #![no_std]
 
+pub mod enforce;
 pub mod event;
 pub mod filter;
 

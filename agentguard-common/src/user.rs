@@ -21,6 +21,18 @@ unsafe impl aya::Pod for Header {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ProcEvent {}
 
+// SAFETY (enforcement map keys and values): `#[repr(C)]` integers and byte
+// arrays with explicit padding fields, every bit pattern valid.
+mod enforce_pod {
+    use crate::enforce::*;
+    unsafe impl aya::Pod for PathKey {}
+    unsafe impl aya::Pod for PathVerdict {}
+    unsafe impl aya::Pod for NetKey {}
+    unsafe impl aya::Pod for NetVerdict {}
+    unsafe impl aya::Pod for PortRange {}
+    unsafe impl aya::Pod for RuleSlot {}
+}
+
 /// Copies a `T` out of a ring-buffer record, or `None` when the record is too
 /// short to hold one (a kernel/daemon mismatch, never trusted blindly).
 pub fn read_record<T: Record>(bytes: &[u8]) -> Option<T> {

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod enforce;
 mod kernel;
 
 use aya_ebpf::{
@@ -166,6 +167,7 @@ fn fill_header(h: &mut Header, kind: u16, syscall: u16, pid_tgid: u64) {
     // SAFETY: helper without preconditions.
     h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     h.ret = 0;
+    h.verdict = 0;
 }
 
 /// comm, uid and gid: re-read after a successful exec (they change).
@@ -234,7 +236,20 @@ fn fill_dir(first: u8, dirfd: i32, slot: u32) {
 #[inline(always)]
 fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: u32, size: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !wants((pid_tgid >> 32) as u32, kind) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let want = wants(tgid, kind);
+    let op = match kind {
+        kind::UNLINK => enforce::UNLINK_OP,
+        kind::RMDIR => enforce::RMDIR_OP,
+        kind::OPEN => enforce::OPEN_OP,
+        _ => 0,
+    };
+    let rules = if op != 0 {
+        enforce::subject_rules(tgid)
+    } else {
+        0
+    };
+    if !want && rules == 0 {
         return;
     }
     let Some(ev) = SCRATCH_FILE.get_ptr_mut(0) else {
@@ -253,6 +268,11 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
         &mut ev.header.flags,
         flags::PATH_TRUNCATED,
     );
+    ev.header.verdict = enforce::check_path(rules, op, &ev.path, None);
+    // A task only enforced on still reports what was done to it.
+    if !want && ev.header.verdict == 0 {
+        return;
+    }
     fill_dir(ev.path[0], dirfd, kernel::slot::FILE);
     let _ = PENDING_FILE.insert(&(pid_tgid as u32), ev, 0);
 }
@@ -407,7 +427,10 @@ exits!(file_exit: sys_exit_open, sys_exit_openat, sys_exit_openat2, sys_exit_cre
 #[inline(always)]
 fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, flags: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !wants((pid_tgid >> 32) as u32, kind::RENAME) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let want = wants(tgid, kind::RENAME);
+    let rules = enforce::subject_rules(tgid);
+    if !want && rules == 0 {
         return;
     }
     let Some(ev) = SCRATCH_RENAME.get_ptr_mut(0) else {
@@ -431,6 +454,11 @@ fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, 
         &mut ev.header.flags,
         flags::PATH2_TRUNCATED,
     );
+    ev.header.verdict =
+        enforce::check_path(rules, enforce::RENAME_OP, &ev.oldpath, Some(&ev.newpath));
+    if !want && ev.header.verdict == 0 {
+        return;
+    }
     fill_dir(ev.oldpath[0], olddirfd, kernel::slot::RENAME_OLD);
     fill_dir(ev.newpath[0], newdirfd, kernel::slot::RENAME_NEW);
     let _ = PENDING_RENAME.insert(&(pid_tgid as u32), ev, 0);
@@ -495,7 +523,10 @@ exits!(rename_exit: sys_exit_rename, sys_exit_renameat, sys_exit_renameat2);
 #[inline(always)]
 fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !wants((pid_tgid >> 32) as u32, kind::EXEC) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let want = wants(tgid, kind::EXEC);
+    let rules = enforce::subject_rules(tgid);
+    if !want && rules == 0 {
         return;
     }
     let Some(ev) = SCRATCH_EXEC.get_ptr_mut(0) else {
@@ -512,6 +543,10 @@ fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
         &mut ev.header.flags,
         flags::PATH_TRUNCATED,
     );
+    ev.header.verdict = enforce::check_path(rules, enforce::EXEC_OP, &ev.path, None);
+    if !want && ev.header.verdict == 0 {
+        return;
+    }
     fill_dir(ev.path[0], dirfd, kernel::slot::EXEC);
     read_argv(argv, ev);
     let _ = PENDING_EXEC.insert(&(pid_tgid as u32), ev, 0);
@@ -614,7 +649,10 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
     } else {
         kind::SEND
     };
-    if addr == 0 || !wants((pid_tgid >> 32) as u32, k) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let want = wants(tgid, k);
+    let rules = enforce::subject_rules(tgid);
+    if addr == 0 || (!want && rules == 0) {
         return;
     }
     // SAFETY: user read through the helper; faults become errors.
@@ -679,6 +717,18 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
     };
     if !ok {
         ev.header.flags |= flags::ADDR_UNREADABLE;
+    } else if rules != 0 && family != AF_UNIX {
+        let mut a = ev.addr;
+        if family == AF_INET {
+            // The kernel maps keep IPv4 as ::ffff:a.b.c.d.
+            a = [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+            ];
+        }
+        ev.header.verdict = enforce::check_net(rules, &a, ev.port);
+    }
+    if !want && ev.header.verdict == 0 {
+        return;
     }
     let _ = PENDING_NET.insert(&(pid_tgid as u32), ev, 0);
 }
@@ -756,11 +806,13 @@ fn emit_proc(
     arg: u64,
     flags: u32,
     ret: i64,
+    verdict: u32,
 ) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut ev = ProcEvent::default();
     fill_header(&mut ev.header, kind, syscall, pid_tgid);
     ev.header.flags = flags;
+    ev.header.verdict = verdict;
     ev.header.ret = ret;
     ev.child_pid = child_pid;
     ev.exit_code = exit_code;
@@ -785,6 +837,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if let Some(mask) = unsafe { TASK_FILTER.get(&tgid) }.copied() {
         let _ = TASK_FILTER.insert(&child, &mask, 0);
     }
+    enforce::inherit(tgid, child);
     if wants(tgid, kind::FORK) {
         emit_proc(
             kind::FORK,
@@ -794,6 +847,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             clone_flags,
             0,
             child as i64,
+            0,
         );
     }
     0
@@ -815,8 +869,18 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     if wants(tgid, kind::EXIT) {
         let code = kernel::current_exit_code();
-        emit_proc(kind::EXIT, syscall::EXIT, 0, code, 0, flags::GROUP_DEAD, 0);
+        emit_proc(
+            kind::EXIT,
+            syscall::EXIT,
+            0,
+            code,
+            0,
+            flags::GROUP_DEAD,
+            0,
+            0,
+        );
     }
+    enforce::forget(tgid);
     // The pid may be reused: its filter entry must not outlive it.
     if TASK_FILTER.remove(&tgid).is_ok() {
         debug!(&ctx, "filter entry of {} dropped at exit", tgid);
@@ -824,10 +888,32 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Kill verdicts taken at a syscall's entry that only its exit reports.
+#[map]
+static KILLED_AT_ENTRY: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+
+#[tracepoint]
+pub fn sys_enter_io_uring_setup(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let rules = enforce::subject_rules((pid_tgid >> 32) as u32);
+    let v = enforce::check_io_uring(rules);
+    if v != 0 {
+        let _ = KILLED_AT_ENTRY.insert(&(pid_tgid as u32), &v, 0);
+    }
+    0
+}
+
 #[tracepoint]
 pub fn sys_exit_io_uring_setup(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if wants(tgid, kind::IO_URING_SETUP) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    // SAFETY: value copied out at once.
+    let verdict = unsafe { KILLED_AT_ENTRY.get(&tid) }.copied().unwrap_or(0);
+    if verdict != 0 {
+        let _ = KILLED_AT_ENTRY.remove(&tid);
+    }
+    if verdict != 0 || wants(tgid, kind::IO_URING_SETUP) {
         emit_proc(
             kind::IO_URING_SETUP,
             syscall::IO_URING_SETUP,
@@ -836,6 +922,7 @@ pub fn sys_exit_io_uring_setup(ctx: TracePointContext) -> u32 {
             0,
             0,
             ret_of(&ctx),
+            verdict,
         );
     }
     0

@@ -21,6 +21,7 @@ fn event(pid: u32, detail: Detail, kind: Kind) -> Event {
         ret: 3,
         error: None,
         detail,
+        kernel_action: None,
         identity: None,
     }
 }

@@ -28,12 +28,25 @@ pub struct Event {
     /// Error name when `ret` is a negative errno, e.g. "ENOENT".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the kernel probe itself did at this syscall (in-kernel
+    /// enforcement); absent when it did nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_action: Option<KernelAction>,
     #[serde(flatten)]
     pub detail: Detail,
     /// Who did it (container, pod, agent, ancestry); filled by the identity
     /// stage, absent straight from the sensor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<crate::identity::resolver::Identity>,
+}
+
+/// An action the probe took at syscall entry, without waiting for userspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelAction {
+    /// SIGKILL sent to the process.
+    pub killed: bool,
+    /// The kernel rule slot that acted (the enforcement stage names it).
+    pub slot: u32,
 }
 
 /// Event kinds, also the names accepted by `--kind`.

@@ -7,6 +7,8 @@
 
 pub mod alert;
 pub mod config;
+pub mod daemon;
+pub mod enforcement;
 pub mod event;
 pub mod identity;
 pub mod outputs;

@@ -98,6 +98,17 @@ enum Cmd {
     Replay(agentguard::policy::cli::ReplayArgs),
     /// Show what the running daemon is doing (read from its status socket; root).
     Status(agentguard::status::StatusArgs),
+    /// The daemon: watch, decide with the policies, act (kill/deny), report alerts.
+    Run {
+        #[command(flatten)]
+        flags: agentguard::config::RunFlags,
+        /// Remove the pinned deny programs and enforcement maps, then exit.
+        #[arg(long)]
+        cleanup: bool,
+        /// Write this file (holding the pid) once running (for scripts).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Report what this kernel supports and which agentguard features that enables.
     Check {
         /// Machine-readable output.
@@ -138,6 +149,11 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.cmd {
         Cmd::Check { json } => check(json),
+        Cmd::Run {
+            flags,
+            cleanup,
+            ready_file,
+        } => run(&flags, cleanup, ready_file),
         Cmd::Policy { cmd } => agentguard::policy::cli::run(cmd),
         Cmd::Replay(args) => agentguard::policy::cli::run_replay(args),
         Cmd::Status(args) => agentguard::status::run_cli(args),
@@ -198,6 +214,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn run(
+    flags: &agentguard::config::RunFlags,
+    cleanup: bool,
+    ready_file: Option<PathBuf>,
+) -> Result<()> {
+    agentguard::daemon::preflight()?;
+    if cleanup {
+        return agentguard::daemon::cleanup(std::path::Path::new(agentguard::sensor::PIN_DIR));
+    }
+    let cfg = agentguard::config::Config::resolve(flags).map_err(|e| anyhow!("{e}"))?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(agentguard::daemon::run(cfg, ready_file.as_deref()))
 }
 
 fn check(json: bool) -> Result<()> {

@@ -117,6 +117,17 @@ impl DockerClient {
         Ok(out)
     }
 
+    /// SIGKILLs a container (policy kill with container scope).
+    pub async fn kill(&self, id: &str) -> Result<()> {
+        let opts = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        self.docker
+            .kill_container(id, Some(opts))
+            .await
+            .with_context(|| format!("killing container {id}"))
+    }
+
     /// Inspects one container by id or name; Ok(None) when it doesn't exist.
     pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
         let r = match self

@@ -6,6 +6,8 @@
 //! is the pipeline step that applies it with a bounded wait for metadata.
 
 pub mod cgroup;
+pub mod containerd;
+pub mod containerd_watch;
 pub mod docker;
 pub mod procfs;
 pub mod resolver;

@@ -3,6 +3,7 @@
 //! first. Reconnects with backoff when dockerd restarts; without a socket the
 //! resolver still tags events with the container id from the cgroup path.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use super::docker::DockerClient;
 use super::resolver::ContainerMap;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+// A local socket is cheap to try: a short cap keeps the untagged gap after
+// a dockerd restart short.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -34,9 +37,28 @@ async fn describe(client: &DockerClient, map: &ContainerMap, id: &str) {
     }
 }
 
+/// How the watcher is doing, for status and metrics.
+#[derive(Debug, Default)]
+pub struct WatchStatus {
+    /// Listing done and following the event stream.
+    pub connected: AtomicBool,
+    /// Successful (re)connections so far.
+    pub connections: AtomicU64,
+}
+
 /// Spawns the watcher; send container ids that need metadata on the returned channel.
 pub fn spawn_docker(map: ContainerMap, socket: Option<String>) -> mpsc::UnboundedSender<String> {
+    spawn_docker_status(map, socket).0
+}
+
+/// [`spawn_docker`], also returning the watcher's status.
+pub fn spawn_docker_status(
+    map: ContainerMap,
+    socket: Option<String>,
+) -> (mpsc::UnboundedSender<String>, Arc<WatchStatus>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let status = Arc::new(WatchStatus::default());
+    let st = Arc::clone(&status);
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
         let mut warned = false;
@@ -64,6 +86,8 @@ pub fn spawn_docker(map: ContainerMap, socket: Option<String>) -> mpsc::Unbounde
                             m.insert(c.id.clone(), Arc::new(c));
                         }
                     }
+                    st.connected.store(true, Ordering::Relaxed);
+                    st.connections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("Docker connected; following container changes");
                 }
                 Err(e) => {
@@ -99,8 +123,9 @@ pub fn spawn_docker(map: ContainerMap, socket: Option<String>) -> mpsc::Unbounde
                     },
                 }
             }
+            st.connected.store(false, Ordering::Relaxed);
             tokio::time::sleep(BACKOFF_MIN).await;
         }
     });
-    tx
+    (tx, status)
 }

@@ -310,6 +310,21 @@ impl Rule {
         self.selected(ev) && self.holds(ev)
     }
 
+    /// Whether the acting subject (agent, container, process) is one this
+    /// rule is about, whatever the event did: the enforcement stage uses it
+    /// to decide which tasks the kernel maps cover.
+    pub fn selects(&self, ev: &Event) -> bool {
+        self.selected(ev)
+    }
+
+    /// True when the selector only looks at the container (labels, image,
+    /// namespace, scope, label agent), not at the process: the verdict then
+    /// holds for every process of the container.
+    pub fn selects_by_container_only(&self) -> bool {
+        let s = &self.spec.selector;
+        s.exe.is_empty() && s.comm.is_empty() && s.ancestor.is_empty()
+    }
+
     fn selected(&self, ev: &Event) -> bool {
         let id = ev.identity.as_ref();
         let agent = id.and_then(|i| i.agent.as_deref());

@@ -59,6 +59,15 @@ fn syscall_name(n: u16) -> &'static str {
     }
 }
 
+fn kernel_action(verdict: u32) -> Option<KernelAction> {
+    use agentguard_common::enforce::verdict as v;
+    let slot = verdict & v::RULE_MASK;
+    (verdict & v::KILLED != 0 && slot > 0).then(|| KernelAction {
+        killed: true,
+        slot: slot - 1,
+    })
+}
+
 fn base(h: &raw::Header, k: Kind, detail: Detail) -> Event {
     Event {
         ts_ns: h.ts_ns,
@@ -73,6 +82,7 @@ fn base(h: &raw::Header, k: Kind, detail: Detail) -> Event {
         cgroup_id: h.cgroup_id,
         ret: h.ret,
         error: (h.ret < 0 && h.ret > -4096).then(|| errno_name(-h.ret)),
+        kernel_action: kernel_action(h.verdict),
         detail,
         identity: None,
     }

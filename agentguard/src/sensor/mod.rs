@@ -102,7 +102,19 @@ const PROBES: &[ProbeSpec] = &[
     sc("sys_enter_sendto", SEND, false),
     sc("sys_enter_sendmsg", SEND, false),
     sc("sys_exit_io_uring_setup", &[Kind::IoUringSetup], true),
+    sc("sys_enter_io_uring_setup", &[Kind::IoUringSetup], true),
 ];
+
+/// The cgroup sock_addr programs of the network deny, with their hooks.
+pub const SOCK_ADDR_PROGRAMS: &[&str] = &[
+    "agentguard_connect4",
+    "agentguard_connect6",
+    "agentguard_sendmsg4",
+    "agentguard_sendmsg6",
+];
+
+/// Where the daemon pins its enforcement maps and links.
+pub const PIN_DIR: &str = "/sys/fs/bpf/agentguard";
 
 /// (eBPF global, BTF struct, member path).
 const OFFSETS: &[(&str, &str, &str)] = &[
@@ -144,6 +156,9 @@ pub struct SensorOptions {
     /// Userspace drains at least this often, so a quiet ring buffer below
     /// the wakeup threshold still delivers within this latency.
     pub drain_interval: std::time::Duration,
+    /// bpffs directory for the enforcement maps (shared with sock_addr
+    /// programs that outlive the daemon). None: private, unpinned maps.
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SensorOptions {
@@ -154,6 +169,7 @@ impl Default for SensorOptions {
             ring_buffer_bytes: 16 << 20,
             wakeup_bytes: 256 << 10,
             drain_interval: std::time::Duration::from_millis(2),
+            pin_dir: None,
         }
     }
 }
@@ -209,7 +225,19 @@ impl Sensor {
             tracepoint_field_offset(&tracefs, "sched/sched_process_exit", "group_dead")?
                 .unwrap_or(u64::MAX);
 
+        // aya pins maps declared as pinned; without a pin dir they go to a
+        // private directory that is removed once loaded (the fds live on).
+        let (pin_dir, private) = match &opts.pin_dir {
+            Some(d) => (d.clone(), false),
+            None => (
+                std::path::PathBuf::from(format!("/sys/fs/bpf/agentguard-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&pin_dir)
+            .with_context(|| format!("creating the bpffs pin directory {}", pin_dir.display()))?;
         let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&pin_dir);
         loader.map_max_entries("EVENTS", opts.ring_buffer_bytes);
         for (global, off) in &offsets {
             loader.override_global(global, off, true);
@@ -225,9 +253,18 @@ impl Sensor {
                 {
                     bail!("this kernel cannot create BPF ring buffers (needs Linux 5.8+): {why}");
                 }
-                return Err(anyhow!(e).context("loading the eBPF object"));
+                if private {
+                    let _ = std::fs::remove_dir_all(&pin_dir);
+                }
+                return Err(anyhow!(e).context(format!(
+                    "loading the eBPF object (pinned maps in {}; if they are from another agentguard version, remove them with `agentguard run --cleanup`)",
+                    pin_dir.display()
+                )));
             }
         };
+        if private {
+            let _ = std::fs::remove_dir_all(&pin_dir);
+        }
 
         if let Ok(logger) = aya_log::EbpfLogger::init(&mut ebpf) {
             // SAFETY: the logger owns its ring buffer fd for its whole life
@@ -370,6 +407,63 @@ impl Sensor {
         cfg.set(config::DEFAULT_MASK, mask, 0)
             .context("writing CONFIG[DEFAULT_MASK]")?;
         Ok(())
+    }
+
+    /// Writes a `CONFIG` slot (agentguard_common::filter::config).
+    pub fn set_config(&mut self, idx: u32, value: u32) -> Result<()> {
+        let mut cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
+        cfg.set(idx, value, 0)
+            .with_context(|| format!("writing CONFIG[{idx}]"))?;
+        Ok(())
+    }
+
+    /// Hands a map to another stage (enforcement owns its maps).
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
+        self.ebpf
+            .take_map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+
+    /// Loads and attaches the network-deny programs at cgroup v2 `root`,
+    /// pinning each link in `pin_dir` so the deny outlives the daemon. A
+    /// link already pinned there (a previous daemon's) is adopted: the old
+    /// program keeps running on the same pinned maps, nothing is attached
+    /// twice. Returns the programs attached now.
+    pub fn attach_sock_addr(
+        &mut self,
+        root: &std::path::Path,
+        pin_dir: &std::path::Path,
+    ) -> Result<Vec<String>> {
+        use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSockAddr};
+        let cgroup = std::fs::File::open(root)
+            .with_context(|| format!("opening cgroup v2 root {}", root.display()))?;
+        let mut attached = Vec::new();
+        for name in SOCK_ADDR_PROGRAMS {
+            let pin = pin_dir.join(format!("link_{name}"));
+            if pin.exists() {
+                continue;
+            }
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected program {name}"))?;
+            let id = prog
+                // bpf_link_create refuses attach flags: cgroup links always
+                // coexist with other programs, so "Single" (no flag) is right.
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to {}", root.display()))?;
+            let link = prog.take_link(id)?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?;
+            fd.pin(&pin)
+                .with_context(|| format!("pinning {name} at {}", pin.display()))?;
+            attached.push((*name).to_owned());
+        }
+        Ok(attached)
     }
 
     /// Removes `tgid`'s entry: it falls back to the default.

@@ -1,0 +1,128 @@
+//! In-kernel enforcement: the maps the probes and the cgroup sock_addr
+//! programs read to kill or deny without a round trip to userspace.
+//!
+//! Userspace compiles up to [`MAX_RULES`] policy rules into these maps. A
+//! task is subject to rule `r` when bit `r` is set in its entry of
+//! `ENFORCE_TASKS` (by tgid, inherited at fork) or of `ENFORCE_CGROUPS` (by
+//! cgroup v2 id: every process of a container, whenever it started). The
+//! enforcement maps are pinned in bpffs so a network deny outlives the
+//! daemon.
+
+/// Rules that can be compiled into the kernel (one bit each).
+pub const MAX_RULES: u32 = 32;
+
+/// Subjects with an explicit rule mask.
+pub const SUBJECT_ENTRIES: u32 = 16384;
+
+/// Path bytes a kill-path key compares: longer mount points or prefixes
+/// stay with userspace.
+pub const KILL_PATH_LEN: usize = 64;
+
+/// Port ranges per network entry.
+pub const MAX_PORT_RANGES: usize = 8;
+
+/// Bits of `Header::verdict`: the low byte is the acting rule's index + 1.
+pub mod verdict {
+    /// The probe sent SIGKILL to the process at syscall entry.
+    pub const KILLED: u32 = 1 << 8;
+    pub const RULE_MASK: u32 = 0xff;
+}
+
+/// Which operations a kill-path entry covers.
+pub mod op {
+    pub const UNLINK: u32 = 1 << 0;
+    pub const RMDIR: u32 = 1 << 1;
+    /// Rename whose source is under the prefix and whose target is not
+    /// under the same entry (moving a file out of a volume).
+    pub const RENAME_AWAY: u32 = 1 << 2;
+    pub const EXEC: u32 = 1 << 3;
+    pub const OPEN: u32 = 1 << 4;
+}
+
+/// LPM key data of `KILL_PATHS`: a cgroup id (0: any task) then the
+/// absolute path. Entries always cover the whole cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathKey {
+    pub cgroup_id: u64,
+    pub path: [u8; KILL_PATH_LEN],
+}
+
+/// Bits in the trie's key-prefix length that the cgroup id takes.
+pub const PATH_KEY_CGROUP_BITS: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathVerdict {
+    /// Rules (bits) this prefix belongs to.
+    pub rules: u32,
+    /// `op` bits covered.
+    pub ops: u32,
+    /// Tells entries apart (rename-away compares source and target).
+    pub entry_id: u32,
+    /// Index of the first rule, for the event's verdict.
+    pub rule: u32,
+}
+
+/// LPM key data of `NET_RULES`: rule index (big-endian, always fully
+/// matched) then an IPv6 address (IPv4 as `::ffff:a.b.c.d`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetKey {
+    pub rule: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Bits in the trie's key-prefix length that the rule index takes.
+pub const NET_KEY_RULE_BITS: u32 = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+pub mod net_flags {
+    /// The prefix is an exception of the rule (for `except_ports`).
+    pub const EXCEPT: u32 = 1 << 0;
+    /// The prefix lies in one of the rule's destination CIDRs (for
+    /// `match_ports`): an exception entry carries its covering match.
+    pub const MATCH: u32 = 1 << 1;
+}
+
+/// The longest prefix of a rule that covers an address decides: an
+/// exception whose ports fit lets it through; else a match whose ports fit
+/// fires the rule. Ranges are inclusive; none given means every port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetVerdict {
+    pub flags: u32,
+    pub n_except: u32,
+    pub n_match: u32,
+    pub _pad: u32,
+    pub except_ports: [PortRange; MAX_PORT_RANGES],
+    pub match_ports: [PortRange; MAX_PORT_RANGES],
+}
+
+/// Per-rule settings, indexed by rule (`RULES` array map).
+pub mod rule_action {
+    /// Slot unused.
+    pub const NONE: u32 = 0;
+    /// Network: refuse the connect/sendmsg in the cgroup hook (EPERM).
+    pub const DENY: u32 = 1;
+    /// SIGKILL the process at syscall entry.
+    pub const KILL: u32 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleSlot {
+    pub action: u32,
+    /// Ports excepted whatever the address (`except.ports`).
+    pub n_except_ports: u32,
+    pub except_ports: [PortRange; MAX_PORT_RANGES],
+    /// Set: this rule kills at io_uring_setup.
+    pub io_uring: u32,
+    pub _pad: u32,
+}

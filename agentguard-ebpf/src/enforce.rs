@@ -1,0 +1,281 @@
+//! In-kernel enforcement: kill at syscall entry (tracepoints, with
+//! `bpf_send_signal`) and deny in the cgroup sock_addr hooks. Maps are laid
+//! out in agentguard_common::enforce; userspace fills them from policy.
+//!
+//! Everything here costs one array lookup while no rule is loaded (the
+//! CONFIG switch), and two hash lookups per syscall for a task otherwise.
+
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_send_signal},
+    macros::{cgroup_sock_addr, map},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    programs::SockAddrContext,
+};
+
+use agentguard_common::{enforce::*, event::PATH_LEN, filter::config};
+
+use crate::CONFIG;
+
+/// tgid -> rule mask (inherited at fork, dropped at exit).
+#[map]
+pub static ENFORCE_TASKS: HashMap<u32, u32> = HashMap::pinned(SUBJECT_ENTRIES, 0);
+/// cgroup v2 id -> rule mask (a container's every process).
+#[map]
+pub static ENFORCE_CGROUPS: HashMap<u64, u32> = HashMap::pinned(SUBJECT_ENTRIES, 0);
+#[map]
+static KILL_PATHS: LpmTrie<PathKey, PathVerdict> = LpmTrie::pinned(4096, 0);
+#[map]
+static NET_RULES: LpmTrie<NetKey, NetVerdict> = LpmTrie::pinned(4096, 0);
+#[map]
+static RULES: Array<RuleSlot> = Array::pinned(MAX_RULES, 0);
+
+const SIGKILL: u32 = 9;
+
+pub const UNLINK_OP: u32 = op::UNLINK;
+pub const RMDIR_OP: u32 = op::RMDIR;
+pub const RENAME_OP: u32 = op::RENAME_AWAY;
+pub const EXEC_OP: u32 = op::EXEC;
+pub const OPEN_OP: u32 = op::OPEN;
+
+/// The rule mask of the current task, 0 when none applies (or nothing is
+/// enforced at all).
+#[inline(always)]
+pub fn subject_rules(tgid: u32) -> u32 {
+    let on = match CONFIG.get(config::ENFORCE) {
+        Some(v) => *v,
+        None => 0,
+    };
+    if on == 0 {
+        return 0;
+    }
+    subject_rules_always(tgid)
+}
+
+/// [`subject_rules`] without the global switch: the sock_addr hooks are
+/// attached only while rules exist, and must keep working from their pinned
+/// maps after the daemon is gone.
+#[inline(always)]
+fn subject_rules_always(tgid: u32) -> u32 {
+    // SAFETY: values copied out at once; map values are not freed under a
+    // running program.
+    let t = unsafe { ENFORCE_TASKS.get(&tgid) }.copied().unwrap_or(0);
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: as above.
+    let c = unsafe { ENFORCE_CGROUPS.get(&cg) }.copied().unwrap_or(0);
+    t | c
+}
+
+/// SIGKILLs the current process for rule `rule`; returns the header verdict.
+#[inline(always)]
+fn kill(rule: u32) -> u32 {
+    // SAFETY: helper without memory arguments; it signals the current
+    // process (the one making the offending syscall).
+    unsafe { bpf_send_signal(SIGKILL) };
+    verdict::KILLED | ((rule + 1) & verdict::RULE_MASK)
+}
+
+#[inline(always)]
+fn path_lookup(cgroup_id: u64, path: &[u8; PATH_LEN]) -> Option<PathVerdict> {
+    let mut key = Key::new(
+        PATH_KEY_CGROUP_BITS + (KILL_PATH_LEN as u32) * 8,
+        PathKey {
+            cgroup_id,
+            path: [0; KILL_PATH_LEN],
+        },
+    );
+    // Bytes after the string's NUL may be stale; entries never hold a NUL,
+    // so they can only match within the string.
+    key.data.path.copy_from_slice(&path[..KILL_PATH_LEN]);
+    KILL_PATHS.get(&key).copied()
+}
+
+/// Kill-path decision for an absolute `path` and operation `op` by a task
+/// subject to `rules`. `other` is a rename's target: a move inside the same
+/// entry (an atomic save in a volume) is not a removal.
+#[inline(always)]
+pub fn check_path(
+    rules: u32,
+    op: u32,
+    path: &[u8; PATH_LEN],
+    other: Option<&[u8; PATH_LEN]>,
+) -> u32 {
+    if rules == 0 || path[0] != b'/' {
+        return 0;
+    }
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    let hit = match path_lookup(cg, path) {
+        Some(v) if v.rules & rules != 0 && v.ops & op != 0 => Some((v, cg)),
+        _ => match path_lookup(0, path) {
+            Some(v) if v.rules & rules != 0 && v.ops & op != 0 => Some((v, 0)),
+            _ => None,
+        },
+    };
+    let Some((v, scope)) = hit else {
+        return 0;
+    };
+    if let Some(target) = other {
+        // A relative target can't be compared here: leave it to userspace
+        // rather than kill a rename that may stay inside the volume.
+        if target[0] != b'/' {
+            return 0;
+        }
+        if let Some(t) = path_lookup(scope, target) {
+            if t.entry_id == v.entry_id {
+                return 0;
+            }
+        }
+    }
+    kill((v.rules & rules).trailing_zeros())
+}
+
+#[inline(always)]
+fn in_ranges(ranges: &[PortRange; MAX_PORT_RANGES], n: u32, port: u16) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < MAX_PORT_RANGES {
+        if (i as u32) < n && ranges[i].lo <= port && port <= ranges[i].hi {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// First rule of `rules` whose network entries fire for `addr`:`port`, and
+/// that rule's action. `addr` is IPv6 (IPv4 mapped).
+#[inline(always)]
+pub fn net_decide(rules: u32, addr: &[u8; 16], port: u16) -> Option<(u32, u32)> {
+    let mut r: u32 = 0;
+    while r < MAX_RULES {
+        if rules & (1 << r) != 0 {
+            if let Some(slot) = RULES.get(r) {
+                let excepted = slot.n_except_ports > 0
+                    && in_ranges(&slot.except_ports, slot.n_except_ports, port);
+                if slot.action != rule_action::NONE && !excepted {
+                    let key = Key::new(
+                        NET_KEY_RULE_BITS + 128,
+                        NetKey {
+                            rule: r.to_be_bytes(),
+                            addr: *addr,
+                        },
+                    );
+                    if let Some(v) = NET_RULES.get(&key) {
+                        let pass = v.flags & net_flags::EXCEPT != 0
+                            && in_ranges(&v.except_ports, v.n_except, port);
+                        let fire = !pass
+                            && v.flags & net_flags::MATCH != 0
+                            && in_ranges(&v.match_ports, v.n_match, port);
+                        if fire {
+                            return Some((r, slot.action));
+                        }
+                    }
+                }
+            }
+        }
+        r += 1;
+    }
+    None
+}
+
+/// Kill decision for a connect/send seen by the tracepoint.
+#[inline(always)]
+pub fn check_net(rules: u32, addr: &[u8; 16], port: u16) -> u32 {
+    if rules == 0 {
+        return 0;
+    }
+    match net_decide(rules, addr, port) {
+        Some((r, rule_action::KILL)) => kill(r),
+        _ => 0,
+    }
+}
+
+/// Kill decision at io_uring_setup.
+#[inline(always)]
+pub fn check_io_uring(rules: u32) -> u32 {
+    let armed = match CONFIG.get(config::IO_URING_RULES) {
+        Some(v) => *v,
+        None => 0,
+    };
+    let hit = rules & armed;
+    if hit == 0 {
+        return 0;
+    }
+    kill(hit.trailing_zeros())
+}
+
+/// Copies the parent's rule mask to a new child process.
+#[inline(always)]
+pub fn inherit(parent: u32, child: u32) {
+    // SAFETY: value copied out at once.
+    if let Some(m) = unsafe { ENFORCE_TASKS.get(&parent) }.copied() {
+        let _ = ENFORCE_TASKS.insert(&child, &m, 0);
+    }
+}
+
+#[inline(always)]
+pub fn forget(tgid: u32) {
+    let _ = ENFORCE_TASKS.remove(&tgid);
+}
+
+// ------------------------------------------------ cgroup sock_addr hooks
+//
+// Attached at the cgroup v2 root, they see every task's connect/sendmsg;
+// the task is identified by tgid and cgroup id, like the tracepoints (the
+// container's cgroup v2 id is distinct even on hybrid hosts). 1 allows,
+// 0 makes the syscall fail with EPERM before any packet leaves.
+
+/// The verifier lets a v4 hook read only `user_ip4` and a v6 hook only
+/// `user_ip6`: each reads its own and shares the decision.
+#[inline(always)]
+fn sock_verdict(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let rules = subject_rules_always(tgid);
+    if rules == 0 {
+        return 1;
+    }
+    // SAFETY: the kernel passes a valid bpf_sock_addr context.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let mut addr = [0u8; 16];
+    if v6 {
+        let mut i = 0;
+        while i < 4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+            i += 1;
+        }
+    } else {
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    // user_port holds the port in network byte order in its low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    match net_decide(rules, &addr, port) {
+        Some((_, rule_action::DENY)) => 0,
+        _ => 1,
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn agentguard_connect4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn agentguard_connect6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn agentguard_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn agentguard_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(&ctx, true)
+}

@@ -1,0 +1,384 @@
+//! `agentguard run`: the daemon. Wires the stages in the data's order —
+//! sensor -> identity -> policy -> enforcement -> outputs — and owns the
+//! operational loop: signals (SIGHUP reloads, SIGTERM/SIGINT stop after
+//! flushing), policy file watch, metrics and the status snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::alert::{Alert, Decision};
+use crate::config::{Config, WatchMode};
+use crate::enforcement::kernel::KernelEnforcer;
+use crate::enforcement::{Capabilities, Enforcer};
+use crate::event::{Event, Kind};
+use crate::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
+use crate::identity::stage::{IdentityStage, DEFAULT_MAX_WAIT};
+use crate::identity::watch;
+use crate::outputs::metrics::{self, Metrics};
+use crate::outputs::Outputs;
+use crate::policy::{Diagnostic, LoadOptions, PolicySet, Reloader};
+use crate::sensor::{features, Sensor, SensorOptions, PIN_DIR};
+use crate::status::{self, PolicyStatus, SharedStatus, Status};
+
+/// Removes what the daemon leaves in bpffs (the pinned network-deny links
+/// and enforcement maps): every deny stops.
+pub fn cleanup(pin_dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Ok(()) => {
+            eprintln!(
+                "agentguard: removed {} (pinned deny programs detached, maps freed)",
+                pin_dir.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("agentguard: nothing pinned at {}", pin_dir.display());
+            Ok(())
+        }
+        Err(e) => Err(anyhow!(e).context(format!("removing {}", pin_dir.display()))),
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length; gethostname NUL-terminates
+    // within it on success.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn diagnostics(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn policy_status(set: &PolicySet) -> Vec<PolicyStatus> {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in set.rules() {
+        *by.entry(r.policy().to_owned()).or_default() += 1;
+    }
+    for p in set.rego_policies() {
+        *by.entry(p.name().to_owned()).or_default() += 1;
+    }
+    by.into_iter()
+        .map(|(name, rules)| PolicyStatus {
+            name,
+            rules,
+            file: None,
+        })
+        .collect()
+}
+
+/// Everything after identity, per event.
+struct Pipeline {
+    policy: Arc<PolicySet>,
+    enforcer: Enforcer,
+    outputs: Outputs,
+    metrics: Arc<Metrics>,
+    host: String,
+    decisions: Vec<Decision>,
+    alerts: u64,
+    events: u64,
+    /// watch=agents: agent processes to widen to every kind.
+    widen_agents: bool,
+    widen: Vec<u32>,
+    widened: std::collections::HashSet<u32>,
+}
+
+impl Pipeline {
+    fn handle(&mut self, ev: Event) {
+        self.events += 1;
+        self.metrics.event(ev.kind);
+        if let Some(k) = self.enforcer.kernel.as_mut() {
+            k.observe(&ev, &self.policy);
+            if ev.kind == Kind::Exit {
+                k.exited(ev.pid);
+            }
+        }
+        if self.widen_agents
+            && ev.kind != Kind::Exit
+            && ev.identity.as_ref().is_some_and(|i| i.agent.is_some())
+            && !self.widened.contains(&ev.pid)
+        {
+            self.widen.push(ev.pid);
+        }
+        self.decisions.clear();
+        let t = Instant::now();
+        self.policy.evaluate(&ev, &mut self.decisions);
+        self.metrics.evaluation(t.elapsed());
+        if self.decisions.is_empty() {
+            return;
+        }
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for d in std::mem::take(&mut self.decisions) {
+            let result = self.enforcer.act(&ev, &d);
+            let alert = Alert {
+                time: time.clone(),
+                host: self.host.clone(),
+                decision: d,
+                result,
+                event: ev.clone(),
+            };
+            self.metrics.alert(&alert);
+            self.outputs.send(&alert);
+            self.alerts += 1;
+        }
+    }
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
+    let opts = LoadOptions::system();
+    let mut reloader = Reloader::new(&cfg.policies, opts).map_err(|d| {
+        anyhow!(
+            "policies in {} refused:\n{}",
+            cfg.policies.display(),
+            diagnostics(&d)
+        )
+    })?;
+    let policy = reloader.current();
+    if policy.is_empty() {
+        tracing::warn!(
+            "no policy files in {}: events are only counted",
+            cfg.policies.display()
+        );
+    }
+    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    let _metrics_server = match cfg.metrics_addr {
+        Some(addr) => Some(
+            metrics::serve(Arc::clone(&metrics), addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let status: SharedStatus = Status::new().shared();
+    let _status_server = match status::serve(&cfg.status_socket, Arc::clone(&status)).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("status socket {}: {e}", cfg.status_socket.display());
+            None
+        }
+    };
+    let outputs =
+        Outputs::from_config(&cfg.alerts, cfg.format()).context("starting alert sinks")?;
+    metrics.watch_sinks(outputs.sink_stats());
+
+    let pin_dir = Path::new(PIN_DIR);
+    let mut sensor = Sensor::start(&SensorOptions {
+        kinds: Kind::ALL.to_vec(),
+        watch_all: cfg.watch == WatchMode::All,
+        ring_buffer_bytes: cfg
+            .ring_buffer_bytes
+            .map_or(SensorOptions::default().ring_buffer_bytes, |r| r.0),
+        pin_dir: Some(pin_dir.to_path_buf()),
+        ..SensorOptions::default()
+    })?;
+    if cfg.watch == WatchMode::Agents {
+        sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;
+    }
+    let mut kernel = KernelEnforcer::new(&mut sensor)?;
+    kernel.install(&policy, &mut sensor)?;
+    for n in &kernel.notes {
+        tracing::warn!("{n}");
+    }
+    let mut caps = Capabilities {
+        kernel_kill: true,
+        network_deny: false,
+        lsm: false,
+    };
+    match features::cgroup2_mount() {
+        Some(root) => match sensor.attach_sock_addr(&root, pin_dir) {
+            Ok(now) => {
+                caps.network_deny = true;
+                if now.is_empty() {
+                    tracing::info!(
+                        "network deny: adopted the pinned programs in {}",
+                        pin_dir.display()
+                    );
+                } else {
+                    tracing::info!(
+                        "network deny: attached {} at {}",
+                        now.join(","),
+                        root.display()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("network deny unavailable, deny rules only alert: {e:#}"),
+        },
+        None => {
+            tracing::warn!("no cgroup v2 mount: network deny unavailable, deny rules only alert")
+        }
+    }
+    tracing::info!(
+        "kernel rules: {}",
+        kernel
+            .slots()
+            .iter()
+            .map(|s| format!("{}/{} ({:?})", s.policy, s.rule, s.kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let container_map = ContainerMap::default();
+    let (wanted, docker_status) =
+        watch::spawn_docker_status(container_map.clone(), cfg.docker_socket.clone());
+    let mut agents: Vec<String> = DEFAULT_AGENTS.iter().map(|a| (*a).to_owned()).collect();
+    agents.extend(cfg.agents.iter().cloned());
+    let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let resolver = Resolver::new(container_map.clone(), &agent_refs)
+        .with_image_agents(cfg.agent_images.0.clone());
+    let mut stage = IdentityStage::new(resolver, wanted, DEFAULT_MAX_WAIT);
+    let mut pipe = Pipeline {
+        policy,
+        enforcer: Enforcer::new(Some(kernel), caps, cfg.docker_socket.clone()),
+        outputs,
+        metrics: Arc::clone(&metrics),
+        host: hostname(),
+        decisions: Vec::new(),
+        alerts: 0,
+        events: 0,
+        widen_agents: cfg.watch == WatchMode::Agents,
+        widen: Vec::new(),
+        widened: Default::default(),
+    };
+    if let Ok(mut s) = status.write() {
+        s.probes = sensor.attached().to_vec();
+        s.policies = policy_status(&pipe.policy);
+        s.touch();
+    }
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    if let Some(path) = ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    eprintln!(
+        "agentguard: running with {} policy rule(s) from {} ({} in the kernel); {} probes; Ctrl-C to stop",
+        pipe.policy.rules().len() + pipe.policy.rego_policies().len(),
+        cfg.policies.display(),
+        pipe.enforcer.kernel.as_ref().map_or(0, |k| k.slots().len()),
+        sensor.attached().len()
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let holding = stage.is_holding();
+        let mut reload = false;
+        let mut on_event = |ev: Event| stage.push(ev, Instant::now(), &mut |e| pipe.handle(e));
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => reload = true,
+            r = sensor.read(&mut on_event) => { r?; }
+            _ = tick.tick(), if holding => {}
+            _ = housekeeping.tick() => {
+                metrics.set_events_lost(sensor.lost_events());
+                metrics.containers_watched.set(container_map.read().map_or(0, |m| m.len()) as i64);
+                metrics.agents_watched.set(pipe.widened.len() as i64);
+                if let Ok(mut s) = status.write() {
+                    s.counters.insert("events".into(), pipe.events);
+                    s.counters.insert("alerts".into(), pipe.alerts);
+                    s.counters.insert("events_lost".into(), sensor.lost_events());
+                    s.counters.insert("docker_connected".into(),
+                        u64::from(docker_status.connected.load(std::sync::atomic::Ordering::Relaxed)));
+                    s.touch();
+                }
+                if let Some(r) = reloader.poll() {
+                    apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
+                }
+            }
+        }
+        if reload {
+            tracing::info!(
+                "SIGHUP: reloading policies from {}",
+                reloader.dir().display()
+            );
+            let r = reloader.reload();
+            apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
+        }
+        stage.drain(Instant::now(), &mut |e| pipe.handle(e));
+        for pid in std::mem::take(&mut pipe.widen) {
+            if pipe.widened.insert(pid) {
+                if let Err(e) = sensor.set_filter(pid, &Kind::ALL) {
+                    tracing::warn!("widening the kernel filter to agent pid {pid}: {e:#}");
+                }
+            }
+        }
+    }
+    // Queued alerts go out before exit; pinned deny programs stay.
+    stage.flush(&mut |e| pipe.handle(e));
+    let Pipeline {
+        outputs,
+        events,
+        alerts,
+        ..
+    } = pipe;
+    outputs.close();
+    eprintln!(
+        "agentguard: stopped after {events} events and {alerts} alerts; {} lost in the kernel. Network denies stay pinned in {} (agentguard run --cleanup removes them)",
+        sensor.lost_events(),
+        pin_dir.display()
+    );
+    if let Some(path) = ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn apply_reload(
+    r: Result<Arc<PolicySet>, Vec<Diagnostic>>,
+    pipe: &mut Pipeline,
+    sensor: &mut Sensor,
+    metrics: &Metrics,
+    status: &SharedStatus,
+) {
+    match r {
+        Ok(set) => {
+            if let Some(k) = pipe.enforcer.kernel.as_mut() {
+                if let Err(e) = k.install(&set, sensor) {
+                    tracing::error!("installing the new kernel rules: {e:#}");
+                }
+            }
+            pipe.policy = set;
+            metrics.policy_reloads.inc();
+            tracing::info!("policies reloaded: {} rule(s)", pipe.policy.rules().len());
+            if let Ok(mut s) = status.write() {
+                s.policies = policy_status(&pipe.policy);
+                s.last_reload = Some(chrono::Utc::now().to_rfc3339());
+                s.last_reload_error = None;
+                s.touch();
+            }
+        }
+        Err(d) => {
+            metrics.policy_reload_failures.inc();
+            let text = diagnostics(&d);
+            tracing::error!("policy reload refused, the last good policies stay in force:\n{text}");
+            if let Ok(mut s) = status.write() {
+                s.last_reload_error = Some(text);
+                s.touch();
+            }
+        }
+    }
+}
+
+/// `run` refuses to start without root before touching anything.
+pub fn preflight() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("agentguard run needs root (it loads eBPF programs and pins them in bpffs)");
+    }
+    Ok(())
+}

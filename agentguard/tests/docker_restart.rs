@@ -1,0 +1,133 @@
+//! The Docker watcher survives a dockerd restart: containers started after
+//! it are described again. Its own test binary, because restarting the
+//! engine stops every container (cargo runs test binaries one at a time).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use agentguard::event::{Event, Kind};
+use agentguard::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
+use agentguard::identity::stage::IdentityStage;
+use agentguard::identity::watch::{self, WatchStatus};
+use agentguard::sensor::{Sensor, SensorOptions};
+
+const DOCKERD_LOG: &str = "/var/log/agentguard-dockerd.log";
+
+fn dockerd_pid() -> Option<u32> {
+    let out = Command::new("pidof").arg("dockerd").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Stops dockerd (SIGTERM, as an operator's restart would) and starts it
+/// again the way `cargo xtask setup` does.
+fn restart_dockerd() {
+    let pid = dockerd_pid().expect("dockerd runs");
+    // SAFETY: kill(2) on a pid we just read; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "dockerd did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("setsid dockerd >>{DOCKERD_LOG} 2>&1 < /dev/null &"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("start dockerd");
+    assert!(st.success());
+    while !common::docker_up() {
+        assert!(
+            Instant::now() < deadline,
+            "dockerd did not come back; see {DOCKERD_LOG}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+async fn wait_connections(status: &WatchStatus, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.connections.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "watcher did not (re)connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_recovers_after_dockerd_restart() {
+    if !common::require("root", common::is_root())
+        || !common::require("a running Docker engine", common::docker_up())
+    {
+        return;
+    }
+    common::ensure_test_image();
+    let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
+    let map = ContainerMap::default();
+    let (wanted, status) = watch::spawn_docker_status(map.clone(), None);
+    let mut stage = IdentityStage::new(
+        Resolver::new(map, DEFAULT_AGENTS),
+        wanted,
+        Duration::from_secs(2),
+    );
+    wait_connections(&status, 1).await;
+    tokio::task::spawn_blocking(restart_dockerd)
+        .await
+        .expect("restart");
+    wait_connections(&status, 2).await;
+
+    let name = format!("agtest-restart-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    let id = common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=goose",
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "touch /tmp/x; rm /tmp/x; sleep 1",
+    ]);
+    let mut events: Vec<Event> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let keep = |events: &mut Vec<Event>, e: Event| {
+        if e.kind == Kind::Unlink
+            && e.identity
+                .as_ref()
+                .and_then(|i| i.container.as_ref())
+                .is_some_and(|c| *c.id == *id)
+        {
+            events.push(e);
+        }
+    };
+    while Instant::now() < deadline && events.is_empty() {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(20),
+            sensor
+                .read(&mut |e: Event| stage.push(e, Instant::now(), &mut |x| keep(&mut events, x))),
+        )
+        .await;
+        stage.drain(Instant::now(), &mut |x| keep(&mut events, x));
+    }
+    stage.flush(&mut |x| keep(&mut events, x));
+    let all = common::dump(&events);
+    let rm = events
+        .first()
+        .unwrap_or_else(|| panic!("no unlink from {name} after the restart"));
+    let ident = rm.identity.as_ref().expect("identity");
+    let info = ident
+        .container
+        .as_ref()
+        .and_then(|c| c.info.as_ref())
+        .unwrap_or_else(|| panic!("no metadata after the dockerd restart:\n{all}"));
+    assert_eq!(info.name, name);
+    assert_eq!(ident.agent.as_ref().map(|a| a.name.as_str()), Some("goose"));
+}
