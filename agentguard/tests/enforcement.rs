@@ -1,0 +1,388 @@
+//! `agentguard run` with the default policy pack against real containers:
+//! kills in the kernel, network denies in the cgroup hooks, audit mode, and
+//! denies that outlive a `kill -9` of the daemon.
+//!
+//! The daemon pins its enforcement state in one bpffs directory, so these
+//! tests take turns (a lock) rather than run side by side.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_DAEMON: Mutex<()> = Mutex::new(());
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentguard");
+
+fn pack() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+fn cleanup() {
+    let st = Command::new(BIN)
+        .args(["run", "--cleanup"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run --cleanup");
+    assert!(st.success());
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(policies: &Path, tag: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("agentguard-enf-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let ready = dir.join("ready");
+        let child = Command::new(BIN)
+            .args(["run", "--policies"])
+            .arg(policies)
+            .arg("--alerts-file")
+            .arg(dir.join("alerts.jsonl"))
+            .arg("--status-socket")
+            .arg(dir.join("status.sock"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+            .spawn()
+            .expect("spawn agentguard run");
+        let mut d = Daemon { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("daemon exited ({st}):\n{}", d.log());
+            }
+            assert!(Instant::now() < deadline, "daemon not ready:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("alerts.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (bounded) for an alert of `rule` matching `pred`.
+    fn wait_alert(
+        &self,
+        rule: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(a) = self
+                .alerts()
+                .into_iter()
+                .find(|a| a["decision"]["rule"] == rule && pred(a))
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {rule} alert; alerts: {:?}\nlog:\n{}",
+                self.alerts(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ready() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !common::privileged() || !common::require("a running Docker engine", common::docker_up()) {
+        return None;
+    }
+    common::ensure_test_image();
+    let guard = ONE_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    cleanup();
+    Some(guard)
+}
+
+fn volume(tag: &str, files: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("agentguard-vol-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for i in 0..files {
+        std::fs::write(dir.join(format!("f{i:03}")), b"data").expect("write");
+    }
+    dir
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// `docker run` in the foreground; returns its combined output.
+fn docker_run(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("docker run");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn bridge_gateway() -> String {
+    let gw = common::docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    assert!(!gw.is_empty(), "no bridge gateway");
+    gw
+}
+
+#[test]
+fn rm_of_a_mounted_volume_by_an_agent_is_killed_in_the_kernel() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "rm");
+    let vol = volume("rm", 50);
+    let name = format!("agtest-rm-{}", std::process::id());
+    let _c = common::ContainerGuard(name.clone());
+    let out = docker_run(&[
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=claude",
+        "-v",
+        &format!("{}:/data", vol.display()),
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; rm -rf /data/*; echo rm-exit=$?",
+    ]);
+    let left = count(&vol);
+    assert!(
+        left >= 49,
+        "{} files lost (at most one may be): {out}",
+        50 - left
+    );
+    assert!(out.contains("rm-exit=137"), "rm was not SIGKILLed: {out}");
+    let a = d.wait_alert("volume-removal", |_| true);
+    assert_eq!(a["result"]["outcome"], "killed", "{a}");
+    assert_eq!(a["result"]["by"], "kernel", "{a}");
+    assert_eq!(a["event"]["identity"]["agent"]["name"], "claude", "{a}");
+    assert_eq!(
+        a["event"]["identity"]["container"]["info"]["name"],
+        name.as_str()
+    );
+    assert!(a["event"]["kernel_action"]["killed"] == true, "{a}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&vol);
+}
+
+#[test]
+fn agent_egress_is_denied_and_unlabelled_containers_are_left_alone() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "net");
+    let gw = bridge_gateway();
+    let agent = format!("agtest-net-{}", std::process::id());
+    let _c = common::ContainerGuard(agent.clone());
+    let script = format!(
+        "sleep 1; nc -w 1 {gw} 9 </dev/null; wget -q -T 2 -O /dev/null http://{gw}:9/ ; nc -w 1 127.0.0.1 9 </dev/null; true"
+    );
+    let out = docker_run(&[
+        "--name",
+        &agent,
+        "--label",
+        "agentguard.io/agent=codex",
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.matches("Operation not permitted").count() >= 1,
+        "agent egress not refused with EPERM: {out}"
+    );
+    // Loopback is an exception of the rule: refused by nobody listening.
+    assert!(out.contains("127.0.0.1): Connection refused"), "{out}");
+    let a = d.wait_alert("agent-egress", |a| a["result"]["outcome"] == "denied");
+    assert_eq!(a["result"]["by"], "kernel");
+    assert_eq!(a["event"]["error"], "EPERM");
+    assert_eq!(a["result"]["syscall_completed"], false);
+
+    // No agent label: same connect goes out, and cleaning its own volume
+    // is not a removal of anyone's data.
+    let plain = format!("agtest-plain-{}", std::process::id());
+    let _p = common::ContainerGuard(plain.clone());
+    let vol = volume("plain", 20);
+    let out = docker_run(&[
+        "--name",
+        &plain,
+        "-v",
+        &format!("{}:/data", vol.display()),
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        &format!("sleep 1; nc -w 1 {gw} 9 </dev/null; rm -rf /data/*; echo rm-exit=$?"),
+    ]);
+    assert!(!out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("rm-exit=0"), "{out}");
+    assert_eq!(count(&vol), 0);
+    let hit = d
+        .alerts()
+        .into_iter()
+        .any(|a| a["event"]["identity"]["container"]["info"]["name"] == plain.as_str());
+    assert!(
+        !hit,
+        "alerts about the unlabelled container: {:?}",
+        d.alerts()
+    );
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&vol);
+}
+
+#[test]
+fn audit_mode_only_reports_what_it_would_do() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agentguard-audit-pack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let files = std::fs::read_to_string(pack().join("files.yaml")).expect("files.yaml");
+    assert!(files.contains("mode: enforce"));
+    std::fs::write(
+        dir.join("files.yaml"),
+        files.replace("mode: enforce", "mode: audit"),
+    )
+    .expect("write");
+    let d = Daemon::start(&dir, "audit");
+    let vol = volume("audit", 30);
+    let name = format!("agtest-audit-{}", std::process::id());
+    let _c = common::ContainerGuard(name.clone());
+    let out = docker_run(&[
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=aider",
+        "-v",
+        &format!("{}:/data", vol.display()),
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; rm -rf /data/*; echo rm-exit=$?",
+    ]);
+    assert!(out.contains("rm-exit=0"), "{out}");
+    assert_eq!(count(&vol), 0, "audit mode must not stop anything");
+    let a = d.wait_alert("volume-removal", |_| true);
+    assert_eq!(a["result"]["outcome"], "would_kill", "{a}");
+    assert_eq!(a["decision"]["mode"], "audit");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&vol);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Names of loaded cgroup sock_addr programs of ours.
+fn our_sock_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str().is_some_and(|n| n.starts_with("agentguard_"))
+                // BPF_PROG_TYPE_CGROUP_SOCK_ADDR (uapi).
+                && p.program_type() as u32 == 18
+        })
+        .count()
+}
+
+fn exec_nc(container: &str, gw: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", container, "nc", "-w", "1", gw, "9"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn network_deny_outlives_kill_9_and_a_restart_adopts_it() {
+    let Some(_g) = ready() else { return };
+    let gw = bridge_gateway();
+    let d = Daemon::start(&pack(), "persist");
+    let name = format!("agtest-persist-{}", std::process::id());
+    let _c = common::ContainerGuard(name.clone());
+    common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=codex",
+        common::TEST_IMAGE,
+        "sleep",
+        "120",
+    ]);
+    // Denied while the daemon runs (its first event covers the container).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = exec_nc(&name, &gw);
+        if e.contains("Operation not permitted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never denied: {e}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(our_sock_programs(), 4);
+    d.kill9();
+    let e = exec_nc(&name, &gw);
+    assert!(
+        e.contains("Operation not permitted"),
+        "deny lapsed after kill -9: {e}"
+    );
+    // A new daemon adopts the pinned links: no second set of programs.
+    let d = Daemon::start(&pack(), "persist2");
+    assert!(d.log().contains("adopted"), "{}", d.log());
+    assert_eq!(our_sock_programs(), 4, "programs attached twice");
+    let e = exec_nc(&name, &gw);
+    assert!(e.contains("Operation not permitted"), "{e}");
+    d.stop();
+    // --cleanup is the documented way to lift every deny.
+    cleanup();
+    assert_eq!(our_sock_programs(), 0);
+    let e = exec_nc(&name, &gw);
+    assert!(
+        !e.contains("Operation not permitted"),
+        "deny survived --cleanup: {e}"
+    );
+}
