@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod rego;
+pub mod rego_input;
 mod reload;
 pub mod rules;
 pub mod spec;
@@ -111,6 +112,7 @@ pub struct PolicySet {
     rego_by_kind: [Box<[u32]>; KINDS],
     files: Vec<PathBuf>,
     rego_errors: AtomicU64,
+    inputs: rego_input::InputBuilder,
 }
 
 impl fmt::Debug for PolicySet {
@@ -363,6 +365,7 @@ impl PolicySet {
             rego_by_kind,
             files: files.to_vec(),
             rego_errors: AtomicU64::new(0),
+            inputs: rego_input::InputBuilder::default(),
         })
     }
 
@@ -381,10 +384,10 @@ impl PolicySet {
             return;
         }
         // One input per event, shared by the Rego policies.
-        let input = match rego::input_for(ev) {
+        let input = match self.inputs.build(ev) {
             Ok(v) => v,
             Err(e) => {
-                self.rego_error(&e);
+                self.rego_error(&e.to_string());
                 return;
             }
         };
