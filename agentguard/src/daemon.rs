@@ -230,8 +230,11 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     );
 
     let container_map = ContainerMap::default();
-    let (wanted, docker_status) =
-        watch::spawn_docker_status(container_map.clone(), cfg.docker_socket.clone());
+    let (wanted, docker_status) = watch::spawn_runtimes(
+        container_map.clone(),
+        cfg.docker_socket.clone(),
+        cfg.containerd_socket.as_ref().map(std::path::PathBuf::from),
+    );
     let mut agents: Vec<String> = DEFAULT_AGENTS.iter().map(|a| (*a).to_owned()).collect();
     agents.extend(cfg.agents.iter().cloned());
     let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();

@@ -45,6 +45,8 @@ enum Watch {
     Agents,
 }
 
+// Parsed once per process: the size difference of the variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Stream events as JSON lines (one object per line) until Ctrl-C.
@@ -360,7 +362,7 @@ async fn events(args: EventsArgs) -> Result<()> {
         sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;
     }
     let container_map = ContainerMap::default();
-    let wanted_tx = watch::spawn_docker(container_map.clone(), docker_socket);
+    let (wanted_tx, _) = watch::spawn_runtimes(container_map.clone(), docker_socket, None);
     let mut stage = IdentityStage::new(
         Resolver::new(container_map, DEFAULT_AGENTS),
         wanted_tx,

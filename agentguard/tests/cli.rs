@@ -183,3 +183,72 @@ fn ps_lists_agent_processes_and_labelled_containers() {
     assert!(String::from_utf8_lossy(&table.stdout).contains(&name));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `events --watch agents`: the kernel streams file opens only for agents
+/// and their descendants; other processes send exec/fork/exit only.
+#[test]
+fn watch_agents_streams_only_agent_workloads() {
+    if !common::privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agentguard-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = dir.canonicalize().expect("canonicalize");
+    std::fs::copy("/bin/sh", dir.join("claude")).expect("copy /bin/sh");
+    std::fs::write(dir.join("agent-file"), b"x").expect("write");
+    std::fs::write(dir.join("other-file"), b"x").expect("write");
+    let ready = dir.join("ready");
+    let out = dir.join("events.jsonl");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_agentguard"))
+        .args(["events", "--watch", "agents", "--output"])
+        .arg(&out)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn agentguard events");
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The agent runs a while (its exec is seen, it gets widened), then its
+    // child cats a file; an ordinary sh does the same.
+    let agent = Command::new(dir.join("claude"))
+        .args(["-c", "sleep 1; cat agent-file; sleep 0.2"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run fake claude");
+    assert!(agent.success());
+    let other = Command::new("/bin/sh")
+        .args(["-c", "sleep 1; cat other-file; sleep 0.2"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run sh");
+    assert!(other.success());
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
+    let _ = daemon.wait();
+    let lines = std::fs::read_to_string(&out).expect("events file");
+    let opens: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "open")
+        .collect();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let agent_open = opens
+        .iter()
+        .find(|v| v["file"]["path"] == path("agent-file").as_str())
+        .unwrap_or_else(|| panic!("agent's open not streamed:\n{lines}"));
+    assert_eq!(agent_open["identity"]["agent"]["name"], "claude");
+    assert!(
+        !opens
+            .iter()
+            .any(|v| v["file"]["path"] == path("other-file").as_str()),
+        "a non-agent open was streamed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,7 +17,9 @@ use clap::{Parser, Subcommand};
 
 /// What `cargo xtask run` starts when given no arguments.
 /// With the policy stage this becomes `&["run", "--policies", "policies/"]`.
-const RUN_DEFAULT_ARGS: &[&str] = &["events"];
+/// `agentguard run` with the repository's default policy pack (the pack
+/// path is appended, absolute, by `run`).
+const RUN_DEFAULT_ARGS: &[&str] = &["run", "--policies"];
 
 #[derive(Parser)]
 #[command(
@@ -247,7 +249,7 @@ fn run(args: &[String]) -> Result<()> {
     let bin = agentguard_bin();
     let mut cmd = Command::new(&bin);
     if args.is_empty() {
-        cmd.args(RUN_DEFAULT_ARGS);
+        cmd.args(RUN_DEFAULT_ARGS).arg(root().join("policies"));
     } else {
         cmd.args(args);
     }

@@ -129,3 +129,25 @@ pub fn spawn_docker_status(
     });
     (tx, status)
 }
+
+/// Both runtime watchers on one container map: Docker, and containerd
+/// (Kubernetes nodes, `k8s.io`). Ids the resolver asks about go to both;
+/// each answers for its own containers.
+pub fn spawn_runtimes(
+    map: ContainerMap,
+    docker_socket: Option<String>,
+    containerd_socket: Option<std::path::PathBuf>,
+) -> (mpsc::UnboundedSender<String>, Arc<WatchStatus>) {
+    let (docker_tx, status) = spawn_docker_status(map.clone(), docker_socket);
+    let containerd_tx = super::containerd_watch::spawn_containerd(map, containerd_socket);
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(id) = rx.recv().await {
+            let _ = containerd_tx.send(id.clone());
+            if docker_tx.send(id).is_err() {
+                break;
+            }
+        }
+    });
+    (tx, status)
+}
