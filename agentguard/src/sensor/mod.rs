@@ -229,10 +229,18 @@ impl Sensor {
         // private directory that is removed once loaded (the fds live on).
         let (pin_dir, private) = match &opts.pin_dir {
             Some(d) => (d.clone(), false),
-            None => (
-                std::path::PathBuf::from(format!("/sys/fs/bpf/agentguard-{}", std::process::id())),
-                true,
-            ),
+            None => {
+                // Unique per sensor: several may load at once in one process.
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (
+                    std::path::PathBuf::from(format!(
+                        "/sys/fs/bpf/agentguard-{}-{n}",
+                        std::process::id()
+                    )),
+                    true,
+                )
+            }
         };
         std::fs::create_dir_all(&pin_dir)
             .with_context(|| format!("creating the bpffs pin directory {}", pin_dir.display()))?;

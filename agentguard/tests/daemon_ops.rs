@@ -1,0 +1,187 @@
+//! Operating the real daemon: `/metrics` scraped while it sees real events,
+//! `agentguard status` over its socket, and SIGHUP reloads (a broken policy
+//! is refused with file:line, the last good one stays in force).
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentguard");
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Value of the first sample of `name` whose labels contain `labels`.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn status(sock: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--socket"])
+        .arg(sock)
+        .output()
+        .expect("agentguard status");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn metrics_status_and_sighup_reload_on_the_running_daemon() {
+    if !common::privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("agentguard-ops-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    for f in ["files.yaml", "exec.yaml"] {
+        std::fs::copy(pack.join(f), pol.join(f)).expect("copy policy");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let sock = dir.join("status.sock");
+    let ready = dir.join("ready");
+    let mut daemon = Command::new(BIN)
+        .args(["run", "--policies"])
+        .arg(&pol)
+        .args(["--metrics-addr", &addr, "--alerts-file"])
+        .arg(dir.join("alerts.jsonl"))
+        .arg("--status-socket")
+        .arg(&sock)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+        .spawn()
+        .expect("spawn daemon");
+    let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    wait_for("the daemon", || ready.exists());
+
+    // Real events move the counters.
+    let before = sample(&scrape(&addr), "agentguard_events_total", "kind=\"exec\"").unwrap_or(0.0);
+    for _ in 0..5 {
+        let st = Command::new("/bin/true").status().expect("true");
+        assert!(st.success());
+    }
+    wait_for("exec events counted", || {
+        sample(&scrape(&addr), "agentguard_events_total", "kind=\"exec\"")
+            .is_some_and(|v| v >= before + 5.0)
+    });
+    let text = scrape(&addr);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("# TYPE agentguard_events_total counter"),
+        "{text}"
+    );
+    assert!(sample(&text, "agentguard_policy_evaluations_total", "").is_some_and(|v| v > 0.0));
+    assert!(text.contains("agentguard_build_info"), "{text}");
+
+    let s = status(&sock);
+    assert_eq!(s["pid"], daemon.id());
+    assert!(s["probes"].as_array().is_some_and(|p| p.len() > 10), "{s}");
+    let names: Vec<&str> = s["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"files") && names.contains(&"exec"), "{s}");
+
+    // A broken policy: refused with file:line, the old set stays.
+    std::fs::write(
+        pol.join("broken.yaml"),
+        "name: broken\nrules:\n  - name: x\n    bogus: 1\n",
+    )
+    .expect("write broken");
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    wait_for("the reload failure", || {
+        sample(
+            &scrape(&addr),
+            "agentguard_policy_reload_failures_total",
+            "",
+        )
+        .is_some_and(|v| v >= 1.0)
+    });
+    let s = status(&sock);
+    let err = s["last_reload_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(err.contains("broken.yaml:"), "no file:line in {err:?}");
+    assert!(err.contains("bogus"), "{err}");
+    let still: Vec<&str> = s["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(still.contains(&"files"), "last good set dropped: {s}");
+    assert!(
+        daemon.try_wait().expect("wait").is_none(),
+        "daemon died:\n{}",
+        log()
+    );
+
+    // Fixed: the next SIGHUP applies it.
+    std::fs::remove_file(pol.join("broken.yaml")).expect("rm");
+    std::fs::copy(pack.join("network.yaml"), pol.join("network.yaml")).expect("copy");
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    wait_for("the reload", || {
+        sample(&scrape(&addr), "agentguard_policy_reloads_total", "").is_some_and(|v| v >= 1.0)
+    });
+    let s = status(&sock);
+    assert!(s["last_reload_error"].is_null(), "{s}");
+    assert!(
+        s["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "network")),
+        "{s}"
+    );
+
+    // SIGTERM stops it cleanly.
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let st = daemon.wait().expect("wait");
+    assert!(st.success(), "exit {st}:\n{}", log());
+    let _ = Command::new(BIN)
+        .args(["run", "--cleanup"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
