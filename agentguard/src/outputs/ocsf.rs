@@ -270,7 +270,7 @@ pub(crate) mod tests {
                 error: None,
                 detail,
                 kernel_action: None,
-        identity: None,
+                identity: None,
             },
         }
     }
