@@ -1,10 +1,10 @@
 //! Container identity from cgroup paths (/proc/PID/cgroup).
 //!
-//! On this hybrid host Docker uses the cgroup v1 driver, so a container's
-//! tasks sit in v1 hierarchies while their cgroup v2 id (what
-//! `bpf_get_current_cgroup_id` returns) is the root's: the v2 id alone can't
-//! tell containers apart here. The cgroup *paths* of every hierarchy can, and
-//! they carry the runtime's container id in well-known shapes.
+//! On this hybrid host Docker uses the cgroup v1 driver, yet runc also puts
+//! a container's tasks in their own cgroup v2 directory (`0::/docker/<id>`,
+//! `0::/k8s.io/<id>`), so `bpf_get_current_cgroup_id` does tell containers
+//! apart here (the enforcement maps key on it). The *paths* name the
+//! runtime's container id in well-known shapes, on v1, v2 and hybrid hosts.
 
 /// The runtime that owns a cgroup path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,6 +73,10 @@ pub fn parse_path(path: &str) -> CgroupIdentity {
             let parent = if i > 0 { parts[i - 1] } else { "" };
             out.runtime = Some(match parent {
                 "docker" => Runtime::Docker,
+                ns if is_containerd_namespace(ns) && ns != "moby" => {
+                    out.namespace = Some(ns.to_owned());
+                    Runtime::Containerd
+                }
                 _ if parent.starts_with("pod") || out.pod_uid.is_some() => {
                     out.runtime.unwrap_or(Runtime::Containerd)
                 }
@@ -90,6 +94,7 @@ pub fn parse_path(path: &str) -> CgroupIdentity {
     out
 }
 
+/// containerd's usual namespaces ("moby" holds Docker's own containers).
 fn is_containerd_namespace(s: &str) -> bool {
     matches!(s, "k8s.io" | "moby" | "default" | "buildkit")
 }
@@ -162,6 +167,11 @@ mod tests {
         assert_eq!(c.runtime, Some(Runtime::Containerd));
         assert_eq!(c.namespace.as_deref(), Some("k8s.io"));
         assert_eq!(c.container_id.as_deref(), Some("web-0"));
+        // A ctr/CRI container with a 64-hex id is containerd's, not Docker's.
+        let c = parse_path(&format!("/k8s.io/{ID}"));
+        assert_eq!(c.runtime, Some(Runtime::Containerd));
+        assert_eq!(c.namespace.as_deref(), Some("k8s.io"));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
     }
 
     #[test]
