@@ -156,6 +156,9 @@ impl Outputs {
     /// Ships one alert to every sink; never blocks. Returns how many sinks
     /// accepted it.
     pub fn send(&self, alert: &Alert) -> usize {
+        if self.sinks.is_empty() {
+            return 0;
+        }
         let Some(json) = encode(alert, self.format) else {
             self.encode_errors.fetch_add(1, Ordering::Relaxed);
             return 0;
