@@ -86,8 +86,14 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Wake the reader only when enough is queued (userspace also drains on a
 /// short timer): a wakeup per record would cost more than the record.
+/// Records of a task under enforcement rules wake it at once: a userspace
+/// kill must not wait for a batch to fill.
 #[inline(always)]
 fn out_flags() -> u64 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if enforce::subject_rules(tgid) != 0 {
+        return BPF_RB_FORCE_WAKEUP;
+    }
     let threshold = match CONFIG.get(config::WAKEUP_BYTES) {
         Some(t) => *t as u64,
         None => 0,

@@ -265,7 +265,9 @@ fn main() {
                             for d in &decisions {
                                 if d.action == Action::Kill {
                                     let _ = enforcer.act(&e, d);
-                                    killed = true;
+                                    // Events of earlier (kernel-path) trials
+                                    // also arrive here; only ours counts.
+                                    killed |= e.pid == pid as u32;
                                 }
                             }
                         };
