@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use agentguard::event::{Event, Kind};
+use agentguard::event::Kind;
 use agentguard::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
 use agentguard::identity::stage::IdentityStage;
 use agentguard::identity::watch::{self, WatchStatus};
@@ -107,27 +107,10 @@ async fn watcher_recovers_after_dockerd_restart() {
         "-c",
         "sleep 1; touch /tmp/x; rm /tmp/x; sleep 1",
     ]);
-    let mut events: Vec<Event> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let keep = |events: &mut Vec<Event>, e: Event| {
-        if e.identity
-            .as_ref()
-            .and_then(|i| i.container.as_ref())
-            .is_some_and(|c| *c.id == *id)
-        {
-            events.push(e);
-        }
-    };
-    while Instant::now() < deadline && !events.iter().any(|e: &Event| e.kind == Kind::Unlink) {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(20),
-            sensor
-                .read(&mut |e: Event| stage.push(e, Instant::now(), &mut |x| keep(&mut events, x))),
-        )
-        .await;
-        stage.drain(Instant::now(), &mut |x| keep(&mut events, x));
-    }
-    stage.flush(&mut |x| keep(&mut events, x));
+    let events = common::container_events(&mut sensor, &mut stage, &id, 30, |evs| {
+        evs.iter().any(|e| e.kind == Kind::Unlink)
+    })
+    .await;
     let all = common::dump(&events);
     let rm = events
         .iter()

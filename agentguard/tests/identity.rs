@@ -87,39 +87,6 @@ async fn host_agent_is_found_by_ancestry() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Streams tagged events through the identity stage until `done` holds or
-/// `secs` pass; returns the events of container `id`.
-async fn container_events(
-    sensor: &mut Sensor,
-    stage: &mut IdentityStage,
-    id: &str,
-    secs: u64,
-    done: impl Fn(&[Event]) -> bool,
-) -> Vec<Event> {
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let keep = |events: &mut Vec<Event>, e: Event| {
-        if e.identity
-            .as_ref()
-            .and_then(|i| i.container.as_ref())
-            .is_some_and(|c| &*c.id == id)
-        {
-            events.push(e);
-        }
-    };
-    while Instant::now() < deadline && !done(&events) {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(20),
-            sensor
-                .read(&mut |e: Event| stage.push(e, Instant::now(), &mut |x| keep(&mut events, x))),
-        )
-        .await;
-        stage.drain(Instant::now(), &mut |x| keep(&mut events, x));
-    }
-    stage.flush(&mut |x| keep(&mut events, x));
-    events
-}
-
 fn stage_with_docker() -> IdentityStage {
     let map = ContainerMap::default();
     let wanted = watch::spawn_docker(map.clone(), None);
@@ -166,7 +133,7 @@ async fn container_events_carry_container_and_label_agent() {
         "-c",
         "sleep 1; rm /data/notes.txt; sleep 2",
     ]);
-    let events = container_events(&mut sensor, &mut stage, &id, 30, has_unlink).await;
+    let events = common::container_events(&mut sensor, &mut stage, &id, 30, has_unlink).await;
     let all = common::dump(&events);
     // The entrypoint's own exec is already tagged with the container and
     // its metadata (the stage held it until the inspect answered).
@@ -264,7 +231,7 @@ async fn container_started_before_the_daemon_resolves() {
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
     let mut stage = stage_with_docker();
     common::docker(&["exec", &name, "touch", "/tmp/go"]);
-    let events = container_events(&mut sensor, &mut stage, &id, 30, has_unlink).await;
+    let events = common::container_events(&mut sensor, &mut stage, &id, 30, has_unlink).await;
     let all = common::dump(&events);
     let rm = events
         .iter()

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// True when the test may run; panics under CI=true when it can't, so a
 /// privileged test never skips silently in CI.
@@ -112,4 +113,38 @@ pub fn dump(events: &[agentguard::event::Event]) -> String {
 /// Root is needed; under CI=true its absence fails the test.
 pub fn privileged() -> bool {
     require("root (to load eBPF programs)", is_root())
+}
+
+/// Streams tagged events through the identity stage until `done` holds or
+/// `secs` pass; returns the events of container `id`.
+pub async fn container_events(
+    sensor: &mut agentguard::sensor::Sensor,
+    stage: &mut agentguard::identity::stage::IdentityStage,
+    id: &str,
+    secs: u64,
+    done: impl Fn(&[agentguard::event::Event]) -> bool,
+) -> Vec<agentguard::event::Event> {
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let keep = |events: &mut Vec<agentguard::event::Event>, e: agentguard::event::Event| {
+        if e.identity
+            .as_ref()
+            .and_then(|i| i.container.as_ref())
+            .is_some_and(|c| &*c.id == id)
+        {
+            events.push(e);
+        }
+    };
+    while Instant::now() < deadline && !done(&events) {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(20),
+            sensor.read(&mut |e: agentguard::event::Event| {
+                stage.push(e, Instant::now(), &mut |x| keep(&mut events, x))
+            }),
+        )
+        .await;
+        stage.drain(Instant::now(), &mut |x| keep(&mut events, x));
+    }
+    stage.flush(&mut |x| keep(&mut events, x));
+    events
 }
