@@ -18,7 +18,7 @@ async fn docker_container_metadata_and_cgroup_identity() {
     let name = format!("agtest-meta-{}", std::process::id());
     let host_dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&host_dir).expect("mkdir");
-    let _guard = common::ContainerGuard(name.clone());
+    let guard = common::ContainerGuard(name.clone());
     let client = DockerClient::connect(None)
         .await
         .expect("connect to dockerd");
@@ -103,6 +103,8 @@ async fn docker_container_metadata_and_cgroup_identity() {
         None
     );
     let _ = std::fs::remove_dir_all(&host_dir);
+    // The container goes first: a named volume in use can't be removed.
+    drop(guard);
     let _ = std::process::Command::new("docker")
         .args(["volume", "rm", "-f", &format!("{name}-vol")])
         .status();

@@ -30,6 +30,18 @@ fn dockerd_pid() -> Option<u32> {
     pids_of("dockerd").first().copied()
 }
 
+/// Whether `pid` still runs. A zombie counts as gone: when `cargo xtask test`
+/// started dockerd, xtask is its parent and only reaps it later.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised comm, which may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
 /// Stops dockerd (SIGTERM, as an operator's restart would) and starts it
 /// again the way `cargo xtask setup` does.
 fn restart_dockerd() {
@@ -37,7 +49,7 @@ fn restart_dockerd() {
     // SAFETY: kill(2) on a pid we just read; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while running(pid) {
         assert!(Instant::now() < deadline, "dockerd did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -140,7 +140,10 @@ impl Setup {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        // Dropping the handle neither kills nor waits: dockerd outlives us.
+        // dockerd outlives us. Reap it if it stops while we still run (a
+        // test restarts it): an unreaped zombie looks like a dockerd that
+        // never stopped.
+        std::thread::spawn(move || child.wait());
         Ok(())
     }
 
