@@ -8,7 +8,15 @@
 //! child's pidfd and stamps the clock when it fires. A baseline in the same
 //! run measures the same fork/stamp/pidfd path with the child exiting by
 //! itself at that point, so the ratio isolates what the kill adds.
+//!
+//! The pidfd view includes the exit teardown of a forked copy of this
+//! process and the wake-up of the observer, which dwarf the kill itself.
+//! So each trial is also timed on the kernel's own clock, from the probe's
+//! timestamp at execve entry to the sched_process_exit record of the same
+//! process (both `bpf_ktime_get_boot_ns`). Its baseline is a child that
+//! execs a copy of `true` and exits by itself.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -101,6 +109,78 @@ fn reap(pid: i32, pidfd: i32, rfd: i32, mut pump: impl FnMut()) -> (u64, u64, i3
     (start, dead, sig)
 }
 
+/// Records the kernel timestamps of a child's exec entry and its exit.
+fn stamp(stamps: &mut HashMap<u32, (u64, u64)>, e: &Event) {
+    match e.kind {
+        // An exec starts a fresh pair: a recycled pid's old exit is stale.
+        Kind::Exec => {
+            stamps.insert(e.pid, (e.ts_ns, 0));
+        }
+        Kind::Exit => stamps.entry(e.pid).or_default().1 = e.ts_ns,
+        _ => {}
+    }
+}
+
+/// Latencies on the kernel's clock: execve entry -> sched_process_exit.
+#[derive(Default)]
+struct KernelClock {
+    baseline: Vec<u64>,
+    kernel: Vec<u64>,
+    user: Vec<u64>,
+    missed: usize,
+}
+
+impl KernelClock {
+    /// Reads events until both stamps of `pid` are in (bounded), then files
+    /// the difference under the series `pick` selects.
+    async fn wait(
+        &mut self,
+        sensor: &mut Sensor,
+        stamps: &mut HashMap<u32, (u64, u64)>,
+        pid: i32,
+        pick: impl Fn(&mut Self) -> &mut Vec<u64>,
+    ) {
+        let pid = pid as u32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(&(exec, exit)) = stamps.get(&pid) {
+                if exec != 0 && exit != 0 {
+                    stamps.remove(&pid);
+                    pick(self).push(exit.saturating_sub(exec));
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                stamps.remove(&pid);
+                self.missed += 1;
+                return;
+            }
+            let mut on_event = |e: Event| stamp(stamps, &e);
+            let _ =
+                tokio::time::timeout(Duration::from_millis(5), sensor.read(&mut on_event)).await;
+        }
+    }
+
+    fn report(&mut self) {
+        if self.baseline.is_empty() {
+            println!("kernel clock: no baseline trial completed");
+            return;
+        }
+        let b = pct(&mut self.baseline, 0.5);
+        println!("kernel clock (execve entry -> sched_process_exit, bpf_ktime_get_boot_ns):");
+        report("baseline (exec true)", &mut self.baseline, b);
+        if !self.kernel.is_empty() {
+            report("in-kernel kill", &mut self.kernel, b);
+        }
+        if !self.user.is_empty() {
+            report("userspace kill", &mut self.user, b);
+        }
+        if self.missed > 0 {
+            println!("{} trials had no exec or exit record in 5 s", self.missed);
+        }
+    }
+}
+
 fn pct(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -119,9 +199,9 @@ fn report(name: &str, v: &mut [u64], base: u64) {
     );
 }
 
-fn victim(dir: &Path) -> CString {
+fn victim(dir: &Path, from: &str) -> CString {
     let p = dir.join("victim");
-    std::fs::copy("/bin/sleep", &p).expect("copy /bin/sleep");
+    std::fs::copy(from, &p).unwrap_or_else(|e| panic!("copy {from}: {e}"));
     CString::new(p.as_os_str().as_encoded_bytes()).expect("path")
 }
 
@@ -169,8 +249,11 @@ fn main() {
     let udir = base.join("u");
     std::fs::create_dir_all(&kdir).expect("mkdir");
     std::fs::create_dir_all(&udir).expect("mkdir");
-    let kprog = victim(&kdir);
-    let uprog = victim(&udir);
+    let tdir = base.join("t");
+    std::fs::create_dir_all(&tdir).expect("mkdir");
+    let kprog = victim(&kdir, "/bin/sleep");
+    let uprog = victim(&udir, "/bin/sleep");
+    let tprog = victim(&tdir, "/bin/true");
     let args = [
         CString::new("victim").unwrap_or_default(),
         CString::new("60").unwrap_or_default(),
@@ -216,8 +299,11 @@ fn main() {
         };
         ev.kind = Kind::Fork;
         kernel.observe(&ev, &set);
-        // Children stream their exec (userspace path) via the task filter.
-        sensor.set_filter(me, &[Kind::Exec]).expect("filter");
+        // Children stream their exec (userspace path) and exit (kernel-clock
+        // timing) via the task filter, inherited at fork.
+        sensor
+            .set_filter(me, &[Kind::Exec, Kind::Exit])
+            .expect("filter");
         let mut enforcer = Enforcer::new(
             Some(kernel),
             Capabilities {
@@ -233,8 +319,11 @@ fn main() {
         let mut user_lat = Vec::with_capacity(trials);
         let mut decisions = Vec::new();
         let mut failures = 0usize;
-        for i in 0..trials * 3 {
-            match i % 3 {
+        // Kernel clock: pid -> (execve entry, sched_process_exit).
+        let mut stamps: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut kclock = KernelClock::default();
+        for i in 0..trials * 4 {
+            match i % 4 {
                 0 => {
                     let (pid, fd, r) = spawn(None, &args);
                     let (s, d, _) = reap(pid, fd, r, || {});
@@ -245,9 +334,19 @@ fn main() {
                     let (s, d, sig) = reap(pid, fd, r, || {});
                     if sig == libc::SIGKILL {
                         kernel_lat.push(d.saturating_sub(s));
+                        kclock
+                            .wait(&mut sensor, &mut stamps, pid, |k| &mut k.kernel)
+                            .await;
                     } else {
                         failures += 1;
                     }
+                }
+                2 => {
+                    let (pid, fd, r) = spawn(Some(&tprog), &args[..1]);
+                    let _ = reap(pid, fd, r, || {});
+                    kclock
+                        .wait(&mut sensor, &mut stamps, pid, |k| &mut k.baseline)
+                        .await;
                 }
                 _ => {
                     let (pid, fd, r) = spawn(Some(&uprog), &args);
@@ -260,6 +359,7 @@ fn main() {
                     loop {
                         let mut killed = false;
                         let mut on_event = |e: Event| {
+                            stamp(&mut stamps, &e);
                             decisions.clear();
                             set.evaluate(&e, &mut decisions);
                             for d in &decisions {
@@ -283,6 +383,9 @@ fn main() {
                     let (_, d, sig) = reap(pid, fd, -1, || {});
                     if sig == libc::SIGKILL {
                         user_lat.push(d.saturating_sub(start));
+                        kclock
+                            .wait(&mut sensor, &mut stamps, pid, |k| &mut k.user)
+                            .await;
                     } else {
                         failures += 1;
                     }
@@ -300,6 +403,7 @@ fn main() {
         if !user_lat.is_empty() {
             report("userspace kill", &mut user_lat, b);
         }
+        kclock.report();
         if failures > 0 {
             println!("{failures} trials were not killed (see above)");
         }

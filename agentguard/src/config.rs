@@ -271,10 +271,12 @@ impl Config {
             self.policies = p.clone();
         }
         let mut sinks = Vec::new();
-        if f.alerts_stdout {
+        let dash = f.alerts.as_deref().is_some_and(|p| p == Path::new("-"));
+        if f.alerts_stdout || dash {
             sinks.push(SinkConfig::Stdout { queue: None });
         }
-        if let Some(path) = &f.alerts_file {
+        let shorthand = f.alerts.as_ref().filter(|_| !dash);
+        for path in f.alerts_file.iter().chain(shorthand) {
             sinks.push(SinkConfig::File(FileConfig {
                 path: path.clone(),
                 max_bytes: f.alerts_max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
@@ -437,6 +439,10 @@ pub struct RunFlags {
     /// Alerts as JSON lines in FILE, rotated by size.
     #[arg(long, value_name = "FILE")]
     pub alerts_file: Option<PathBuf>,
+    /// Shorthand: `--alerts -` is --alerts-stdout, `--alerts FILE` is
+    /// --alerts-file FILE.
+    #[arg(long, value_name = "FILE|-")]
+    pub alerts: Option<PathBuf>,
     /// Rotate the alert file before it passes N bytes (0: never) [default: 100 MiB].
     #[arg(long, value_name = "N")]
     pub alerts_max_bytes: Option<u64>,
@@ -612,6 +618,22 @@ watch: agents
         };
         cfg.apply(&flags).expect("applies");
         assert!(matches!(&cfg.alerts[..], [SinkConfig::Syslog(_)]));
+        // --alerts: `-` is stdout, anything else a file.
+        let flags = RunFlags {
+            alerts: Some("-".into()),
+            ..Default::default()
+        };
+        cfg.apply(&flags).expect("applies");
+        assert!(matches!(&cfg.alerts[..], [SinkConfig::Stdout { .. }]));
+        let flags = RunFlags {
+            alerts: Some("/var/log/a.jsonl".into()),
+            ..Default::default()
+        };
+        cfg.apply(&flags).expect("applies");
+        match &cfg.alerts[..] {
+            [SinkConfig::File(f)] => assert_eq!(f.path, Path::new("/var/log/a.jsonl")),
+            other => panic!("{other:?}"),
+        }
         let bad = RunFlags {
             agent_image: vec!["noequals".into()],
             ..Default::default()

@@ -189,6 +189,19 @@ pub struct ExecDetail {
     /// execveat flags (AT_EMPTY_PATH...), 0 for execve.
     #[serde(default)]
     pub flags: u32,
+    /// The executable the kernel actually loaded (`/proc/PID/exe`) when it
+    /// differs from `file.path`: a symlink, `/proc/self/exe`, an fd
+    /// (fexecve), a memfd. Read by the daemon as the event arrives; absent
+    /// when equal or when the process was already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+}
+
+impl ExecDetail {
+    /// The names this exec goes by: the path as run, then the binary.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.file.path.as_str()).chain(self.binary.as_deref())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -328,6 +341,12 @@ pub fn errno_name(errno: i64) -> String {
         113 => "EHOSTUNREACH",
         114 => "EALREADY",
         115 => "EINPROGRESS",
+        // Kernel-internal restart codes; seen when a signal (a kill at
+        // entry) interrupts the call.
+        512 => "ERESTARTSYS",
+        513 => "ERESTARTNOINTR",
+        514 => "ERESTARTNOHAND",
+        516 => "ERESTART_RESTARTBLOCK",
         _ => return format!("E{errno}"),
     };
     name.to_owned()

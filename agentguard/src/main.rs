@@ -149,6 +149,17 @@ fn parse_kinds(names: &[String]) -> Result<Vec<Kind>> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if matches!(
+        cli.cmd,
+        Cmd::Check { .. } | Cmd::Policy { .. } | Cmd::Replay(_) | Cmd::Status(_) | Cmd::Ps { .. }
+    ) {
+        // Report commands end quietly when their reader goes away (`| head`),
+        // like other Unix tools, instead of panicking on EPIPE. The daemon
+        // and `events` keep Rust's default: they hold kernel state to clean
+        // up and see EPIPE as an error.
+        // SAFETY: called before any thread exists; only changes a disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.cmd {
         Cmd::Check { json } => check(json),
         Cmd::Run {

@@ -252,3 +252,20 @@ fn watch_agents_streams_only_agent_workloads() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn report_commands_end_quietly_when_the_reader_goes_away() {
+    // `true` exits long before `check` has probed the kernel and prints.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} check --json | true",
+            env!("CARGO_BIN_EXE_agentguard")
+        ))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}

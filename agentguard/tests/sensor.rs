@@ -309,17 +309,23 @@ async fn exec_fork_exit_of_descendants_are_streamed() {
     let dir = tempdir("exec");
     // A copied binary: its path is not a well-known one.
     std::fs::copy("/bin/true", dir.join("agent-tool")).expect("copy /bin/true");
+    // Run through a symlink: the event names the binary loaded as well. The
+    // daemon reads that from /proc/PID/exe, so the program must outlive the
+    // read (a best-effort field, see docs/events.md).
+    std::fs::copy("/bin/sleep", dir.join("agent-sleep")).expect("copy /bin/sleep");
+    std::os::unix::fs::symlink("agent-sleep", dir.join("tool-link")).expect("symlink");
     let d = dir.display().to_string();
     let script = r#"
 import subprocess
 subprocess.run(["./agent-tool", "--flag", "value with space"], check=True)
+subprocess.run(["./tool-link", "1"], check=True)
 r = subprocess.run(["sh", "-c", "exit 7"])
 assert r.returncode == 7
 "#;
     let mut sensor = start(false).await;
     let tool = format!("{d}/agent-tool");
     let (pid, events) = run_actor(&mut sensor, &dir, script, |evs| {
-        evs.iter().filter(|e| e.kind == Kind::Exit).count() >= 3
+        evs.iter().filter(|e| e.kind == Kind::Exit).count() >= 4
     })
     .await;
     let all = common::dump(&events);
@@ -336,6 +342,20 @@ assert r.returncode == 7
     };
     assert_eq!(x.argv, vec!["./agent-tool", "--flag", "value with space"]);
     assert_eq!(x.file.resolution, Resolution::Cwd);
+    assert_eq!(x.binary, None, "run by its own path:\n{all}");
+    let link = format!("{d}/tool-link");
+    let linked = events
+        .iter()
+        .find_map(|e| match &e.detail {
+            Detail::Exec(x) if x.file.path == link => Some(x),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no exec of {link}:\n{all}"));
+    assert_eq!(
+        linked.binary.as_deref(),
+        Some(format!("{d}/agent-sleep").as_str()),
+        "{all}"
+    );
     let fork = events
         .iter()
         .find(|e| matches!(&e.detail, Detail::Fork(f) if f.child_pid == exec.pid))

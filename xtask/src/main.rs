@@ -288,9 +288,9 @@ fn test(args: &[String]) -> Result<()> {
     eprintln!("xtask: {}", describe(&cmd));
     run_cmd(&mut cmd)?;
 
-    // (b) Policy tests: once `agentguard policy test` exists, run it over
-    // policies/ here (target/release/agentguard is built by step (a)).
-
+    // The default pack's own tests (`agentguard policy test policies/`) run
+    // inside step (a), in tests/policy_cli.rs; the qemu guest test
+    // (tests/vm.rs) uses the kernel `Setup::vm` fetched above.
     Ok(())
 }
 

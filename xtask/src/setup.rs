@@ -39,7 +39,62 @@ impl Setup {
         self.bpf_linker()?;
         if docker {
             self.docker()?;
+            self.vm()?;
         }
+        Ok(())
+    }
+
+    /// qemu and a Debian cloud kernel, for the tests that boot a guest with
+    /// a pure cgroup v2 hierarchy (this host is hybrid) and BPF-LSM enabled.
+    /// The kernel is cached at `target/vm/vmlinuz`.
+    fn vm(&mut self) -> Result<()> {
+        if which("qemu-system-x86_64").is_none() {
+            self.apt_install("qemu (for the guest-kernel tests)", &["qemu-system-x86"])?;
+        }
+        let dir = crate::target_dir().join("vm");
+        let kernel = dir.join("vmlinuz");
+        if kernel.exists() {
+            return Ok(());
+        }
+        require_root("downloading the guest kernel")?;
+        let mut pkg = cloud_kernel_package()?;
+        if pkg.is_none() && !self.apt_updated {
+            eprintln!("xtask: apt-get update ...");
+            run_cmd(apt().arg("update"))?;
+            self.apt_updated = true;
+            pkg = cloud_kernel_package()?;
+        }
+        let pkg = pkg.context(
+            "apt knows no linux-image-cloud-amd64 kernel package (needed for the guest tests)",
+        )?;
+        let work = dir.join("download");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        eprintln!(
+            "xtask: downloading the guest kernel {pkg} (apt-get download, into {}) ...",
+            dir.display()
+        );
+        run_cmd(apt().current_dir(&work).args(["download", &pkg]))?;
+        let deb = std::fs::read_dir(&work)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download left no .deb")?;
+        let tree = work.join("tree");
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+        let vmlinuz = std::fs::read_dir(tree.join("boot"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+            })
+            .context("the kernel package holds no boot/vmlinuz-*")?;
+        // Copy under a temporary name first: a half-written kernel must not
+        // look cached.
+        let partial = dir.join("vmlinuz.partial");
+        std::fs::copy(&vmlinuz, &partial)?;
+        std::fs::write(dir.join("vmlinuz.package"), format!("{pkg}\n"))?;
+        std::fs::rename(&partial, &kernel)?;
+        let _ = std::fs::remove_dir_all(&work);
         Ok(())
     }
 
@@ -171,6 +226,18 @@ impl Setup {
         );
         run_cmd(apt().args(["install", "-y"]).args(packages))
     }
+}
+
+/// The versioned package `linux-image-cloud-amd64` points to, if apt knows it.
+fn cloud_kernel_package() -> Result<Option<String>> {
+    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))
+        .unwrap_or_default();
+    Ok(deps.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Depends: ")
+            .filter(|p| p.starts_with("linux-image-") && !p.contains('<'))
+            .map(str::to_owned)
+    }))
 }
 
 fn apt() -> Command {

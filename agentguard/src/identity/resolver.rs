@@ -334,7 +334,13 @@ impl Resolver {
             }
             if let Detail::Exec(x) = &ev.detail {
                 if ev.ok() {
-                    p.exe = Arc::from(x.file.path.as_str());
+                    // A /proc path (busybox applets run /proc/self/exe)
+                    // says nothing; the binary does.
+                    let exe = match &x.binary {
+                        Some(b) if x.file.path.starts_with("/proc/") => b,
+                        _ => &x.file.path,
+                    };
+                    p.exe = Arc::from(exe.as_str());
                     p.argv = summary(&x.argv);
                     self.generation += 1;
                 }
@@ -348,9 +354,12 @@ impl Resolver {
         let needs_agent = self.procs.get(&ev.pid).is_some_and(|p| p.agent.is_none());
         if needs_agent {
             let found = match &ev.detail {
-                Detail::Exec(x) if ev.ok() => {
-                    self.agent_exe(&x.file.path, x.argv.first().map(String::as_str))
-                }
+                Detail::Exec(x) if ev.ok() => self
+                    .agent_exe(&x.file.path, x.argv.first().map(String::as_str))
+                    .or_else(|| {
+                        let b = x.binary.as_deref()?;
+                        self.agent_exe(b, None)
+                    }),
                 _ => None,
             }
             .or_else(|| self.agents.iter().find(|a| **a == ev.comm).cloned());

@@ -418,8 +418,10 @@ impl Rule {
                             .any(|m| path_under(&r.from.path, m) && !path_under(&r.to.path, m)))
             }
             Detail::Exec(x) => {
+                // The path as run or the binary loaded: a symlink or
+                // /proc/self/exe does not hide what runs.
                 if let Some(g) = &self.exec {
-                    if !g.is_match(&x.file.path) {
+                    if !x.names().any(|n| g.is_match(n)) {
                         return false;
                     }
                 }

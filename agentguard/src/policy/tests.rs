@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::alert::{Action, KillScope, Mode, Severity};
+use crate::event::Detail;
 
 /// A scratch directory, removed on drop.
 struct Dir(PathBuf);
@@ -409,6 +410,14 @@ rules:
     );
     assert!(rules_hit(&set, &exec_ev("/opt/ok/git", &["git", "push", "--force"])).is_empty());
     assert!(rules_hit(&set, &exec_ev("/usr/bin/git", &["git", "push"])).is_empty());
+    // The binary loaded counts too: busybox runs its applets through
+    // /proc/self/exe, and a symlink can carry any name.
+    let mut ev = exec_ev("/proc/self/exe", &["x", "--danger"]);
+    assert!(rules_hit(&set, &ev).is_empty());
+    if let Detail::Exec(x) = &mut ev.detail {
+        x.binary = Some("/usr/local/bin/real".into());
+    }
+    assert_eq!(rules_hit(&set, &ev), ["argv"]);
 }
 
 #[test]

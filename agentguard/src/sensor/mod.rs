@@ -374,8 +374,9 @@ impl Sensor {
         let mut drain = |ring: &mut RingBuf<MapData>| {
             while let Some(item) = ring.next() {
                 match decode::decode(&item) {
-                    Ok(ev) => {
+                    Ok(mut ev) => {
                         n += 1;
+                        decode::fill_binary(&mut ev);
                         f(ev);
                     }
                     Err(e) => {
