@@ -57,13 +57,14 @@ impl Setup {
             return Ok(());
         }
         require_root("downloading the guest kernel")?;
-        let mut pkg = cloud_kernel_package()?;
-        if pkg.is_none() && !self.apt_updated {
-            eprintln!("xtask: apt-get update ...");
-            run_cmd(apt().arg("update"))?;
-            self.apt_updated = true;
-            pkg = cloud_kernel_package()?;
-        }
+        let pkg = match cloud_kernel_package() {
+            Some(p) => Some(p),
+            // A fresh machine may not have fetched package lists yet.
+            None => {
+                self.apt_update()?;
+                cloud_kernel_package()
+            }
+        };
         let pkg = pkg.context(
             "apt knows no linux-image-cloud-amd64 kernel package (needed for the guest tests)",
         )?;
@@ -75,18 +76,11 @@ impl Setup {
             dir.display()
         );
         run_cmd(apt().current_dir(&work).args(["download", &pkg]))?;
-        let deb = std::fs::read_dir(&work)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .context("apt-get download left no .deb")?;
+        let deb =
+            find_entry(&work, |n| n.ends_with(".deb"))?.context("apt-get download left no .deb")?;
         let tree = work.join("tree");
         run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-        let vmlinuz = std::fs::read_dir(tree.join("boot"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
+        let vmlinuz = find_entry(&tree.join("boot"), |n| n.starts_with("vmlinuz-"))?
             .context("the kernel package holds no boot/vmlinuz-*")?;
         // Copy under a temporary name first: a half-written kernel must not
         // look cached.
@@ -210,16 +204,23 @@ impl Setup {
         self.apt_install("auditd", &["auditd"])
     }
 
+    /// `apt-get update`, at most once per xtask run.
+    fn apt_update(&mut self) -> Result<()> {
+        if !self.apt_updated {
+            require_root("apt-get update")?;
+            eprintln!("xtask: apt-get update ...");
+            run_cmd(apt().arg("update"))?;
+            self.apt_updated = true;
+        }
+        Ok(())
+    }
+
     fn apt_install(&mut self, what: &str, packages: &[&str]) -> Result<()> {
         require_root(&format!(
             "installing {what} (apt-get install -y {})",
             packages.join(" ")
         ))?;
-        if !self.apt_updated {
-            eprintln!("xtask: apt-get update ...");
-            run_cmd(apt().arg("update"))?;
-            self.apt_updated = true;
-        }
+        self.apt_update()?;
         eprintln!(
             "xtask: installing {what}: apt-get install -y {} ...",
             packages.join(" ")
@@ -229,15 +230,23 @@ impl Setup {
 }
 
 /// The versioned package `linux-image-cloud-amd64` points to, if apt knows it.
-fn cloud_kernel_package() -> Result<Option<String>> {
-    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))
-        .unwrap_or_default();
-    Ok(deps.lines().find_map(|l| {
+fn cloud_kernel_package() -> Option<String> {
+    let deps =
+        output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"])).ok()?;
+    deps.lines().find_map(|l| {
         l.trim()
             .strip_prefix("Depends: ")
             .filter(|p| p.starts_with("linux-image-") && !p.contains('<'))
             .map(str::to_owned)
-    }))
+    })
+}
+
+/// The first entry of `dir` whose file name satisfies `want`.
+fn find_entry(dir: &Path, want: impl Fn(&str) -> bool) -> Result<Option<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    Ok(entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| want(&n.to_string_lossy()))))
 }
 
 fn apt() -> Command {

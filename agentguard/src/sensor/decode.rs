@@ -180,36 +180,6 @@ fn exec_detail(e: &raw::ExecEvent) -> ExecDetail {
     }
 }
 
-/// Fills `exec.binary` from /proc/PID/exe. The record is emitted at the
-/// exec's return, so the link already names the new program. One readlink
-/// per exec; other kinds are untouched.
-pub fn fill_binary(ev: &mut Event) {
-    if let Detail::Exec(x) = &mut ev.detail {
-        if ev.ret != 0 && !ev.kernel_action.as_ref().is_some_and(|k| k.killed) {
-            return;
-        }
-        let mut buf = [0u8; 32];
-        let link = proc_exe_path(&mut buf, ev.pid);
-        if let Ok(target) = std::fs::read_link(link) {
-            let target = target.to_string_lossy();
-            if target != x.file.path {
-                x.binary = Some(target.into_owned());
-            }
-        }
-    }
-}
-
-/// "/proc/PID/exe" in a stack buffer (no allocation on the event path).
-fn proc_exe_path(buf: &mut [u8; 32], pid: u32) -> &std::path::Path {
-    use std::io::Write as _;
-    let len = {
-        let mut w = &mut buf[..];
-        let _ = write!(w, "/proc/{pid}/exe");
-        32 - w.len()
-    };
-    std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&buf[..len]))
-}
-
 fn exit_detail(status: u32) -> ExitDetail {
     // wait(2) encoding: low 7 bits = signal, next byte = exit code.
     let sig = (status & 0x7f) as i32;

@@ -22,7 +22,7 @@ use tokio::io::unix::AsyncFd;
 
 use agentguard_common::filter::{config, counter, IGNORE};
 
-use crate::event::{Event, Kind};
+use crate::event::{Detail, Event, Kind};
 
 /// The eBPF object built by build.rs (aya-build) from agentguard-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentguard"));
@@ -376,7 +376,7 @@ impl Sensor {
                 match decode::decode(&item) {
                     Ok(mut ev) => {
                         n += 1;
-                        decode::fill_binary(&mut ev);
+                        fill_binary(&mut ev);
                         f(ev);
                     }
                     Err(e) => {
@@ -562,6 +562,24 @@ fn parse_format_offset(format: &str, field: &str) -> Option<u64> {
         }
     }
     None
+}
+
+/// Fills `exec.binary` from /proc/PID/exe. The record is emitted at the
+/// exec's return, so the link already names the new program. Done here, as
+/// the record leaves the ring, because the process may exit soon after.
+fn fill_binary(ev: &mut Event) {
+    let Detail::Exec(x) = &mut ev.detail else {
+        return;
+    };
+    if ev.ret != 0 && !ev.kernel_action.as_ref().is_some_and(|k| k.killed) {
+        return;
+    }
+    if let Ok(target) = std::fs::read_link(format!("/proc/{}/exe", ev.pid)) {
+        let target = target.to_string_lossy();
+        if target != x.file.path {
+            x.binary = Some(target.into_owned());
+        }
+    }
 }
 
 #[cfg(test)]
