@@ -5,9 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,64 +170,35 @@ impl<T: Serialize + Send + 'static> Encode for AsJson<T> {
 
 /// The bounded queue and the thread that drains it into a [`LineOut`].
 pub struct LineWriter<E: Encode> {
-    tx: Option<SyncSender<E>>,
-    thread: Option<JoinHandle<()>>,
-    stats: Arc<SinkStats>,
+    queue: super::queue::Queue<E>,
 }
 
 impl<E: Encode> LineWriter<E> {
     /// Starts the writer thread; `capacity` records may wait in the queue.
     pub fn spawn<O: LineOut>(out: O, capacity: usize) -> io::Result<Self> {
-        let (tx, rx) = sync_channel::<E>(capacity);
-        let stats = Arc::new(SinkStats::default());
-        let st = Arc::clone(&stats);
-        let thread = std::thread::Builder::new()
-            .name("agentguard-jsonl".into())
-            .spawn(move || drain(rx, out, &st))?;
-        Ok(Self {
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
-        })
+        let queue = super::queue::Queue::spawn("agentguard-jsonl", capacity, move |rx, st, _| {
+            drain(rx, out, &st)
+        })?;
+        Ok(Self { queue })
     }
 
     /// Queues a record; never blocks. Returns false when it was dropped.
     pub fn send(&self, rec: E) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(rec) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.queue.send(rec)
     }
 
     pub fn stats(&self) -> &SinkStats {
-        &self.stats
+        self.queue.stats()
     }
 
     pub fn stats_handle(&self) -> Arc<SinkStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(self.queue.stats())
     }
 
     /// Flushes everything queued and stops the thread.
     pub fn close(mut self) -> Arc<SinkStats> {
-        self.shutdown();
-        Arc::clone(&self.stats)
-    }
-
-    fn shutdown(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl<E: Encode> Drop for LineWriter<E> {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.queue.shutdown();
+        Arc::clone(self.queue.stats())
     }
 }
 

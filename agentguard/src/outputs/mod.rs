@@ -10,6 +10,7 @@
 pub mod jsonl;
 pub mod metrics;
 pub mod ocsf;
+pub mod queue;
 pub mod syslog;
 pub mod webhook;
 

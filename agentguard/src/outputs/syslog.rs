@@ -15,13 +15,13 @@ use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::queue::{nap, Queue};
 use super::{AlertSink, SinkStats};
 use crate::alert::{Alert, Severity};
 
@@ -360,48 +360,26 @@ pub struct SyslogSink {
     facility: Facility,
     message: Message,
     pid: u32,
-    tx: Option<SyncSender<Msg>>,
-    closing: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    stats: Arc<SinkStats>,
+    queue: Queue<Msg>,
 }
 
 impl SyslogSink {
     /// Starts the sender thread. Connecting happens there, so a down server
     /// does not fail start-up; it shows as drops and write errors.
     pub fn spawn(name: String, cfg: &SyslogConfig) -> io::Result<SyslogSink> {
-        let (tx, rx) = sync_channel::<Msg>(cfg.queue.unwrap_or(super::DEFAULT_QUEUE));
-        let stats = Arc::new(SinkStats::default());
-        let closing = Arc::new(AtomicBool::new(false));
         let target = cfg.address.clone();
-        let (st, cl) = (Arc::clone(&stats), Arc::clone(&closing));
-        let thread = std::thread::Builder::new()
-            .name("agentguard-syslog".into())
-            .spawn(move || run(rx, target, &st, &cl))?;
+        let queue = Queue::spawn(
+            "agentguard-syslog",
+            cfg.queue.unwrap_or(super::DEFAULT_QUEUE),
+            move |rx, st, cl| run(rx, target, &st, &cl),
+        )?;
         Ok(SyslogSink {
             name,
             facility: cfg.facility,
             message: cfg.message,
             pid: std::process::id(),
-            tx: Some(tx),
-            closing,
-            thread: Some(thread),
-            stats,
+            queue,
         })
-    }
-
-    fn shutdown(&mut self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for SyslogSink {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -411,7 +389,6 @@ impl AlertSink for SyslogSink {
     }
 
     fn send(&self, alert: &Alert, json: &Arc<[u8]>) -> bool {
-        let Some(tx) = &self.tx else { return false };
         let body = match self.message {
             Message::Json => Arc::clone(json),
             Message::Text => Arc::from(alert.decision.message.as_bytes()),
@@ -420,33 +397,15 @@ impl AlertSink for SyslogSink {
             head: header(alert, self.facility, self.pid),
             body,
         };
-        match tx.try_send(msg) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.queue.send(msg)
     }
 
     fn stats(&self) -> Arc<SinkStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(self.queue.stats())
     }
 
     fn close(mut self: Box<Self>) {
-        self.shutdown();
-    }
-}
-
-/// Sleeps up to `d`, waking early when the sink is closing.
-fn nap(d: Duration, closing: &AtomicBool) {
-    let end = Instant::now() + d;
-    while !closing.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        self.queue.shutdown();
     }
 }
 

@@ -9,13 +9,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::queue::{nap, Queue};
 use super::{AlertSink, SinkStats};
 use crate::alert::Alert;
 
@@ -120,10 +120,7 @@ fn read_token(path: &PathBuf) -> std::io::Result<String> {
 
 pub struct WebhookSink {
     name: String,
-    tx: Option<SyncSender<Arc<[u8]>>>,
-    closing: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    stats: Arc<SinkStats>,
+    queue: Queue<Arc<[u8]>>,
 }
 
 impl WebhookSink {
@@ -136,9 +133,6 @@ impl WebhookSink {
             })?),
             None => None,
         };
-        let (tx, rx) = sync_channel(cfg.queue.unwrap_or(super::DEFAULT_QUEUE));
-        let stats = Arc::new(SinkStats::default());
-        let closing = Arc::new(AtomicBool::new(false));
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(cfg.timeout_ms.max(1))))
             // Status codes are ours to judge (retry 5xx, give up on 4xx).
@@ -146,37 +140,22 @@ impl WebhookSink {
             .user_agent(concat!("agentguard/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let worker = Worker {
-            cfg: cfg.clone(),
-            agent,
-            token,
-            stats: Arc::clone(&stats),
-            closing: Arc::clone(&closing),
-        };
-        let thread = std::thread::Builder::new()
-            .name("agentguard-webhook".into())
-            .spawn(move || worker.run(rx))?;
-        Ok(WebhookSink {
-            name,
-            tx: Some(tx),
-            closing,
-            thread: Some(thread),
-            stats,
-        })
-    }
-
-    fn shutdown(&mut self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for WebhookSink {
-    fn drop(&mut self) {
-        self.shutdown();
+        let cfg = cfg.clone();
+        let queue = Queue::spawn(
+            "agentguard-webhook",
+            cfg.queue.unwrap_or(super::DEFAULT_QUEUE),
+            move |rx, stats, closing| {
+                Worker {
+                    cfg,
+                    agent,
+                    token,
+                    stats,
+                    closing,
+                }
+                .run(rx)
+            },
+        )?;
+        Ok(WebhookSink { name, queue })
     }
 }
 
@@ -186,24 +165,17 @@ impl AlertSink for WebhookSink {
     }
 
     fn send(&self, _alert: &Alert, json: &Arc<[u8]>) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(Arc::clone(json)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.queue.send(Arc::clone(json))
     }
 
     fn stats(&self) -> Arc<SinkStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(self.queue.stats())
     }
 
     /// Sends what is queued with one attempt per batch (no retries: a dead
     /// server must not hold up shutdown), then stops.
     fn close(mut self: Box<Self>) {
-        self.shutdown();
+        self.queue.shutdown();
     }
 }
 
@@ -315,12 +287,7 @@ impl Worker {
                 return;
             }
             tries += 1;
-            // Sleep in slices so closing cuts the wait short.
-            let end = Instant::now() + backoff;
-            while !self.closing.load(Ordering::Relaxed) && Instant::now() < end {
-                let left = end.saturating_duration_since(Instant::now());
-                std::thread::sleep(left.min(Duration::from_millis(50)));
-            }
+            nap(backoff, &self.closing);
             backoff = (backoff * 2).min(max_backoff);
         }
     }
