@@ -131,10 +131,9 @@ fn check_reports_probes_and_capabilities() {
 
 #[test]
 fn ps_lists_agent_processes_and_labelled_containers() {
-    if !common::privileged() || !common::require("a running Docker engine", common::docker_up()) {
+    if !common::docker_ready() {
         return;
     }
-    common::ensure_test_image();
     let dir = std::env::temp_dir().join(format!("agentguard-ps-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::copy("/bin/sleep", dir.join("aider")).expect("copy sleep");

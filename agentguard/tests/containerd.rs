@@ -623,11 +623,7 @@ async fn sensor_events_of_a_ctr_container_carry_its_pod_and_agent() {
     );
     let ident = rm.identity.as_ref().expect("identity");
     assert_eq!(ident.scope, Scope::Container);
-    let info = ident
-        .container
-        .as_ref()
-        .and_then(|c| c.info.as_ref())
-        .unwrap_or_else(|| panic!("no containerd metadata on the unlink:\n{all}"));
+    let info = common::container_info(rm, "no containerd metadata on the unlink", &all);
     assert_eq!(info.runtime, Runtime::Containerd);
     assert_eq!(info.image, CTR_IMAGE);
     let pod = info.pod.as_ref().expect("pod");

@@ -9,12 +9,9 @@ use futures_util::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_container_metadata_and_cgroup_identity() {
-    if !common::require("root", common::is_root())
-        || !common::require("a running Docker engine", common::docker_up())
-    {
+    if !common::docker_ready() {
         return;
     }
-    common::ensure_test_image();
     let name = format!("agtest-meta-{}", std::process::id());
     let host_dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&host_dir).expect("mkdir");

@@ -79,12 +79,9 @@ async fn wait_connections(status: &WatchStatus, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_recovers_after_dockerd_restart() {
-    if !common::require("root", common::is_root())
-        || !common::require("a running Docker engine", common::docker_up())
-    {
+    if !common::docker_ready() {
         return;
     }
-    common::ensure_test_image();
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
     let map = ContainerMap::default();
     let (wanted, status) = watch::spawn_docker_status(map.clone(), None);
@@ -129,11 +126,7 @@ async fn watcher_recovers_after_dockerd_restart() {
         .find(|e| e.kind == Kind::Unlink)
         .unwrap_or_else(|| panic!("no unlink from {name} ({id}) after the restart:\n{all}"));
     let ident = rm.identity.as_ref().expect("identity");
-    let info = ident
-        .container
-        .as_ref()
-        .and_then(|c| c.info.as_ref())
-        .unwrap_or_else(|| panic!("no metadata after the dockerd restart:\n{all}"));
+    let info = common::container_info(rm, "no metadata after the dockerd restart", &all);
     assert_eq!(info.name, name);
     assert_eq!(ident.agent.as_ref().map(|a| a.name.as_str()), Some("goose"));
 }

@@ -122,10 +122,9 @@ impl Drop for Daemon {
 }
 
 fn ready() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if !common::privileged() || !common::require("a running Docker engine", common::docker_up()) {
+    if !common::docker_ready() {
         return None;
     }
-    common::ensure_test_image();
     let guard = ONE_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
     cleanup();
     Some(guard)

@@ -104,12 +104,9 @@ fn has_unlink(evs: &[Event]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_events_carry_container_and_label_agent() {
-    if !common::require("root", common::is_root())
-        || !common::require("a running Docker engine", common::docker_up())
-    {
+    if !common::docker_ready() {
         return;
     }
-    common::ensure_test_image();
     let name = format!("agtest-id-{}", std::process::id());
     let host_dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&host_dir).expect("mkdir");
@@ -145,12 +142,7 @@ async fn container_events_carry_container_and_label_agent() {
         matches!(&first.detail, Detail::Exec(x) if x.argv.first().map(String::as_str) == Some("sh")),
         "{all}"
     );
-    let first_info = first
-        .identity
-        .as_ref()
-        .and_then(|i| i.container.as_ref())
-        .and_then(|c| c.info.as_ref())
-        .unwrap_or_else(|| panic!("first exec has no container metadata:\n{all}"));
+    let first_info = common::container_info(first, "first exec has no container metadata", &all);
     assert_eq!(first_info.name, name);
     assert_eq!(
         first
@@ -169,11 +161,7 @@ async fn container_events_carry_container_and_label_agent() {
     assert_eq!(rm.ret, 0);
     let ident = rm.identity.as_ref().expect("identity");
     assert_eq!(ident.scope, Scope::Container);
-    let info = ident
-        .container
-        .as_ref()
-        .and_then(|c| c.info.as_ref())
-        .unwrap_or_else(|| panic!("no container metadata a second in:\n{all}"));
+    let info = common::container_info(rm, "no container metadata a second in", &all);
     assert_eq!(info.name, name);
     assert_eq!(info.image, common::TEST_IMAGE);
     let data = info
@@ -206,12 +194,9 @@ async fn container_events_carry_container_and_label_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_started_before_the_daemon_resolves() {
-    if !common::require("root", common::is_root())
-        || !common::require("a running Docker engine", common::docker_up())
-    {
+    if !common::docker_ready() {
         return;
     }
-    common::ensure_test_image();
     let name = format!("agtest-before-{}", std::process::id());
     let _guard = common::ContainerGuard(name.clone());
     // Started first: it waits for a file to appear in its own tmp before it
@@ -238,11 +223,11 @@ async fn container_started_before_the_daemon_resolves() {
         .find(|e| e.kind == Kind::Unlink && e.path() == Some("/tmp/a"))
         .unwrap_or_else(|| panic!("no unlink of /tmp/a:\n{all}"));
     let ident = rm.identity.as_ref().expect("identity");
-    let info = ident
-        .container
-        .as_ref()
-        .and_then(|c| c.info.as_ref())
-        .unwrap_or_else(|| panic!("no metadata for a container older than the daemon:\n{all}"));
+    let info = common::container_info(
+        rm,
+        "no metadata for a container older than the daemon",
+        &all,
+    );
     assert_eq!(info.name, name);
     assert_eq!(ident.agent.as_ref().map(|a| a.name.as_str()), Some("aider"));
     // A process met mid-life is read from /proc: its ancestry has the

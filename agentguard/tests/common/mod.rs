@@ -115,6 +115,30 @@ pub fn privileged() -> bool {
     require("root (to load eBPF programs)", is_root())
 }
 
+/// Root and a running Docker engine (each required as `require` says),
+/// with the test image built.
+pub fn docker_ready() -> bool {
+    if !privileged() || !require("a running Docker engine", docker_up()) {
+        return false;
+    }
+    ensure_test_image();
+    true
+}
+
+/// The container metadata `ev` was tagged with; panics with `missing` and
+/// the dump `all` when it has none.
+pub fn container_info<'a>(
+    ev: &'a agentguard::event::Event,
+    missing: &str,
+    all: &str,
+) -> &'a agentguard::identity::docker::ContainerInfo {
+    ev.identity
+        .as_ref()
+        .and_then(|i| i.container.as_ref())
+        .and_then(|c| c.info.as_deref())
+        .unwrap_or_else(|| panic!("{missing}:\n{all}"))
+}
+
 /// Streams tagged events through the identity stage until `done` holds or
 /// `secs` pass; returns the events of container `id`.
 pub async fn container_events(
