@@ -25,19 +25,9 @@ use std::time::{Duration, Instant};
 use agentguard::alert::Action;
 use agentguard::enforcement::kernel::KernelEnforcer;
 use agentguard::enforcement::{Capabilities, Enforcer};
-use agentguard::event::{Detail, Event, Kind};
+use agentguard::event::{boot_ns, Detail, Event, Kind};
 use agentguard::policy::{LoadOptions, PolicySet};
 use agentguard::sensor::{Sensor, SensorOptions};
-
-fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Forks a child that writes its pre-exec timestamp to a pipe and then
 /// execs `prog` (or, with `None`, exits at once); returns (pid, pidfd, rfd).

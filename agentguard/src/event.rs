@@ -295,6 +295,18 @@ impl Event {
     }
 }
 
+/// Now on the clock of [`Event::ts_ns`] (CLOCK_BOOTTIME, what
+/// `bpf_ktime_get_boot_ns` reads). Async-signal-safe: no allocation.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer; CLOCK_BOOTTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Errno name for a positive errno value.
 pub fn errno_name(errno: i64) -> String {
     let name = match errno {

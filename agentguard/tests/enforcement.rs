@@ -158,6 +158,28 @@ fn docker_run(args: &[&str]) -> String {
     )
 }
 
+/// An agent container (label `agent`) that runs `rm -rf` over `vol`
+/// mounted at /data. Returns the container's guard (its name is `.0`;
+/// the container stays for the daemon to inspect until the guard drops)
+/// and its output, which ends `rm-exit=N` if rm returned.
+fn agent_rm_volume(tag: &str, agent: &str, vol: &Path) -> (common::ContainerGuard, String) {
+    let name = format!("agtest-{tag}-{}", std::process::id());
+    let guard = common::ContainerGuard(name.clone());
+    let out = docker_run(&[
+        "--name",
+        &name,
+        "--label",
+        &format!("agentguard.io/agent={agent}"),
+        "-v",
+        &format!("{}:/data", vol.display()),
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; rm -rf /data/*; echo rm-exit=$?",
+    ]);
+    (guard, out)
+}
+
 fn bridge_gateway() -> String {
     let gw = common::docker(&[
         "network",
@@ -175,20 +197,7 @@ fn rm_of_a_mounted_volume_by_an_agent_is_killed_in_the_kernel() {
     let Some(_g) = ready() else { return };
     let d = Daemon::start(&pack(), "rm");
     let vol = volume("rm", 50);
-    let name = format!("agtest-rm-{}", std::process::id());
-    let _c = common::ContainerGuard(name.clone());
-    let out = docker_run(&[
-        "--name",
-        &name,
-        "--label",
-        "agentguard.io/agent=claude",
-        "-v",
-        &format!("{}:/data", vol.display()),
-        common::TEST_IMAGE,
-        "sh",
-        "-c",
-        "sleep 1; rm -rf /data/*; echo rm-exit=$?",
-    ]);
+    let (c, out) = agent_rm_volume("rm", "claude", &vol);
     let left = count(&vol);
     assert!(
         left >= 49,
@@ -202,7 +211,7 @@ fn rm_of_a_mounted_volume_by_an_agent_is_killed_in_the_kernel() {
     assert_eq!(a["event"]["identity"]["agent"]["name"], "claude", "{a}");
     assert_eq!(
         a["event"]["identity"]["container"]["info"]["name"],
-        name.as_str()
+        c.0.as_str()
     );
     assert!(a["event"]["kernel_action"]["killed"] == true, "{a}");
     d.stop();
@@ -288,20 +297,7 @@ fn audit_mode_only_reports_what_it_would_do() {
     .expect("write");
     let d = Daemon::start(&dir, "audit");
     let vol = volume("audit", 30);
-    let name = format!("agtest-audit-{}", std::process::id());
-    let _c = common::ContainerGuard(name.clone());
-    let out = docker_run(&[
-        "--name",
-        &name,
-        "--label",
-        "agentguard.io/agent=aider",
-        "-v",
-        &format!("{}:/data", vol.display()),
-        common::TEST_IMAGE,
-        "sh",
-        "-c",
-        "sleep 1; rm -rf /data/*; echo rm-exit=$?",
-    ]);
+    let (_c, out) = agent_rm_volume("audit", "aider", &vol);
     assert!(out.contains("rm-exit=0"), "{out}");
     assert_eq!(count(&vol), 0, "audit mode must not stop anything");
     let a = d.wait_alert("volume-removal", |_| true);

@@ -72,17 +72,8 @@ pub fn kill_pid(pid: u32, event_ns: u64) -> io::Result<KillResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::boot_ns;
     use std::process::Command;
-
-    fn boot_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
 
     #[test]
     fn kills_a_live_child_and_spares_a_younger_one() {
