@@ -25,6 +25,13 @@ pub const MAX_PORT_RANGES: usize = 8;
 pub mod verdict {
     /// The probe sent SIGKILL to the process at syscall entry.
     pub const KILLED: u32 = 1 << 8;
+    /// An LSM hook refused the operation (-EPERM) before it took effect.
+    pub const DENIED: u32 = 1 << 9;
+    /// The verdict was reached in an LSM hook, on the kernel object the
+    /// syscall acts on (not on the argument string).
+    pub const LSM: u32 = 1 << 10;
+    /// An alert-only rule matched in the kernel (nothing was refused).
+    pub const MATCHED: u32 = 1 << 11;
     pub const RULE_MASK: u32 = 0xff;
 }
 
@@ -37,7 +44,51 @@ pub mod op {
     pub const RENAME_AWAY: u32 = 1 << 2;
     pub const EXEC: u32 = 1 << 3;
     pub const OPEN: u32 = 1 << 4;
+    /// LSM only: truncate(2), ftruncate(2), open with O_TRUNC.
+    pub const TRUNCATE: u32 = 1 << 5;
+    /// LSM only: a new hard link to the file (a second name for it).
+    pub const LINK: u32 = 1 << 6;
+    /// LSM only: connect to the unix stream socket bound at the file.
+    pub const UNIX_CONNECT: u32 = 1 << 7;
+    /// LSM only: any rename of a covered file (a `path` rule), where
+    /// `RENAME_AWAY` (an `under_mount` rule) lets a rename inside the same
+    /// entry through.
+    pub const RENAME: u32 = 1 << 8;
+    /// Number of op bits (`InodeRules::op_rules` has one mask per bit).
+    pub const COUNT: usize = 9;
 }
+
+/// Entries in `INODE_RULES`.
+pub const INODE_ENTRIES: u32 = 16384;
+
+/// Key of `INODE_RULES`: a file or directory by identity, as the kernel
+/// has it (`inode->i_sb->s_dev` in the kernel's dev_t encoding, `i_ino`).
+/// A hard link, a symlink, a bind mount or `/proc/PID/root` all reach the
+/// same key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// The rules that protect one inode. The LSM hooks walk from the object
+/// up its parent dentries (inside its filesystem, whatever mount it was
+/// reached through): the object itself matches `self_rules`, its
+/// ancestors `sub_rules`. `op_rules[i]` is the mask of rules that cover
+/// op bit `1 << i` on this entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeRules {
+    pub self_rules: u32,
+    pub sub_rules: u32,
+    pub op_rules: [u32; op::COUNT],
+}
+
+/// Deepest ancestor walk in the LSM hooks (a path deeper than this is
+/// matched on its innermost levels only).
+pub const MAX_INODE_DEPTH: u32 = 48;
 
 /// LPM key data of `KILL_PATHS`: a cgroup id (0: any task) then the
 /// absolute path. Entries always cover the whole cgroup id.
@@ -111,8 +162,11 @@ pub mod rule_action {
     pub const NONE: u32 = 0;
     /// Network: refuse the connect/sendmsg in the cgroup hook (EPERM).
     pub const DENY: u32 = 1;
-    /// SIGKILL the process at syscall entry.
+    /// SIGKILL the process at syscall entry (and, in an LSM hook, refuse
+    /// the operation too).
     pub const KILL: u32 = 2;
+    /// Report a kernel match without acting (LSM hooks).
+    pub const ALERT: u32 = 3;
 }
 
 #[repr(C)]
@@ -124,5 +178,12 @@ pub struct RuleSlot {
     pub except_ports: [PortRange; MAX_PORT_RANGES],
     /// Set: this rule kills at io_uring_setup.
     pub io_uring: u32,
+    /// Set: raw and packet sockets are refused to this rule's subjects
+    /// (they would send around the sock_addr hooks). LSM only.
+    pub raw_sockets: u32,
+    /// Identity of the rule in this slot (a hash of its content; 0: none).
+    /// A restarted daemon keeps a slot whose rule is unchanged and clears
+    /// every entry of one that changed, so no stale entry fires another rule.
+    pub id: u32,
     pub _pad: u32,
 }

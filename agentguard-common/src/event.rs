@@ -45,8 +45,12 @@ pub mod kind {
     pub const CONNECT: u16 = 9;
     pub const SEND: u16 = 10;
     pub const IO_URING_SETUP: u16 = 11;
+    /// socket(2) creating a raw or packet socket (reported by the LSM hook
+    /// that refused it; `NetEvent::fd` holds the type, `msg_flags` the
+    /// protocol).
+    pub const SOCKET: u16 = 12;
     /// One past the largest kind; sizes bitmasks.
-    pub const MAX: u16 = 12;
+    pub const MAX: u16 = 13;
 }
 
 /// Which syscall (or kernel event) produced a record (`Header::syscall`).
@@ -70,6 +74,20 @@ pub mod syscall {
     pub const SENDTO: u16 = 17;
     pub const SENDMSG: u16 = 18;
     pub const IO_URING_SETUP: u16 = 19;
+    // Records an LSM hook wrote itself: the operation reached the kernel
+    // some way no syscall probe reported (io_uring, an untraced process).
+    pub const LSM_FILE_OPEN: u16 = 32;
+    pub const LSM_PATH_UNLINK: u16 = 33;
+    pub const LSM_PATH_RMDIR: u16 = 34;
+    pub const LSM_PATH_RENAME: u16 = 35;
+    pub const LSM_PATH_TRUNCATE: u16 = 36;
+    pub const LSM_PATH_LINK: u16 = 37;
+    pub const LSM_BPRM_CHECK: u16 = 38;
+    pub const LSM_SOCKET_CREATE: u16 = 39;
+    pub const LSM_SOCKET_CONNECT: u16 = 40;
+    pub const LSM_SOCKET_SENDMSG: u16 = 41;
+    pub const LSM_UNIX_CONNECT: u16 = 42;
+    pub const LSM_FILE_TRUNCATE: u16 = 43;
 }
 
 /// Bits of `Header::flags`.

@@ -31,7 +31,7 @@ pub mod config {
     pub const ENFORCE: u32 = 2;
     /// Rule mask of rules that kill at io_uring_setup.
     pub const IO_URING_RULES: u32 = 3;
-    pub const MAX: u32 = 4;
+    pub const MAX: u32 = 8;
 }
 
 /// Max processes with an explicit verdict.
@@ -41,7 +41,14 @@ pub const TASK_FILTER_ENTRIES: u32 = 65536;
 pub mod counter {
     /// Records that did not fit in the ring buffer.
     pub const LOST: u32 = 0;
-    pub const MAX: u32 = 4;
+    /// Requests of guarded tasks against the daemon (signal, ptrace, bpf)
+    /// the LSM hooks refused.
+    pub const SELF_PROTECT: u32 = 1;
+    /// Ancestor walks the LSM hooks ran for guarded tasks.
+    pub const LSM_WALKS: u32 = 2;
+    /// Walks that found a protecting rule.
+    pub const LSM_HITS: u32 = 3;
+    pub const MAX: u32 = 8;
 }
 
 /// Load-time constants (kernel struct offsets, taken from the running
@@ -68,4 +75,12 @@ pub const OFFSET_GLOBALS: &[&str] = &[
     "OFF_FDT_MAX_FDS",
     "OFF_FDT_FD",
     "OFF_FILE_PATH",
+    "OFF_DENTRY_INODE",
+    "OFF_INODE_INO",
+    "OFF_INODE_SB",
+    "OFF_SB_DEV",
+    "OFF_BPRM_FILE",
+    "OFF_UNIX_SOCK_PATH",
+    "OFF_MSGHDR_NAME",
+    "OFF_FILE_FLAGS",
 ];

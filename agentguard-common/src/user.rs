@@ -31,6 +31,8 @@ mod enforce_pod {
     unsafe impl aya::Pod for NetVerdict {}
     unsafe impl aya::Pod for PortRange {}
     unsafe impl aya::Pod for RuleSlot {}
+    unsafe impl aya::Pod for InodeKey {}
+    unsafe impl aya::Pod for InodeRules {}
 }
 
 /// Copies a `T` out of a ring-buffer record, or `None` when the record is too

@@ -67,6 +67,12 @@ fn subject_rules_always(tgid: u32) -> u32 {
     t | c
 }
 
+/// A copy of rule slot `r`.
+#[inline(always)]
+pub fn rule_slot(r: u32) -> Option<RuleSlot> {
+    RULES.get(r).copied()
+}
+
 /// SIGKILLs the current process for rule `rule`; returns the header verdict.
 #[inline(always)]
 fn kill(rule: u32) -> u32 {
@@ -116,6 +122,12 @@ pub fn check_path(
     let Some((v, scope)) = hit else {
         return 0;
     };
+    // The slot must still hold a kill rule: an entry left from a rule
+    // that was removed or changed must not fire.
+    let r = (v.rules & rules).trailing_zeros();
+    if rule_slot(r).is_none_or(|s| s.action != rule_action::KILL) {
+        return 0;
+    }
     if let Some(target) = other {
         // A relative target can't be compared here: leave it to userspace
         // rather than kill a rename that may stay inside the volume.
@@ -128,7 +140,7 @@ pub fn check_path(
             }
         }
     }
-    kill((v.rules & rules).trailing_zeros())
+    kill(r)
 }
 
 #[inline(always)]

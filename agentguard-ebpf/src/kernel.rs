@@ -40,6 +40,14 @@ offsets!(
     OFF_FDT_MAX_FDS,
     OFF_FDT_FD,
     OFF_FILE_PATH,
+    OFF_DENTRY_INODE,
+    OFF_INODE_INO,
+    OFF_INODE_SB,
+    OFF_SB_DEV,
+    OFF_BPRM_FILE,
+    OFF_UNIX_SOCK_PATH,
+    OFF_MSGHDR_NAME,
+    OFF_FILE_FLAGS,
 );
 
 #[inline(always)]
@@ -86,7 +94,7 @@ pub struct KPath {
 }
 
 #[inline(always)]
-fn read_path(addr: u64) -> Result<KPath, i32> {
+pub fn read_path(addr: u64) -> Result<KPath, i32> {
     Ok(KPath {
         mnt: read_u64(addr + OFF_PATH_MNT.load())?,
         dentry: read_u64(addr + OFF_PATH_DENTRY.load())?,
@@ -158,6 +166,31 @@ pub fn capture_dir(dirfd: i32, slot: u32) {
             Err(_) => return,
         }
     };
+    walk_into(start, root, dir, slot);
+}
+
+/// Fills the DirChain of `slot` with the path of a kernel object (the
+/// object's own name first) up to the current task's root: what an LSM
+/// hook reports, whatever string the process passed.
+#[inline(always)]
+pub fn capture_object(start: KPath, slot: u32) {
+    let Some(dir) = crate::dir_slot(slot) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch memory owned by this program run.
+    unsafe {
+        (*dir).len = 0;
+        (*dir).depth = 0;
+        (*dir).status = dir_status::FAILED;
+    }
+    let Ok((root, _)) = fs_paths(current_task()) else {
+        return;
+    };
+    walk_into(start, root, dir, slot);
+}
+
+#[inline(always)]
+fn walk_into(start: KPath, root: KPath, dir: *mut agentguard_common::event::DirChain, slot: u32) {
     let mut ctx = WalkCtx {
         dentry: start.dentry,
         vfsmnt: start.mnt,

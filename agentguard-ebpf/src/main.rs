@@ -10,6 +10,7 @@
 
 mod enforce;
 mod kernel;
+mod lsm;
 
 use aya_ebpf::{
     helpers::{

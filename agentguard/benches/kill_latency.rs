@@ -262,7 +262,9 @@ fn main() {
             ..SensorOptions::default()
         })
         .expect("sensor");
-        let mut kernel = KernelEnforcer::new(&mut sensor).expect("maps");
+        let mut kernel =
+            KernelEnforcer::new(&mut sensor, agentguard::policy::plan::Backend::Tracepoint)
+                .expect("maps");
         kernel.install(&set, &mut sensor).expect("install");
         assert_eq!(kernel.slots().len(), 1, "only kernel-kill compiles");
         // Cover this process: its children inherit the rule mask at fork.

@@ -135,6 +135,25 @@ pub struct ActionResult {
     pub syscall_completed: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The mechanism that acted or matched, finer than `by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<Mechanism>,
+}
+
+/// What carried a verdict out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// A BPF-LSM hook, on the kernel object, before the operation.
+    Lsm,
+    /// A syscall tracepoint at entry (`bpf_send_signal`).
+    Tracepoint,
+    /// A cgroup sock_addr hook (connect/sendmsg refused).
+    SockAddr,
+    /// The daemon, after the event (pidfd kill).
+    Userspace,
+    /// The container runtime, asked by the daemon.
+    Runtime,
 }
 
 impl ActionResult {
@@ -144,6 +163,7 @@ impl ActionResult {
             by: Enforcer::None,
             syscall_completed: None,
             reason: None,
+            mechanism: None,
         }
     }
 }

@@ -130,6 +130,17 @@ impl<'de> Deserialize<'de> for AgentImages {
     }
 }
 
+/// Which kernel mechanism enforces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// BPF-LSM where the kernel runs it, else tracepoints.
+    #[default]
+    Auto,
+    /// Tracepoints only (kills at syscall entry), even where BPF-LSM works.
+    Tracepoint,
+}
+
 /// The whole configuration. Every field has a default, so an empty file (or
 /// none at the default path) is a valid configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,6 +170,8 @@ pub struct Config {
     /// Kernel ring buffer size; the sensor's default when absent.
     pub ring_buffer_bytes: Option<RingBufferBytes>,
     pub watch: WatchMode,
+    /// Enforcement backend.
+    pub backend: BackendChoice,
 }
 
 impl Default for Config {
@@ -176,6 +189,7 @@ impl Default for Config {
             agent_images: AgentImages::default(),
             ring_buffer_bytes: None,
             watch: WatchMode::All,
+            backend: BackendChoice::Auto,
         }
     }
 }
@@ -359,6 +373,9 @@ impl Config {
         if let Some(w) = f.watch {
             self.watch = w;
         }
+        if let Some(b) = f.backend {
+            self.backend = b;
+        }
         self.check()
     }
 
@@ -497,6 +514,9 @@ pub struct RunFlags {
     /// Which processes to watch.
     #[arg(long, value_enum)]
     pub watch: Option<WatchMode>,
+    /// Enforcement backend (auto: BPF-LSM where the kernel runs it).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::alert::{Alert, Decision};
-use crate::config::{Config, WatchMode};
+use crate::config::{BackendChoice, Config, WatchMode};
 use crate::enforcement::kernel::KernelEnforcer;
 use crate::enforcement::{Capabilities, Enforcer};
 use crate::event::{Event, Kind};
@@ -19,6 +19,7 @@ use crate::identity::stage::{IdentityStage, DEFAULT_MAX_WAIT};
 use crate::identity::watch;
 use crate::outputs::metrics::{self, Metrics};
 use crate::outputs::Outputs;
+use crate::policy::plan::Backend;
 use crate::policy::{Diagnostic, LoadOptions, PolicySet, Reloader};
 use crate::sensor::{features, Sensor, SensorOptions, PIN_DIR};
 use crate::status::{self, PolicyStatus, SharedStatus, Status};
@@ -114,6 +115,20 @@ impl Pipeline {
         self.decisions.clear();
         let t = Instant::now();
         self.policy.evaluate(&ev, &mut self.decisions);
+        // A kernel verdict is always reported under its rule, even when the
+        // event as userspace sees it (the string a process passed) would
+        // not match: the kernel decided on the object itself.
+        if let Some(index) = self.enforcer.kernel_rule(&ev) {
+            if let Some(r) = self.policy.rules().get(index) {
+                if !self
+                    .decisions
+                    .iter()
+                    .any(|d| &*d.policy == r.policy() && &*d.rule == r.name())
+                {
+                    self.decisions.push(r.decide(&ev));
+                }
+            }
+        }
         self.metrics.evaluation(t.elapsed());
         if self.decisions.is_empty() {
             return;
@@ -186,7 +201,35 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     if cfg.watch == WatchMode::Agents {
         sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;
     }
-    let mut kernel = KernelEnforcer::new(&mut sensor)?;
+    // The backend: BPF-LSM wherever the kernel runs it, else tracepoints.
+    let backend = match (
+        cfg.backend == BackendChoice::Tracepoint,
+        features::bpf_lsm_status(),
+    ) {
+        (true, _) => {
+            tracing::info!("BPF-LSM backend disabled by configuration: tracepoint backend");
+            Backend::Tracepoint
+        }
+        (false, features::Status::Supported) => match sensor.attach_lsm() {
+            Ok(hooks) => {
+                tracing::info!("enforcement backend: lsm ({})", hooks.join(", "));
+                Backend::Lsm
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "BPF-LSM is active but its hooks failed to load ({e:#}): tracepoint backend"
+                );
+                Backend::Tracepoint
+            }
+        },
+        (false, features::Status::Unsupported(why) | features::Status::Error(why)) => {
+            tracing::info!(
+                "enforcement backend: tracepoint (no BPF-LSM: {why}); file denies only alert, kills happen at syscall entry"
+            );
+            Backend::Tracepoint
+        }
+    };
+    let mut kernel = KernelEnforcer::new(&mut sensor, backend)?;
     kernel.install(&policy, &mut sensor)?;
     for n in &kernel.notes {
         tracing::warn!("{n}");
@@ -194,7 +237,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let mut caps = Capabilities {
         kernel_kill: true,
         network_deny: false,
-        lsm: false,
+        lsm: backend == Backend::Lsm,
     };
     match features::cgroup2_mount() {
         Some(root) => match sensor.attach_sock_addr(&root, pin_dir) {
@@ -224,7 +267,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         kernel
             .slots()
             .iter()
-            .map(|s| format!("{}/{} ({:?})", s.policy, s.rule, s.kind))
+            .map(|s| format!("{}/{} ({})", s.policy(), s.rule(), s.plan.kernel.name()))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -277,6 +320,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     );
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let mut refresh_ticks: u64 = 0;
     loop {
         let holding = stage.is_holding();
         let mut reload = false;
@@ -301,6 +345,14 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 }
                 if let Some(r) = reloader.poll() {
                     apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
+                }
+                // Files created since under a protected glob (a new key in
+                // ~/.ssh, a new home directory) get their inode entries.
+                refresh_ticks += 1;
+                if refresh_ticks.is_multiple_of(5) {
+                    if let Some(k) = pipe.enforcer.kernel.as_mut() {
+                        k.refresh_files();
+                    }
                 }
             }
         }
@@ -330,6 +382,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         ..
     } = pipe;
     outputs.close();
+    let (walks, hits) = sensor.lsm_walks();
+    if walks > 0 {
+        eprintln!(
+            "agentguard: LSM hooks walked {walks} objects for guarded tasks, {hits} protected"
+        );
+    }
     eprintln!(
         "agentguard: stopped after {events} events and {alerts} alerts; {} lost in the kernel. Network denies stay pinned in {} (agentguard run --cleanup removes them)",
         sensor.lost_events(),

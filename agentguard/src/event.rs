@@ -40,13 +40,30 @@ pub struct Event {
     pub identity: Option<crate::identity::resolver::Identity>,
 }
 
-/// An action the probe took at syscall entry, without waiting for userspace.
+/// An action the kernel took itself, without waiting for userspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelAction {
     /// SIGKILL sent to the process.
     pub killed: bool,
+    /// The operation was refused (-EPERM) before it took effect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub denied: bool,
     /// The kernel rule slot that acted (the enforcement stage names it).
     pub slot: u32,
+    /// Where the kernel decided.
+    #[serde(default)]
+    pub hook: KernelHook,
+}
+
+/// Where an in-kernel verdict was reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelHook {
+    /// At syscall entry, on the argument strings (`bpf_send_signal`).
+    #[default]
+    Tracepoint,
+    /// In a BPF-LSM hook, on the kernel object (file, socket) itself.
+    Lsm,
 }
 
 /// Event kinds, also the names accepted by `--kind`.
@@ -64,10 +81,13 @@ pub enum Kind {
     Connect,
     Send,
     IoUringSetup,
+    /// A raw or packet socket was created (reported by the LSM hook that
+    /// refused it).
+    Socket,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -79,6 +99,7 @@ impl Kind {
         Kind::Connect,
         Kind::Send,
         Kind::IoUringSetup,
+        Kind::Socket,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +115,7 @@ impl Kind {
             Kind::Connect => "connect",
             Kind::Send => "send",
             Kind::IoUringSetup => "io_uring_setup",
+            Kind::Socket => "socket",
         }
     }
 
@@ -116,6 +138,7 @@ impl Kind {
             Kind::Connect => k::CONNECT,
             Kind::Send => k::SEND,
             Kind::IoUringSetup => k::IO_URING_SETUP,
+            Kind::Socket => k::SOCKET,
         }
     }
 
@@ -269,6 +292,11 @@ pub struct NetDetail {
     /// The address argument could not be read.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub addr_unreadable: bool,
+    /// socket: the socket type (3 = SOCK_RAW) and protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_type: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

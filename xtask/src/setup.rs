@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::guest::Kernel;
 use crate::{cargo, describe, run_cmd};
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -44,35 +45,66 @@ impl Setup {
         Ok(())
     }
 
-    /// qemu and a Debian cloud kernel, for the tests that boot a guest with
-    /// a pure cgroup v2 hierarchy (this host is hybrid) and BPF-LSM enabled.
-    /// The kernel is cached at `target/vm/vmlinuz`.
+    /// qemu, a static busybox and every guest kernel, for the tests that
+    /// boot a guest (`cargo xtask guest`) with a pure cgroup v2 hierarchy
+    /// (this host is hybrid) and BPF-LSM enabled.
     fn vm(&mut self) -> Result<()> {
+        for kernel in Kernel::ALL {
+            self.guest(kernel)?;
+        }
+        Ok(())
+    }
+
+    /// What `cargo xtask guest --kernel KERNEL` needs: qemu, a static
+    /// busybox and the kernel, cached at `target/vm/<version>/vmlinuz`.
+    /// Returns the kernel's path.
+    pub fn guest(&mut self, kernel: Kernel) -> Result<PathBuf> {
         if which("qemu-system-x86_64").is_none() {
-            self.apt_install("qemu (for the guest-kernel tests)", &["qemu-system-x86"])?;
+            self.apt_install("qemu (for the guest kernels)", &["qemu-system-x86"])?;
         }
-        let dir = crate::target_dir().join("vm");
-        let kernel = dir.join("vmlinuz");
-        if kernel.exists() {
-            return Ok(());
+        if busybox().is_none() {
+            self.apt_install(
+                "a static busybox (for test images and guests)",
+                &["busybox-static"],
+            )?;
         }
-        require_root("downloading the guest kernel")?;
-        let pkg = match cloud_kernel_package() {
+        let vmlinuz = kernel.vmlinuz();
+        if !vmlinuz.exists() {
+            self.fetch_kernel(kernel)?;
+        }
+        Ok(vmlinuz)
+    }
+
+    /// Downloads the newest Debian cloud kernel of `kernel`'s series
+    /// (`apt-get download` of the package its meta-package depends on) and
+    /// keeps its image, config and package name in `kernel.dir()`.
+    fn fetch_kernel(&mut self, kernel: Kernel) -> Result<()> {
+        require_root("downloading a guest kernel")?;
+        let meta = kernel.meta_package();
+        let pkg = match kernel_package(meta) {
             Some(p) => Some(p),
             // A fresh machine may not have fetched package lists yet.
             None => {
                 self.apt_update()?;
-                cloud_kernel_package()
+                kernel_package(meta)
             }
         };
-        let pkg = pkg.context(
-            "apt knows no linux-image-cloud-amd64 kernel package (needed for the guest tests)",
-        )?;
+        let pkg = pkg.with_context(|| {
+            format!(
+                "apt knows no {meta} kernel package (needed for the {} guest)",
+                kernel.name()
+            )
+        })?;
+        if !pkg.starts_with(&format!("linux-image-{}.", kernel.name())) {
+            bail!("{meta} points to {pkg}, not a {} kernel", kernel.name());
+        }
+        let dir = kernel.dir();
         let work = dir.join("download");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         eprintln!(
-            "xtask: downloading the guest kernel {pkg} (apt-get download, into {}) ...",
+            "xtask: downloading the {} guest kernel {pkg} (apt-get download, into {}) ...",
+            kernel.name(),
             dir.display()
         );
         run_cmd(apt().current_dir(&work).args(["download", &pkg]))?;
@@ -80,14 +112,19 @@ impl Setup {
             find_entry(&work, |n| n.ends_with(".deb"))?.context("apt-get download left no .deb")?;
         let tree = work.join("tree");
         run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-        let vmlinuz = find_entry(&tree.join("boot"), |n| n.starts_with("vmlinuz-"))?
+        let boot = tree.join("boot");
+        let vmlinuz = find_entry(&boot, |n| n.starts_with("vmlinuz-"))?
             .context("the kernel package holds no boot/vmlinuz-*")?;
+        // The kernel's build config, to look up what is built in.
+        if let Some(config) = find_entry(&boot, |n| n.starts_with("config-"))? {
+            std::fs::copy(&config, dir.join("config"))?;
+        }
+        std::fs::write(dir.join("vmlinuz.package"), format!("{pkg}\n"))?;
         // Copy under a temporary name first: a half-written kernel must not
         // look cached.
         let partial = dir.join("vmlinuz.partial");
         std::fs::copy(&vmlinuz, &partial)?;
-        std::fs::write(dir.join("vmlinuz.package"), format!("{pkg}\n"))?;
-        std::fs::rename(&partial, &kernel)?;
+        std::fs::rename(&partial, kernel.vmlinuz())?;
         let _ = std::fs::remove_dir_all(&work);
         Ok(())
     }
@@ -163,7 +200,7 @@ impl Setup {
         }
         // Test images are made with `docker import` from a static busybox:
         // no registry is reachable here.
-        if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
+        if busybox().is_none() {
             self.apt_install(
                 "a static busybox (for the test container image)",
                 &["busybox-static"],
@@ -229,16 +266,24 @@ impl Setup {
     }
 }
 
-/// The versioned package `linux-image-cloud-amd64` points to, if apt knows it.
-fn cloud_kernel_package() -> Option<String> {
-    let deps =
-        output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"])).ok()?;
+/// The versioned kernel package the meta-package `meta` points to, if apt
+/// knows it.
+fn kernel_package(meta: &str) -> Option<String> {
+    let deps = output(Command::new("apt-cache").args(["depends", meta])).ok()?;
     deps.lines().find_map(|l| {
         l.trim()
             .strip_prefix("Depends: ")
             .filter(|p| p.starts_with("linux-image-") && !p.contains('<'))
             .map(str::to_owned)
     })
+}
+
+/// The host's busybox (Debian's busybox-static installs /bin/busybox).
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 /// The first entry of `dir` whose file name satisfies `want`.

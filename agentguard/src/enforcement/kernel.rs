@@ -1,151 +1,193 @@
-//! Compiles the policy rules the kernel can decide on its own into the
-//! enforcement maps (agentguard_common::enforce), and keeps the subject
-//! maps (which tasks and containers each rule covers) current from the
-//! tagged events.
+//! Writes the rule plan (crate::policy::plan) into the enforcement maps
+//! (agentguard_common::enforce), and keeps the subject maps (which tasks
+//! and containers each rule covers) current from the tagged events.
 //!
-//! What compiles: network rules with `dest` CIDRs/ports (deny in the cgroup
-//! hooks, kill in the connect/send tracepoints), `under_mount` kill rules
-//! (per container: its volume destinations), exec kill rules whose globs are
-//! directory prefixes (`/tmp/**`), and io_uring_setup kill rules — each only
-//! when it has no other condition, since the kernel checks nothing else.
-//! Everything else is decided in userspace from the event.
+//! It reads no rule conditions itself: the plan says which hook and which
+//! entries; this stage resolves them against the host (file globs to
+//! inodes, a container's volumes to their source inodes or mount
+//! prefixes) and reconciles the maps with them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 
 use agentguard_common::enforce::{
-    net_flags, op, rule_action, NetKey, NetVerdict, PathKey, PathVerdict, PortRange as KPorts,
-    RuleSlot, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS, PATH_KEY_CGROUP_BITS,
+    net_flags, op, rule_action, InodeKey, InodeRules, NetKey, NetVerdict, PathKey, PathVerdict,
+    PortRange as KPorts, RuleSlot, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS,
+    PATH_KEY_CGROUP_BITS,
 };
 use agentguard_common::filter::config;
 
-use crate::alert::{Action, Mode};
+use crate::alert::Action;
 use crate::event::{Event, Kind};
 use crate::identity::resolver::AgentSource;
+use crate::policy::plan::{plan, Backend, FileTarget, KernelPart, SlotPlan};
 use crate::policy::rules::Rule;
 use crate::policy::spec::{AgentSel, Cidr, PortRange};
 use crate::policy::PolicySet;
 use crate::sensor::Sensor;
 
-/// What a kernel slot does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotKind {
-    Net,
-    Mount,
-    Exec,
-    IoUring,
-}
-
-/// One compiled rule.
+/// One rule in a kernel slot (bit `bit` of every mask).
 #[derive(Clone, Debug)]
 pub struct Slot {
-    pub policy: Arc<str>,
-    pub rule: Arc<str>,
-    pub action: Action,
-    pub kind: SlotKind,
-    /// Index in `PolicySet::rules()`.
-    pub index: usize,
-    /// Mount rules: which ops (agentguard_common::enforce::op).
-    ops: u32,
+    pub bit: u32,
+    pub plan: SlotPlan,
 }
 
-/// The rules of `set` the kernel can enforce, in a stable order (the same
-/// policy gives the same slots, so a restarted daemon rewrites identical
-/// entries over the pinned maps).
-pub fn plan(set: &PolicySet) -> (Vec<Slot>, Vec<String>) {
-    let mut slots = Vec::new();
-    let mut notes = Vec::new();
-    for (index, r) in set.rules().iter().enumerate() {
-        if r.mode() != Mode::Enforce {
-            continue;
+impl Slot {
+    pub fn policy(&self) -> &str {
+        &self.plan.policy
+    }
+    pub fn rule(&self) -> &str {
+        &self.plan.rule
+    }
+    pub fn action(&self) -> Action {
+        self.plan.action
+    }
+}
+
+/// Converts a userspace `st_dev` to the kernel's `s_dev` encoding.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let (major, minor) = (libc::major(st_dev), libc::minor(st_dev));
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+fn inode_key(path: &Path) -> Option<InodeKey> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(InodeKey {
+        dev: kernel_dev(m.dev()),
+        _pad: 0,
+        ino: m.ino(),
+    })
+}
+
+/// Existing paths a kernel glob names (`*`, `?`, `[..]` per component,
+/// expanded on the filesystem), and whether it covers what is below them
+/// (a trailing `/**`) rather than the path itself.
+pub fn resolve_glob(pattern: &str) -> (Vec<PathBuf>, bool) {
+    let (base, subtree) = match pattern.strip_suffix("/**") {
+        Some(b) => (if b.is_empty() { "/" } else { b }, true),
+        None => (pattern, false),
+    };
+    let mut found = vec![PathBuf::from("/")];
+    for comp in base.split('/').filter(|c| !c.is_empty()) {
+        let wild = comp.contains(['*', '?', '[']);
+        let matcher = if wild {
+            match globset::GlobBuilder::new(comp)
+                .literal_separator(true)
+                .build()
+            {
+                Ok(g) => Some(g.compile_matcher()),
+                Err(_) => return (Vec::new(), subtree),
+            }
+        } else {
+            None
+        };
+        let mut next = Vec::new();
+        for dir in &found {
+            match &matcher {
+                None => {
+                    let p = dir.join(comp);
+                    if std::fs::symlink_metadata(&p).is_ok() {
+                        next.push(p);
+                    }
+                }
+                Some(m) => {
+                    let Ok(rd) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
+                    for e in rd.flatten() {
+                        if m.is_match(e.file_name()) {
+                            next.push(e.path());
+                        }
+                    }
+                }
+            }
         }
-        let Some((kind, ops)) = kernel_kind(r) else {
+        // Bound the expansion: a pattern that names thousands of files
+        // belongs in a directory rule.
+        next.truncate(4096);
+        found = next;
+    }
+    (found, subtree)
+}
+
+/// Most files below one protected directory that get an entry of their
+/// own (so that a hard link made elsewhere is still the same file).
+const MAX_FILES_PER_TARGET: usize = 4096;
+const MAX_FILE_DEPTH: usize = 8;
+
+/// The inode entries of one file target: the paths it names (their own
+/// inode, or their subtree) and, below a protected directory, every file
+/// already there by identity: a hard link elsewhere reaches the same inode
+/// but not the directory.
+fn target_entries(t: &FileTarget, bit: u32, want: &mut HashMap<InodeKey, InodeRules>) {
+    let (found, below) = resolve_glob(&t.pattern);
+    for p in found {
+        let Some(k) = inode_key(&p) else {
             continue;
         };
-        if slots.len() as u32 >= MAX_RULES {
-            notes.push(format!(
-                "rule {}/{}: more than {MAX_RULES} kernel rules; enforced from userspace",
-                r.policy(),
-                r.name()
-            ));
+        add_inode(want, k, bit, t.ops, !below, below);
+        if !below {
             continue;
         }
-        slots.push(Slot {
-            policy: Arc::from(r.policy()),
-            rule: Arc::from(r.name()),
-            action: r.action(),
-            kind,
-            index,
-            ops,
-        });
-    }
-    (slots, notes)
-}
-
-/// Exec globs that are plain directory prefixes: `/tmp/**` -> `/tmp/`.
-fn exec_prefixes(r: &Rule) -> Option<Vec<String>> {
-    r.spec()
-        .when
-        .exec
-        .iter()
-        .map(|g| {
-            let p = g.0.strip_suffix("**")?;
-            let plain = p.starts_with('/')
-                && p.ends_with('/')
-                && !p.contains(['*', '?', '[', '{'])
-                && p.len() <= KILL_PATH_LEN;
-            plain.then(|| p.to_owned())
-        })
-        .collect()
-}
-
-fn kernel_kind(r: &Rule) -> Option<(SlotKind, u32)> {
-    let w = &r.spec().when;
-    let kinds = r.kinds();
-    // Conditions the kernel does not check keep a rule in userspace.
-    let ex = &w.except;
-    let no_except = ex.cidrs.is_empty()
-        && ex.ports.is_empty()
-        && !ex.loopback
-        && !ex.dns_resolver
-        && ex.paths.is_empty()
-        && ex.exec.is_empty();
-    let only = |n: usize| w.count() == n && w.result.is_none() && no_except;
-    match r.action() {
-        Action::Deny | Action::Kill
-            if w.dest.is_some()
-                && w.count() == 1
-                && w.result.is_none()
-                && kinds
-                    .iter()
-                    .all(|k| matches!(k, Kind::Connect | Kind::Send))
-                && w.except.paths.is_empty()
-                && w.except.exec.is_empty() =>
-        {
-            Some((SlotKind::Net, 0))
-        }
-        Action::Kill if w.under_mount && only(1) => {
-            let mut ops = 0;
-            for k in kinds {
-                ops |= match k {
-                    Kind::Unlink => op::UNLINK,
-                    Kind::Rmdir => op::RMDIR,
-                    Kind::Rename => op::RENAME_AWAY,
-                    _ => return None,
+        let mut stack = vec![(p, 0usize)];
+        let mut n = 0;
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(ft) = e.file_type() else {
+                    continue;
                 };
+                if ft.is_dir() && depth + 1 < MAX_FILE_DEPTH {
+                    stack.push((e.path(), depth + 1));
+                } else if ft.is_file() {
+                    if let Ok(m) = e.metadata() {
+                        let k = InodeKey {
+                            dev: kernel_dev(m.dev()),
+                            _pad: 0,
+                            ino: m.ino(),
+                        };
+                        add_inode(want, k, bit, t.ops, true, false);
+                        n += 1;
+                    }
+                }
+                if n >= MAX_FILES_PER_TARGET {
+                    return;
+                }
             }
-            Some((SlotKind::Mount, ops))
         }
-        Action::Kill if kinds == [Kind::Exec] && !w.exec.is_empty() && only(1) => {
-            exec_prefixes(r).map(|_| (SlotKind::Exec, op::EXEC))
-        }
-        Action::Kill if kinds == [Kind::IoUringSetup] && only(0) => Some((SlotKind::IoUring, 0)),
-        _ => None,
+    }
+}
+
+fn op_index(o: u32) -> impl Iterator<Item = usize> {
+    (0..op::COUNT).filter(move |i| o & (1 << i) != 0)
+}
+
+fn add_inode(
+    want: &mut HashMap<InodeKey, InodeRules>,
+    key: InodeKey,
+    bit: u32,
+    ops: u32,
+    own: bool,
+    below: bool,
+) {
+    let e = want.entry(key).or_default();
+    if own {
+        e.self_rules |= 1 << bit;
+    }
+    if below {
+        e.sub_rules |= 1 << bit;
+    }
+    for i in op_index(ops) {
+        e.op_rules[i] |= 1 << bit;
     }
 }
 
@@ -269,141 +311,331 @@ fn path_key(cgroup_id: u64, prefix: &str) -> Option<Key<PathKey>> {
     ))
 }
 
+fn action_code(a: Action) -> u32 {
+    match a {
+        Action::Deny => rule_action::DENY,
+        Action::Kill => rule_action::KILL,
+        Action::Alert => rule_action::ALERT,
+    }
+}
+
 /// The enforcement maps, owned by this stage.
 pub struct KernelEnforcer {
+    backend: Backend,
     tasks: BpfHashMap<MapData, u32, u32>,
     cgroups: BpfHashMap<MapData, u64, u32>,
     paths: LpmTrie<MapData, PathKey, PathVerdict>,
     net: LpmTrie<MapData, NetKey, NetVerdict>,
     rules: Array<MapData, RuleSlot>,
+    inodes: BpfHashMap<MapData, InodeKey, InodeRules>,
     slots: Vec<Slot>,
     /// Masks written, to write only changes.
     task_masks: HashMap<u32, u32>,
     cgroup_masks: HashMap<u64, u32>,
-    /// Mount prefixes installed per cgroup.
-    mounts_done: HashSet<u64>,
+    /// Volume entries installed per container cgroup (LSM: the inodes of
+    /// the mount sources, with their rule bits and ops).
+    mounts_done: HashMap<u64, Vec<(InodeKey, u32, u32)>>,
+    /// INODE_RULES as written.
+    inode_written: HashMap<InodeKey, InodeRules>,
     next_entry: u32,
     pub notes: Vec<String>,
 }
 
 impl KernelEnforcer {
     /// Takes the enforcement maps from the sensor.
-    pub fn new(sensor: &mut Sensor) -> Result<KernelEnforcer> {
+    pub fn new(sensor: &mut Sensor, backend: Backend) -> Result<KernelEnforcer> {
         Ok(KernelEnforcer {
+            backend,
             tasks: BpfHashMap::try_from(sensor.take_map("ENFORCE_TASKS")?)?,
             cgroups: BpfHashMap::try_from(sensor.take_map("ENFORCE_CGROUPS")?)?,
             paths: LpmTrie::try_from(sensor.take_map("KILL_PATHS")?)?,
             net: LpmTrie::try_from(sensor.take_map("NET_RULES")?)?,
             rules: Array::try_from(sensor.take_map("RULES")?)?,
+            inodes: BpfHashMap::try_from(sensor.take_map("INODE_RULES")?)?,
             slots: Vec::new(),
             task_masks: HashMap::new(),
             cgroup_masks: HashMap::new(),
-            mounts_done: HashSet::new(),
+            mounts_done: HashMap::new(),
+            inode_written: HashMap::new(),
             next_entry: 1,
             notes: Vec::new(),
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn slots(&self) -> &[Slot] {
         &self.slots
     }
 
+    /// The slot with bit `i`.
     pub fn slot(&self, i: u32) -> Option<&Slot> {
-        self.slots.get(i as usize)
+        self.slots.iter().find(|s| s.bit == i)
     }
 
     /// Is this rule compiled into the kernel?
     pub fn compiled(&self, policy: &str, rule: &str) -> Option<&Slot> {
         self.slots
             .iter()
-            .find(|s| &*s.policy == policy && &*s.rule == rule)
+            .find(|s| s.policy() == policy && s.rule() == rule)
     }
 
-    /// Writes `set`'s kernel rules. New entries go in before stale ones come
-    /// out, so a pinned deny never lapses during a reload or a restart.
+    /// Writes `set`'s kernel rules, reconciling with what the maps hold
+    /// (from a reload, or pinned by a previous daemon): a slot whose rule is
+    /// unchanged keeps its bit and entries (a pinned deny never lapses); a
+    /// slot whose rule changed or went away is stopped first (its action
+    /// cleared) and its bit removed from every entry before it is reused.
     pub fn install(&mut self, set: &PolicySet, sensor: &mut Sensor) -> Result<()> {
-        let (slots, notes) = plan(set);
-        self.notes = notes;
+        let plan = plan(set, self.backend);
+        self.notes = plan.notes.clone();
+        let current: Vec<u32> = (0..MAX_RULES)
+            .map(|i| match self.rules.get(&i, 0) {
+                Ok(s) if s.action != rule_action::NONE => s.id,
+                _ => 0,
+            })
+            .collect();
+        // Bits: keep the bit of an unchanged rule, give free bits to the rest.
+        let mut taken = [false; MAX_RULES as usize];
+        let mut bits: Vec<Option<u32>> = vec![None; plan.slots.len()];
+        for (n, sp) in plan.slots.iter().enumerate() {
+            if let Some(i) = (0..MAX_RULES as usize).find(|&i| current[i] == sp.id && !taken[i]) {
+                taken[i] = true;
+                bits[n] = Some(i as u32);
+            }
+        }
+        let wanted: HashSet<u32> = plan.slots.iter().map(|s| s.id).collect();
+        for b in bits.iter_mut() {
+            if b.is_none() {
+                // Prefer a bit that was empty, then one whose rule is gone.
+                let free = (0..MAX_RULES as usize)
+                    .find(|&i| !taken[i] && current[i] == 0)
+                    .or_else(|| {
+                        (0..MAX_RULES as usize)
+                            .find(|&i| !taken[i] && !wanted.contains(&current[i]))
+                    });
+                if let Some(i) = free {
+                    taken[i] = true;
+                    *b = Some(i as u32);
+                }
+            }
+        }
+        let slots: Vec<Slot> = plan
+            .slots
+            .into_iter()
+            .zip(bits)
+            .filter_map(|(p, b)| b.map(|bit| Slot { bit, plan: p }))
+            .collect();
+        // Stop every bit whose occupant changes, and scrub it everywhere.
+        let mut stale = 0u32;
+        for i in 0..MAX_RULES {
+            let now = slots.iter().find(|s| s.bit == i).map_or(0, |s| s.plan.id);
+            if current[i as usize] != now {
+                stale |= 1 << i;
+                self.rules
+                    .set(i, RuleSlot::default(), 0)
+                    .context("clearing RULES")?;
+            }
+        }
+        if stale != 0 {
+            self.scrub(stale);
+        }
         let mut io_uring = 0u32;
         let mut want_net: HashSet<Vec<u8>> = HashSet::new();
         let mut want_paths: HashSet<Vec<u8>> = HashSet::new();
-        for (i, s) in slots.iter().enumerate() {
-            let i = i as u32;
-            let r = &set.rules()[s.index];
+        let mut want_inodes: HashMap<InodeKey, InodeRules> = HashMap::new();
+        let mut rule_slots = Vec::new();
+        for s in &slots {
+            let i = s.bit;
+            let r = &set.rules()[s.plan.index];
             let mut slot = RuleSlot {
-                action: match s.action {
-                    Action::Deny => rule_action::DENY,
-                    Action::Kill => rule_action::KILL,
-                    Action::Alert => rule_action::NONE,
-                },
+                action: action_code(s.plan.action),
+                id: s.plan.id,
                 ..RuleSlot::default()
             };
-            match s.kind {
-                SlotKind::Net => {
+            match &s.plan.kernel {
+                KernelPart::Net { raw_sockets } => {
                     let (p, n) = ports(&r.spec().when.except.ports);
                     slot.except_ports = p;
                     slot.n_except_ports = n;
+                    slot.raw_sockets = u32::from(*raw_sockets);
                     for (k, v) in net_entries(i, r) {
                         self.net.insert(&k, v, 0).context("writing NET_RULES")?;
                         want_net.insert(key_bytes(&k));
                     }
                 }
-                SlotKind::Exec => {
-                    for prefix in exec_prefixes(r).unwrap_or_default() {
-                        if let Some(k) = path_key(0, &prefix) {
-                            let v = PathVerdict {
-                                rules: 1 << i,
-                                ops: op::EXEC,
-                                entry_id: self.next_entry,
-                                rule: i,
-                            };
-                            self.next_entry += 1;
-                            self.paths.insert(&k, v, 0).context("writing KILL_PATHS")?;
-                            want_paths.insert(key_bytes(&k));
+                KernelPart::Files { targets } => match self.backend {
+                    Backend::Lsm => {
+                        for t in targets {
+                            target_entries(t, i, &mut want_inodes);
                         }
                     }
-                }
-                SlotKind::IoUring => {
+                    Backend::Tracepoint => {
+                        for t in targets {
+                            let prefix = t.pattern.trim_end_matches("**");
+                            if let Some(k) = path_key(0, prefix) {
+                                let v = PathVerdict {
+                                    rules: 1 << i,
+                                    ops: t.ops,
+                                    entry_id: self.next_entry,
+                                    rule: i,
+                                };
+                                self.next_entry += 1;
+                                self.paths.insert(&k, v, 0).context("writing KILL_PATHS")?;
+                                want_paths.insert(key_bytes(&k));
+                            }
+                        }
+                    }
+                },
+                KernelPart::IoUring => {
                     slot.io_uring = 1;
                     io_uring |= 1 << i;
                 }
-                SlotKind::Mount => {}
+                KernelPart::Mount { .. } => {}
             }
+            rule_slots.push((i, slot));
+        }
+        // Per-container volume entries are re-derived as containers are
+        // seen again; until then their inodes stay as written (their bits
+        // were scrubbed above if their rule changed).
+        for entries in self.mounts_done.values() {
+            for (k, bit, ops) in entries {
+                if stale & (1 << bit) == 0 {
+                    add_inode(&mut want_inodes, *k, *bit, *ops, true, true);
+                }
+            }
+        }
+        self.write_inodes(want_inodes);
+        for (i, slot) in rule_slots {
             self.rules.set(i, slot, 0).context("writing RULES")?;
         }
-        for i in slots.len() as u32..MAX_RULES {
-            self.rules
-                .set(i, RuleSlot::default(), 0)
-                .context("clearing RULES")?;
-        }
         // Stale entries out: network entries of other rules, static paths
-        // no longer wanted (per-container mount entries are rebuilt below).
-        let stale: Vec<Key<NetKey>> = self
+        // no longer wanted.
+        let stale_net: Vec<Key<NetKey>> = self
             .net
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| !want_net.contains(&key_bytes(k)))
             .collect();
-        for k in stale {
+        for k in stale_net {
             let _ = self.net.remove(&k);
         }
-        let stale: Vec<Key<PathKey>> = self
+        let stale_paths: Vec<Key<PathKey>> = self
             .paths
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| k.data().cgroup_id == 0 && !want_paths.contains(&key_bytes(k)))
             .collect();
-        for k in stale {
+        for k in stale_paths {
             let _ = self.paths.remove(&k);
         }
-        // Per-container entries are re-derived as containers are seen again.
-        self.mounts_done.clear();
+        self.mounts_done.retain(|_, v| {
+            v.retain(|(_, bit, _)| stale & (1 << bit) == 0);
+            true
+        });
+        // Subjects are re-derived from the next event of each process.
         self.task_masks.clear();
         self.cgroup_masks.clear();
         self.slots = slots;
         sensor.set_config(config::IO_URING_RULES, io_uring)?;
         sensor.set_config(config::ENFORCE, u32::from(!self.slots.is_empty()))?;
         Ok(())
+    }
+
+    /// Clears the `bits` from every subject and every entry: nothing that
+    /// was written for a rule that changed or went away can fire.
+    fn scrub(&mut self, bits: u32) {
+        let tasks: Vec<(u32, u32)> = self.tasks.iter().filter_map(|e| e.ok()).collect();
+        for (k, m) in tasks {
+            if m & bits != 0 {
+                let _ = self.tasks.insert(k, m & !bits, 0);
+            }
+        }
+        let cgroups: Vec<(u64, u32)> = self.cgroups.iter().filter_map(|e| e.ok()).collect();
+        for (k, m) in cgroups {
+            if m & bits != 0 {
+                let _ = self.cgroups.insert(k, m & !bits, 0);
+            }
+        }
+        let paths: Vec<(Key<PathKey>, PathVerdict)> =
+            self.paths.iter().filter_map(|e| e.ok()).collect();
+        for (k, mut v) in paths {
+            if v.rules & bits != 0 {
+                v.rules &= !bits;
+                if v.rules == 0 {
+                    let _ = self.paths.remove(&k);
+                } else {
+                    let _ = self.paths.insert(&k, v, 0);
+                }
+            }
+        }
+        let net: Vec<Key<NetKey>> = self
+            .net
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| bits & (1 << u32::from_be_bytes(k.data().rule).min(31)) != 0)
+            .collect();
+        for k in net {
+            let _ = self.net.remove(&k);
+        }
+        let inodes: Vec<(InodeKey, InodeRules)> =
+            self.inodes.iter().filter_map(|e| e.ok()).collect();
+        for (k, mut v) in inodes {
+            if (v.self_rules | v.sub_rules) & bits != 0 {
+                v.self_rules &= !bits;
+                v.sub_rules &= !bits;
+                for m in v.op_rules.iter_mut() {
+                    *m &= !bits;
+                }
+                let _ = self.inodes.insert(k, v, 0);
+                self.inode_written.insert(k, v);
+            }
+        }
+    }
+
+    /// Makes INODE_RULES hold exactly `want` (writes first, then removals).
+    fn write_inodes(&mut self, want: HashMap<InodeKey, InodeRules>) {
+        tracing::debug!("INODE_RULES: {} entries: {want:?}", want.len());
+        for (k, v) in &want {
+            if self.inode_written.get(k) != Some(v) {
+                if let Err(e) = self.inodes.insert(*k, *v, 0) {
+                    tracing::warn!("INODE_RULES {k:?}: {e}");
+                    continue;
+                }
+            }
+        }
+        let existing: Vec<InodeKey> = self.inodes.keys().filter_map(|k| k.ok()).collect();
+        for k in existing {
+            if !want.contains_key(&k) {
+                let _ = self.inodes.remove(&k);
+            }
+        }
+        self.inode_written = want;
+    }
+
+    /// Re-resolves the file targets (new files or directories matching a
+    /// protected glob since the last look).
+    pub fn refresh_files(&mut self) {
+        if self.backend != Backend::Lsm {
+            return;
+        }
+        let mut want: HashMap<InodeKey, InodeRules> = HashMap::new();
+        for s in &self.slots {
+            if let KernelPart::Files { targets } = &s.plan.kernel {
+                for t in targets {
+                    target_entries(t, s.bit, &mut want);
+                }
+            }
+        }
+        for entries in self.mounts_done.values() {
+            for (k, bit, ops) in entries {
+                add_inode(&mut want, *k, *bit, *ops, true, true);
+            }
+        }
+        if want != self.inode_written {
+            self.write_inodes(want);
+        }
     }
 
     /// Updates which rules cover the event's process and container, and
@@ -426,12 +658,14 @@ impl KernelEnforcer {
             .and_then(|i| i.agent.as_ref())
             .is_none_or(|a| a.source != AgentSource::Ancestry);
         let (mut task, mut cgroup) = (0u32, 0u32);
-        for (i, s) in self.slots.iter().enumerate() {
-            let r = &set.rules()[s.index];
+        for s in &self.slots {
+            let Some(r) = set.rules().get(s.plan.index) else {
+                continue;
+            };
             if !r.selects(ev) {
                 continue;
             }
-            task |= 1 << i;
+            task |= 1 << s.bit;
             // A whole container is covered only when nothing about the
             // process itself decided it.
             let by_agent_ok = match &r.spec().selector.agent {
@@ -439,7 +673,7 @@ impl KernelEnforcer {
                 Some(_) => agent_by_container,
             };
             if info.is_some() && r.selects_by_container_only() && by_agent_ok {
-                cgroup |= 1 << i;
+                cgroup |= 1 << s.bit;
             }
         }
         let old = self.task_masks.insert(ev.pid, task).unwrap_or(0);
@@ -464,8 +698,7 @@ impl KernelEnforcer {
             }
         }
         if let Some(info) = info {
-            if ev.cgroup_id > 1 && !self.mounts_done.contains(&ev.cgroup_id) {
-                self.mounts_done.insert(ev.cgroup_id);
+            if ev.cgroup_id > 1 && !self.mounts_done.contains_key(&ev.cgroup_id) {
                 self.install_mounts(ev.cgroup_id, &info.mounts, task | cgroup);
             }
         }
@@ -477,34 +710,70 @@ impl KernelEnforcer {
         mounts: &[crate::identity::docker::MountInfo],
         mask: u32,
     ) {
-        for (i, s) in self.slots.iter().enumerate() {
-            if s.kind != SlotKind::Mount || mask & (1 << i) == 0 {
+        let mut done = Vec::new();
+        let volumes: Vec<&crate::identity::docker::MountInfo> = mounts
+            .iter()
+            .filter(|m| m.kind == "bind" || m.kind == "volume")
+            .collect();
+        let mut want = self.inode_written.clone();
+        let mut inodes_changed = false;
+        for s in &self.slots {
+            let KernelPart::Mount { ops } = s.plan.kernel else {
+                continue;
+            };
+            if mask & (1 << s.bit) == 0 {
                 continue;
             }
-            for m in mounts
-                .iter()
-                .filter(|m| m.kind == "bind" || m.kind == "volume")
-            {
-                let prefix = format!("{}/", m.destination.trim_end_matches('/'));
-                let Some(k) = path_key(cgroup_id, &prefix) else {
-                    self.notes.push(format!(
-                        "mount {} is longer than {KILL_PATH_LEN} bytes: guarded from userspace",
-                        m.destination
-                    ));
-                    continue;
-                };
-                let v = PathVerdict {
-                    rules: 1 << i,
-                    ops: s.ops,
-                    entry_id: self.next_entry,
-                    rule: i as u32,
-                };
-                self.next_entry += 1;
-                if let Err(e) = self.paths.insert(&k, v, 0) {
-                    tracing::warn!("KILL_PATHS {prefix} (cgroup {cgroup_id}): {e}");
+            for m in &volumes {
+                match self.backend {
+                    Backend::Lsm => {
+                        // The mount's source as the kernel sees it: every
+                        // path into the volume ends at its inodes.
+                        let host = Path::new(&m.source);
+                        let key = inode_key(host).or_else(|| {
+                            inode_key(
+                                &Path::new("/proc/1/root")
+                                    .join(host.strip_prefix("/").unwrap_or(host)),
+                            )
+                        });
+                        let Some(k) = key else {
+                            self.notes.push(format!(
+                                "volume source {} not found: {} guarded from userspace",
+                                m.source, m.destination
+                            ));
+                            continue;
+                        };
+                        add_inode(&mut want, k, s.bit, ops, true, true);
+                        done.push((k, s.bit, ops));
+                        inodes_changed = true;
+                    }
+                    Backend::Tracepoint => {
+                        let prefix = format!("{}/", m.destination.trim_end_matches('/'));
+                        let Some(k) = path_key(cgroup_id, &prefix) else {
+                            self.notes.push(format!(
+                                "mount {} is longer than {KILL_PATH_LEN} bytes: guarded from userspace",
+                                m.destination
+                            ));
+                            continue;
+                        };
+                        let v = PathVerdict {
+                            rules: 1 << s.bit,
+                            ops,
+                            entry_id: self.next_entry,
+                            rule: s.bit,
+                        };
+                        self.next_entry += 1;
+                        if let Err(e) = self.paths.insert(&k, v, 0) {
+                            tracing::warn!("KILL_PATHS {prefix} (cgroup {cgroup_id}): {e}");
+                        }
+                    }
                 }
             }
         }
+        if inodes_changed {
+            self.write_inodes(want);
+        }
+        self.mounts_done.insert(cgroup_id, done);
     }
 
     /// A process is gone: forget its mask (the kernel dropped its entry).

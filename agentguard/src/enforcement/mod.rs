@@ -11,8 +11,8 @@ pub mod kernel;
 pub mod kill;
 
 use crate::alert::Action;
-use crate::alert::{ActionResult, Decision, Enforcer as By, KillScope, Mode, Outcome};
-use crate::event::{Event, Kind};
+use crate::alert::{ActionResult, Decision, Enforcer as By, KillScope, Mechanism, Mode, Outcome};
+use crate::event::{Event, KernelAction, KernelHook, Kind};
 use crate::identity::docker::DockerClient;
 
 /// What this host lets the daemon do (for `check` and the alerts).
@@ -45,7 +45,16 @@ fn result(
         by,
         syscall_completed: completed,
         reason,
+        mechanism: match by {
+            By::Userspace => Some(Mechanism::Userspace),
+            _ => None,
+        },
     }
+}
+
+fn with(mut r: ActionResult, m: Mechanism) -> ActionResult {
+    r.mechanism = Some(m);
+    r
 }
 
 impl Enforcer {
@@ -61,14 +70,22 @@ impl Enforcer {
         }
     }
 
-    /// The kernel slot that acted on `ev`, if it was this decision's rule.
-    fn kernel_killed(&self, ev: &Event, d: &Decision) -> bool {
+    /// What the kernel did about `ev`, if it did it for this decision's rule.
+    fn kernel_verdict(&self, ev: &Event, d: &Decision) -> Option<KernelAction> {
         let (Some(k), Some(a)) = (&self.kernel, &ev.kernel_action) else {
-            return false;
+            return None;
         };
-        a.killed
-            && k.slot(a.slot)
-                .is_some_and(|s| s.policy == d.policy && s.rule == d.rule)
+        k.slot(a.slot)
+            .is_some_and(|s| s.policy() == &*d.policy && s.rule() == &*d.rule)
+            .then_some(*a)
+    }
+
+    /// The rule (index in the policy set) behind a kernel verdict on `ev`:
+    /// every kernel verdict is reported, even when the event as userspace
+    /// sees it (a string path through a symlink, say) would not match.
+    pub fn kernel_rule(&self, ev: &Event) -> Option<usize> {
+        let (k, a) = (self.kernel.as_ref()?, ev.kernel_action.as_ref()?);
+        k.slot(a.slot).map(|s| s.plan.index)
     }
 
     /// Carries out `d` for `ev`. Never blocks: a container kill is handed
@@ -76,6 +93,11 @@ impl Enforcer {
     pub fn act(&mut self, ev: &Event, d: &Decision) -> ActionResult {
         // Whether the syscall took effect (the event is reported at exit).
         let completed = Some(ev.ok());
+        let kv = self.kernel_verdict(ev, d);
+        let hook = |a: &KernelAction| match a.hook {
+            KernelHook::Lsm => Mechanism::Lsm,
+            KernelHook::Tracepoint => Mechanism::Tracepoint,
+        };
         if d.mode == Mode::Audit {
             let would = match d.action {
                 Action::Alert => Outcome::Alerted,
@@ -85,16 +107,28 @@ impl Enforcer {
             return result(would, By::None, completed, None);
         }
         match d.action {
-            Action::Alert => result(Outcome::Alerted, By::None, completed, None),
+            Action::Alert => {
+                let r = result(Outcome::Alerted, By::None, completed, None);
+                match kv {
+                    Some(a) => with(r, hook(&a)),
+                    None => r,
+                }
+            }
             Action::Kill => {
-                if self.kernel_killed(ev, d) {
-                    let why = (ev.ok() && !self.caps.lsm).then(|| {
-                        format!(
-                            "killed at {} entry; without BPF-LSM this one syscall still completed",
-                            ev.syscall
-                        )
-                    });
-                    let mut r = result(Outcome::Killed, By::Kernel, completed, why);
+                if let Some(a) = kv.filter(|a| a.killed) {
+                    let r = if a.denied {
+                        // Refused before it took effect, then killed.
+                        result(Outcome::Killed, By::Kernel, Some(false), None)
+                    } else {
+                        let why = ev.ok().then(|| {
+                            format!(
+                                "killed at {} entry; without BPF-LSM this one syscall still completed",
+                                ev.syscall
+                            )
+                        });
+                        result(Outcome::Killed, By::Kernel, completed, why)
+                    };
+                    let mut r = with(r, hook(&a));
                     if d.kill_scope == KillScope::Container {
                         r.reason = Some(self.kill_container(ev, r.reason.take()));
                     }
@@ -107,31 +141,40 @@ impl Enforcer {
                 r
             }
             Action::Deny => {
+                if let Some(a) = kv.filter(|a| a.denied) {
+                    return with(
+                        result(Outcome::Denied, By::Kernel, Some(false), None),
+                        hook(&a),
+                    );
+                }
                 let net = matches!(ev.kind, Kind::Connect | Kind::Send);
                 let compiled = self
                     .kernel
                     .as_ref()
                     .and_then(|k| k.compiled(&d.policy, &d.rule))
                     .is_some();
-                if net && compiled && self.caps.network_deny {
-                    if ev.ret == EPERM {
-                        result(Outcome::Denied, By::Kernel, Some(false), None)
-                    } else {
-                        result(
-                            Outcome::Failed,
-                            By::Kernel,
-                            completed,
-                            Some("the kernel did not refuse it: the process was not yet covered by the deny maps".into()),
-                        )
-                    }
-                } else {
-                    let why = if net {
-                        "this destination kind has no kernel deny hook here (e.g. unix sockets); alerted only"
-                    } else {
-                        "denying file operations needs BPF-LSM, which this kernel does not allow; alerted only (use action: kill to stop the process)"
-                    };
-                    result(Outcome::Unsupported, By::None, completed, Some(why.into()))
+                if net && compiled && self.caps.network_deny && ev.ret == EPERM {
+                    return with(
+                        result(Outcome::Denied, By::Kernel, Some(false), None),
+                        Mechanism::SockAddr,
+                    );
                 }
+                if compiled && (net && self.caps.network_deny || self.caps.lsm) {
+                    return result(
+                        Outcome::Failed,
+                        By::Kernel,
+                        completed,
+                        Some("the kernel did not refuse it: the process was not yet covered by the deny maps".into()),
+                    );
+                }
+                let why = if net {
+                    "this destination kind has no kernel deny hook here (e.g. unix sockets without BPF-LSM); alerted only"
+                } else if self.caps.lsm {
+                    "this rule has conditions the LSM hooks do not check; alerted only (use action: kill to stop the process)"
+                } else {
+                    "denying file operations needs BPF-LSM, which this kernel does not allow; alerted only (use action: kill to stop the process)"
+                };
+                result(Outcome::Unsupported, By::None, completed, Some(why.into()))
             }
         }
     }

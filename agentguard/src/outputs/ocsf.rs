@@ -18,7 +18,9 @@ fn class_of(kind: Kind) -> (u32, &'static str, u32, &'static str) {
         Kind::Open | Kind::Unlink | Kind::Rmdir | Kind::Rename | Kind::Truncate => {
             (1001, "File System Activity", 1, "System Activity")
         }
-        Kind::Connect | Kind::Send => (4001, "Network Activity", 4, "Network Activity"),
+        Kind::Connect | Kind::Send | Kind::Socket => {
+            (4001, "Network Activity", 4, "Network Activity")
+        }
         // No OCSF class says "set up an io_uring": the base event keeps it
         // visible without pretending.
         Kind::IoUringSetup => (0, "Base Event", 0, "Uncategorized"),
@@ -38,7 +40,7 @@ fn activity_of(ev: &Event) -> (u32, &'static str) {
         Kind::Connect if !ev.ok() => (4, "Fail"),
         Kind::Connect => (1, "Open"),
         Kind::Send => (6, "Traffic"),
-        Kind::IoUringSetup => (99, "Other"),
+        Kind::IoUringSetup | Kind::Socket => (99, "Other"),
     }
 }
 
@@ -227,6 +229,8 @@ pub(crate) mod tests {
                 fd: 3,
                 len: None,
                 addr_unreadable: false,
+                socket_type: None,
+                protocol: None,
             }),
             _ => Detail::File(FileDetail {
                 file: PathInfo {

@@ -12,6 +12,7 @@
 //! nothing when no YAML rule matches and no Rego policy handles the kind.
 
 pub mod cli;
+pub mod plan;
 pub mod rego;
 pub mod rego_input;
 mod reload;

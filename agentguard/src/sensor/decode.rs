@@ -55,6 +55,18 @@ fn syscall_name(n: u16) -> &'static str {
         syscall::SENDTO => "sendto",
         syscall::SENDMSG => "sendmsg",
         syscall::IO_URING_SETUP => "io_uring_setup",
+        syscall::LSM_FILE_OPEN => "lsm:file_open",
+        syscall::LSM_PATH_UNLINK => "lsm:path_unlink",
+        syscall::LSM_PATH_RMDIR => "lsm:path_rmdir",
+        syscall::LSM_PATH_RENAME => "lsm:path_rename",
+        syscall::LSM_PATH_TRUNCATE => "lsm:path_truncate",
+        syscall::LSM_PATH_LINK => "lsm:path_link",
+        syscall::LSM_BPRM_CHECK => "lsm:bprm_check_security",
+        syscall::LSM_SOCKET_CREATE => "lsm:socket_create",
+        syscall::LSM_SOCKET_CONNECT => "lsm:socket_connect",
+        syscall::LSM_SOCKET_SENDMSG => "lsm:socket_sendmsg",
+        syscall::LSM_UNIX_CONNECT => "lsm:unix_stream_connect",
+        syscall::LSM_FILE_TRUNCATE => "lsm:file_truncate",
         _ => "unknown",
     }
 }
@@ -62,9 +74,16 @@ fn syscall_name(n: u16) -> &'static str {
 fn kernel_action(verdict: u32) -> Option<KernelAction> {
     use agentguard_common::enforce::verdict as v;
     let slot = verdict & v::RULE_MASK;
-    (verdict & v::KILLED != 0 && slot > 0).then(|| KernelAction {
-        killed: true,
+    let acted = verdict & (v::KILLED | v::DENIED | v::MATCHED) != 0;
+    (acted && slot > 0).then(|| KernelAction {
+        killed: verdict & v::KILLED != 0,
+        denied: verdict & v::DENIED != 0,
         slot: slot - 1,
+        hook: if verdict & v::LSM != 0 {
+            KernelHook::Lsm
+        } else {
+            KernelHook::Tracepoint
+        },
     })
 }
 
@@ -150,7 +169,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 flags: r.flags,
             })
         }
-        kind::CONNECT | kind::SEND => {
+        kind::CONNECT | kind::SEND | kind::SOCKET => {
             let n: raw::NetEvent = get(bytes, h.kind)?;
             Detail::Net(net_detail(&n))
         }
@@ -254,7 +273,23 @@ fn net_detail(n: &raw::NetEvent) -> NetDetail {
         fd: n.fd,
         len: (n.header.syscall == syscall::SENDTO).then_some(n.len),
         addr_unreadable: n.header.flags & flags::ADDR_UNREADABLE != 0,
+        socket_type: None,
+        protocol: None,
     };
+    if n.header.kind == kind::SOCKET {
+        // Only created, never addressed: the type and protocol are what
+        // is known (see agentguard_common::event::kind::SOCKET).
+        d.family = match n.family {
+            family::INET => "inet".into(),
+            family::INET6 => "inet6".into(),
+            17 => "packet".into(),
+            other => format!("af_{other}"),
+        };
+        d.socket_type = Some(n.fd as u32);
+        d.protocol = Some(n.msg_flags);
+        d.fd = -1;
+        return d;
+    }
     match n.family {
         family::INET => {
             d.family = "inet".into();

@@ -42,6 +42,8 @@ pub struct Capability {
 pub struct FeatureReport {
     /// uname release.
     pub kernel: String,
+    /// The enforcement backend `run` chooses here: "lsm" or "tracepoint".
+    pub backend: &'static str,
     pub probes: Vec<Probe>,
     pub capabilities: Vec<Capability>,
 }
@@ -189,8 +191,17 @@ pub fn detect() -> FeatureReport {
             note,
         })
         .collect();
+    let backend = if probes
+        .iter()
+        .any(|p| p.name == "bpf_lsm" && p.status == Status::Supported)
+    {
+        "lsm"
+    } else {
+        "tracepoint"
+    };
     FeatureReport {
         kernel: kernel_release(),
+        backend,
         probes,
         capabilities,
     }
@@ -208,6 +219,14 @@ impl FeatureReport {
         use std::fmt::Write as _;
         let mut out = String::new();
         let _ = writeln!(out, "kernel {}", self.kernel);
+        let _ = writeln!(
+            out,
+            "enforcement backend: {}",
+            match self.backend {
+                "lsm" => "lsm (BPF-LSM hooks decide on the file/socket itself and refuse before it happens)",
+                _ => "tracepoint (kill at syscall entry on the path strings; the syscall in flight completes; file denies only alert)",
+            }
+        );
         let _ = writeln!(out);
         let w = self
             .probes
@@ -867,6 +886,13 @@ fn probe_tp_btf(btf: Option<&KernelBtf>) -> Status {
     }
 }
 
+/// Whether BPF-LSM programs can load and will run here (the `bpf` LSM is
+/// active and the kernel accepts an LSM program).
+pub fn bpf_lsm_status() -> Status {
+    let btf = KernelBtf::from_sys_fs().ok();
+    probe_bpf_lsm(btf.as_ref())
+}
+
 fn probe_bpf_lsm(btf: Option<&KernelBtf>) -> Status {
     let lsms = match ensure_securityfs().and_then(|dir| {
         let p = dir.join("lsm");
@@ -1248,6 +1274,7 @@ mod tests {
     fn render_table_of_a_synthetic_report() {
         let r = FeatureReport {
             kernel: "6.0.0-test".into(),
+            backend: "tracepoint",
             probes: vec![
                 Probe {
                     name: "btf",

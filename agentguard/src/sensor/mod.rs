@@ -138,6 +138,33 @@ const OFFSETS: &[(&str, &str, &str)] = &[
     ("OFF_FDT_MAX_FDS", "fdtable", "max_fds"),
     ("OFF_FDT_FD", "fdtable", "fd"),
     ("OFF_FILE_PATH", "file", "f_path"),
+    ("OFF_DENTRY_INODE", "dentry", "d_inode"),
+    ("OFF_INODE_INO", "inode", "i_ino"),
+    ("OFF_INODE_SB", "inode", "i_sb"),
+    ("OFF_SB_DEV", "super_block", "s_dev"),
+    ("OFF_BPRM_FILE", "linux_binprm", "file"),
+    ("OFF_UNIX_SOCK_PATH", "unix_sock", "path"),
+    ("OFF_MSGHDR_NAME", "msghdr", "msg_name"),
+    ("OFF_FILE_FLAGS", "file", "f_flags"),
+];
+
+/// BPF-LSM programs: (program, hook, optional).
+pub const LSM_PROGRAMS: &[(&str, &str, bool)] = &[
+    ("agentguard_file_open", "file_open", false),
+    ("agentguard_path_unlink", "path_unlink", false),
+    ("agentguard_path_rmdir", "path_rmdir", false),
+    ("agentguard_path_rename", "path_rename", false),
+    ("agentguard_path_truncate", "path_truncate", false),
+    ("agentguard_file_truncate", "file_truncate", true),
+    ("agentguard_path_link", "path_link", false),
+    ("agentguard_bprm_check", "bprm_check_security", false),
+    ("agentguard_socket_create", "socket_create", false),
+    ("agentguard_socket_connect", "socket_connect", false),
+    ("agentguard_socket_sendmsg", "socket_sendmsg", false),
+    ("agentguard_unix_connect", "unix_stream_connect", false),
+    ("agentguard_task_kill", "task_kill", false),
+    ("agentguard_ptrace", "ptrace_access_check", false),
+    ("agentguard_bpf", "bpf", false),
 ];
 
 /// What to stream.
@@ -251,6 +278,10 @@ impl Sensor {
             loader.override_global(global, off, true);
         }
         loader.override_global("TP_NEWTASK_FLAGS", &newtask_flags, true);
+        // The LSM hooks refuse signals, ptrace and bpf(2) against this
+        // process from the tasks they guard.
+        let daemon_tgid = std::process::id();
+        loader.override_global("DAEMON_TGID", &daemon_tgid, true);
         loader.override_global("TP_EXIT_GROUP_DEAD", &group_dead, true);
         let mut ebpf = match loader.load(EBPF_OBJECT) {
             Ok(e) => e,
@@ -475,6 +506,38 @@ impl Sensor {
         Ok(attached)
     }
 
+    /// Loads and attaches the BPF-LSM programs (every hook in
+    /// [`LSM_PROGRAMS`]; optional ones are skipped where the kernel lacks
+    /// the hook). Returns the hooks attached. They live as long as the
+    /// sensor: after the daemon stops, only the pinned sock_addr denies stay.
+    pub fn attach_lsm(&mut self) -> Result<Vec<String>> {
+        use aya::programs::Lsm;
+        let btf = aya::Btf::from_sys_fs().context("reading the kernel BTF for the LSM hooks")?;
+        let kernel_btf = btf::KernelBtf::from_sys_fs().map_err(|e| anyhow!("{e}"))?;
+        let mut attached = Vec::new();
+        for (name, hook, optional) in LSM_PROGRAMS {
+            if kernel_btf.func_id(&format!("bpf_lsm_{hook}")).is_none() {
+                if *optional {
+                    self.skipped.push(format!("lsm/{hook}"));
+                    continue;
+                }
+                bail!("this kernel has no LSM hook {hook} (bpf_lsm_{hook} missing from its BTF)");
+            }
+            let prog: &mut Lsm = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load(hook, &btf)
+                .with_context(|| format!("verifier rejected LSM program {name} ({hook})"))?;
+            prog.attach()
+                .with_context(|| format!("attaching LSM hook {hook}"))?;
+            attached.push(format!("lsm/{hook}"));
+        }
+        self.attached.extend(attached.iter().cloned());
+        Ok(attached)
+    }
+
     /// Removes `tgid`'s entry: it falls back to the default.
     pub fn clear_filter(&mut self, tgid: u32) -> Result<()> {
         let mut filter: HashMap<_, u32, u32> =
@@ -488,6 +551,20 @@ impl Sensor {
     /// Records the kernel could not put in the full ring buffer.
     pub fn lost_events(&mut self) -> u64 {
         self.counter(counter::LOST)
+    }
+
+    /// Requests against the daemon (signal, ptrace, bpf) the LSM hooks
+    /// refused to guarded tasks.
+    pub fn self_protect_refusals(&mut self) -> u64 {
+        self.counter(counter::SELF_PROTECT)
+    }
+
+    /// (walks, hits) of the LSM hooks' ancestor walks.
+    pub fn lsm_walks(&mut self) -> (u64, u64) {
+        (
+            self.counter(counter::LSM_WALKS),
+            self.counter(counter::LSM_HITS),
+        )
     }
 
     /// Records userspace could not decode.

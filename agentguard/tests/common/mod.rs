@@ -1,6 +1,8 @@
 //! Shared helpers for the privileged integration tests.
 #![allow(dead_code)]
 
+pub mod evade;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
