@@ -31,8 +31,16 @@ pub mod config {
     pub const ENFORCE: u32 = 2;
     /// Rule mask of rules that kill at io_uring_setup.
     pub const IO_URING_RULES: u32 = 3;
+    /// Non-zero: the LSM file hooks time each decision for a guarded task
+    /// into `LSM_TIMES` (benchmarks only; it costs two clock reads).
+    pub const LSM_TIMING: u32 = 4;
     pub const MAX: u32 = 8;
 }
+
+/// `LSM_TIMES` buckets: decision time in units of `LSM_TIME_BUCKET_NS`,
+/// the last bucket holding everything longer.
+pub const LSM_TIME_BUCKETS: u32 = 2048;
+pub const LSM_TIME_BUCKET_NS: u64 = 50;
 
 /// Max processes with an explicit verdict.
 pub const TASK_FILTER_ENTRIES: u32 = 65536;

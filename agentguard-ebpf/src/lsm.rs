@@ -16,7 +16,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_send_signal},
     macros::{lsm, map},
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::LsmContext,
     Global,
 };
@@ -24,7 +24,7 @@ use aya_ebpf::{
 use agentguard_common::{
     enforce::{op, rule_action, verdict, InodeKey, InodeRules, INODE_ENTRIES, MAX_INODE_DEPTH},
     event::*,
-    filter::counter,
+    filter::{config, counter, LSM_TIME_BUCKETS, LSM_TIME_BUCKET_NS},
 };
 
 use crate::enforce::{net_decide, rule_slot, subject_rules};
@@ -33,6 +33,10 @@ use crate::kernel::{self, read_path, read_u32, read_u64, KPath};
 /// Protected files and directories by identity; filled from the rule plan.
 #[map]
 static INODE_RULES: HashMap<InodeKey, InodeRules> = HashMap::with_max_entries(INODE_ENTRIES, 0);
+
+/// Decision-time histogram (see `config::LSM_TIMING`).
+#[map]
+static LSM_TIMES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LSM_TIME_BUCKETS, 0);
 
 /// The daemon's tgid: its subjects may not signal, trace or replace it.
 #[no_mangle]
@@ -273,6 +277,30 @@ fn report_file(pid_tgid: u64, k: u16, hook: u16, obj: KPath, v: u32, ret: i32) {
     }
 }
 
+#[inline(always)]
+fn timing_start() -> u64 {
+    match crate::CONFIG.get(config::LSM_TIMING) {
+        // SAFETY: helper without preconditions.
+        Some(v) if *v != 0 => unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn timing_end(t0: u64) {
+    if t0 == 0 {
+        return;
+    }
+    // SAFETY: helper without preconditions.
+    let dt = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }.wrapping_sub(t0);
+    let b = (dt / LSM_TIME_BUCKET_NS).min(u64::from(LSM_TIME_BUCKETS - 1)) as u32;
+    if let Some(c) = LSM_TIMES.get_ptr_mut(b) {
+        // SAFETY: per-CPU slot; LSM programs here are not preempted by one
+        // another on the same CPU mid-update.
+        unsafe { *c += 1 };
+    }
+}
+
 /// A file hook's whole decision: walk, act, report.
 #[inline(always)]
 fn file_hook(k: u16, hook: u16, obj: KPath, ops: u32) -> i32 {
@@ -280,6 +308,14 @@ fn file_hook(k: u16, hook: u16, obj: KPath, ops: u32) -> i32 {
     if rules == 0 {
         return 0;
     }
+    let t0 = timing_start();
+    let ret = file_decide(pid_tgid, rules, k, hook, obj, ops);
+    timing_end(t0);
+    ret
+}
+
+#[inline(always)]
+fn file_decide(pid_tgid: u64, rules: u32, k: u16, hook: u16, obj: KPath, ops: u32) -> i32 {
     let Some(hit) = walk(obj.dentry, rules, ops) else {
         return 0;
     };

@@ -229,6 +229,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             Backend::Tracepoint
         }
     };
+    if backend == Backend::Lsm
+        && std::env::var_os("AGENTGUARD_LSM_TIMING").is_some_and(|v| v == "1")
+    {
+        // Benchmarks only: two clock reads per decision.
+        sensor.set_lsm_timing(true)?;
+    }
     let mut kernel = KernelEnforcer::new(&mut sensor, backend)?;
     kernel.install(&policy, &mut sensor)?;
     for n in &kernel.notes {

@@ -144,7 +144,40 @@ echo "R ctl_connect $(got evade connect 127.0.0.2 9)"
 echo "R ctl_docker $(got evade unix-connect /run/docker.sock)"
 echo "R ctl_rm_rf $(rm -rf /srv/vol && echo gone)"
 
+# Reload: the secret rule becomes a rule about another directory, the port
+# moves. The changed rules must stop at once, and no entry left from them
+# may fire for the rules now in their slots.
+mkdir -p /srv/other; echo o > /srv/other/x
+sed -e 's#/root/secret/\*\*#/srv/other/**#' -e 's#ports: \[9\]#ports: [10]#' \
+  -e 's#name: secret-deny#name: other-deny#' /etc/ag/pol/guest.yaml > /var/ag/g2.yaml
+cp /var/ag/g2.yaml /etc/ag/pol/guest.yaml
+kill -HUP $DAEMON; sleep 3
+cat > /var/ag/agent2.sh <<'AGENT_EOF'
+got() { r=$("$@" 2>/dev/null); s=$?; [ $s -gt 128 ] && echo "killed" || echo "$r"; }
+echo "R reload_secret $(got evade open /root/secret/key)"
+echo "R reload_other $(got evade open /srv/other/x)"
+echo "R reload_port9 $(got evade connect 127.0.0.2 9)"
+echo "R reload_port10 $(got evade connect 127.0.0.2 10)"
+AGENT_EOF
+printf '#!/bin/sh\nsleep 2\nsh /var/ag/agent2.sh\n' > /bin/claude; claude
+
+# Restart after kill -9 with the port rule changed back: the pinned network
+# entries of the old rule must not survive into the new daemon's slots.
+kill -9 $DAEMON; wait $DAEMON 2>/dev/null
+sed -e 's#ports: \[10\]#ports: [9]#' /var/ag/g2.yaml > /etc/ag/pol/guest.yaml
+rm -f /var/ag/ready
+agentguard run --policies /etc/ag/pol --alerts /var/ag/alerts2.jsonl \
+  --status-socket /run/ag2.sock --ready-file /var/ag/ready 2>/var/ag/daemon2.log &
+DAEMON=$!
+n=0; while [ ! -e /var/ag/ready ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done
+cat > /var/ag/agent3.sh <<'AGENT_EOF'
+got() { r=$("$@" 2>/dev/null); s=$?; [ $s -gt 128 ] && echo "killed" || echo "$r"; }
+echo "R restart_port9 $(got evade connect 127.0.0.2 9)"
+echo "R restart_port10 $(got evade connect 127.0.0.2 10)"
+AGENT_EOF
+printf '#!/bin/sh\nsleep 2\nsh /var/ag/agent3.sh\n' > /bin/claude; claude
 kill $DAEMON; wait $DAEMON
+agentguard check | grep -o 'enforcement backend: [a-z]*' | sed 's/enforcement backend: /R check_backend /'
 RACE=$(cat /var/ag/race.pid)
 echo "R race_alerts $(grep -c "\"pid\":$RACE," /var/ag/alerts.jsonl)"
 grep -v "\"pid\":$RACE," /var/ag/alerts.jsonl | while read -r line; do echo "A $line"; done
@@ -277,6 +310,14 @@ fn check(kernel: &str) {
     expect("ctl_connect", "err ECONNREFUSED");
     expect("ctl_docker", "ok");
     expect("ctl_rm_rf", "gone");
+    // Reload and restart reconcile the kernel maps with the new rules.
+    expect("reload_secret", "ok bytes=10");
+    expect("reload_other", "err EPERM");
+    expect("reload_port9", "err ECONNREFUSED");
+    expect("reload_port10", "err EPERM");
+    expect("restart_port9", "err EPERM");
+    expect("restart_port10", "err ECONNREFUSED");
+    expect("check_backend", "lsm");
 
     // Alerts: each refusal under its rule, carried out by the LSM hook.
     let by = |rule: &str| -> Vec<&serde_json::Value> {

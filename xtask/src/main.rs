@@ -4,6 +4,7 @@
 //! for whatever the commands themselves print.
 
 mod bench;
+mod bench_lsm;
 mod guest;
 mod loadgen;
 mod setup;
@@ -116,6 +117,9 @@ enum Cmd {
 enum BenchCmd {
     /// Sensor overhead on an open loop and a connect loop, against no monitor and auditd.
     Overhead(bench::OverheadArgs),
+    /// BPF-LSM backend cost in a guest kernel: no daemon vs tracepoint vs
+    /// LSM backend on an agent's syscall loop, and LSM decision time p50/p99.
+    Lsm(bench_lsm::LsmArgs),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +135,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             bench: BenchCmd::Overhead(args),
         } => bench::overhead(&args),
+        Cmd::Bench {
+            bench: BenchCmd::Lsm(args),
+        } => bench_lsm::lsm(&args),
         Cmd::Ci => lint().and_then(|()| test(&[])),
         Cmd::Guest(args) => guest::run(&args),
         Cmd::Loadgen {

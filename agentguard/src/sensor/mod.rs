@@ -559,6 +559,38 @@ impl Sensor {
         self.counter(counter::SELF_PROTECT)
     }
 
+    /// Turns the LSM decision timing on (benchmarks).
+    pub fn set_lsm_timing(&mut self, on: bool) -> Result<()> {
+        self.set_config(config::LSM_TIMING, u32::from(on))
+    }
+
+    /// (count, p50 ns, p99 ns) of the timed LSM decisions.
+    pub fn lsm_timing(&mut self) -> Option<(u64, u64, u64)> {
+        use agentguard_common::filter::{LSM_TIME_BUCKETS, LSM_TIME_BUCKET_NS};
+        let m = self.ebpf.map("LSM_TIMES")?;
+        let arr = PerCpuArray::<_, u64>::try_from(m).ok()?;
+        let hist: Vec<u64> = (0..LSM_TIME_BUCKETS)
+            .map(|i| arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+            .collect();
+        let n: u64 = hist.iter().sum();
+        if n == 0 {
+            return None;
+        }
+        let pct = |q: f64| {
+            let want = ((n as f64) * q).ceil() as u64;
+            let mut acc = 0;
+            for (i, c) in hist.iter().enumerate() {
+                acc += c;
+                if acc >= want {
+                    // The bucket's middle.
+                    return i as u64 * LSM_TIME_BUCKET_NS + LSM_TIME_BUCKET_NS / 2;
+                }
+            }
+            u64::from(LSM_TIME_BUCKETS) * LSM_TIME_BUCKET_NS
+        };
+        Some((n, pct(0.5), pct(0.99)))
+    }
+
     /// (walks, hits) of the LSM hooks' ancestor walks.
     pub fn lsm_walks(&mut self) -> (u64, u64) {
         (
