@@ -45,9 +45,8 @@ pub mod kind {
     pub const CONNECT: u16 = 9;
     pub const SEND: u16 = 10;
     pub const IO_URING_SETUP: u16 = 11;
-    /// socket(2) creating a raw or packet socket (reported by the LSM hook
-    /// that refused it; `NetEvent::fd` holds the type, `msg_flags` the
-    /// protocol).
+    /// socket(2) creating a raw or packet socket (`NetEvent::fd` holds the
+    /// type, `msg_flags` the protocol, `family` the family).
     pub const SOCKET: u16 = 12;
     /// One past the largest kind; sizes bitmasks.
     pub const MAX: u16 = 13;
@@ -74,6 +73,8 @@ pub mod syscall {
     pub const SENDTO: u16 = 17;
     pub const SENDMSG: u16 = 18;
     pub const IO_URING_SETUP: u16 = 19;
+    /// socket(2) of a raw or packet socket (others are not reported).
+    pub const SOCKET: u16 = 20;
     // Records an LSM hook wrote itself: the operation reached the kernel
     // some way no syscall probe reported (io_uring, an untraced process).
     pub const LSM_FILE_OPEN: u16 = 32;

@@ -34,6 +34,9 @@ pub mod config {
     /// Non-zero: the LSM file hooks time each decision for a guarded task
     /// into `LSM_TIMES` (benchmarks only; it costs two clock reads).
     pub const LSM_TIMING: u32 = 4;
+    /// Non-zero while the BPF-LSM hooks enforce: the tracepoints then leave
+    /// to them what they can refuse (no kill at entry for packet sockets).
+    pub const LSM_ACTIVE: u32 = 5;
     pub const MAX: u32 = 8;
 }
 

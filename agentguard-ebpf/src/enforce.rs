@@ -8,9 +8,9 @@
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_send_signal},
-    macros::{cgroup_sock_addr, map},
+    macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
-    programs::SockAddrContext,
+    programs::{SockAddrContext, SockContext},
 };
 
 use agentguard_common::{enforce::*, event::PATH_LEN, filter::config};
@@ -75,7 +75,7 @@ pub fn rule_slot(r: u32) -> Option<RuleSlot> {
 
 /// SIGKILLs the current process for rule `rule`; returns the header verdict.
 #[inline(always)]
-fn kill(rule: u32) -> u32 {
+pub fn kill(rule: u32) -> u32 {
     // SAFETY: helper without memory arguments; it signals the current
     // process (the one making the offending syscall).
     unsafe { bpf_send_signal(SIGKILL) };
@@ -290,4 +290,78 @@ pub fn agentguard_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn agentguard_sendmsg6(ctx: SockAddrContext) -> i32 {
     sock_verdict(&ctx, true)
+}
+
+// ------------------------------------------------ raw and packet sockets
+
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+const AF_PACKET: i32 = 17;
+const SOCK_RAW: i32 = 3;
+
+/// A raw IP or packet socket: it sends around every address hook.
+#[inline(always)]
+pub fn raw_socket(family: i32, ty: i32) -> bool {
+    family == AF_PACKET || ((family == AF_INET || family == AF_INET6) && ty & 0xf == SOCK_RAW)
+}
+
+/// First rule of `rules` that refuses raw sockets.
+#[inline(always)]
+pub fn raw_socket_rule(rules: u32) -> Option<u32> {
+    let mut r: u32 = 0;
+    while r < MAX_RULES {
+        if rules & (1 << r) != 0 {
+            if let Some(s) = RULES.get(r) {
+                if s.raw_sockets != 0
+                    && (s.action == rule_action::DENY || s.action == rule_action::KILL)
+                {
+                    return Some(r);
+                }
+            }
+        }
+        r += 1;
+    }
+    None
+}
+
+/// Packet sockets never reach the cgroup sock_create hook (only inet
+/// sockets do): without BPF-LSM, a subject of a raw-socket rule creating
+/// one is killed at socket() entry, so it never sends a packet.
+#[inline(always)]
+pub fn check_packet_socket(rules: u32, family: i32) -> u32 {
+    if rules == 0 || family != AF_PACKET {
+        return 0;
+    }
+    let lsm = match CONFIG.get(config::LSM_ACTIVE) {
+        Some(v) => *v,
+        None => 0,
+    };
+    if lsm != 0 {
+        return 0;
+    }
+    match raw_socket_rule(rules) {
+        Some(r) => kill(r),
+        None => 0,
+    }
+}
+
+/// cgroup `sock_create` at the cgroup v2 root: refuses raw and packet
+/// sockets to the subjects of a `socket` deny rule (EPERM), on hosts
+/// without BPF-LSM too. Pinned like the sock_addr hooks.
+#[cgroup_sock(sock_create)]
+pub fn agentguard_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel passes a valid bpf_sock context.
+    let sk = unsafe { &*ctx.sock };
+    if !raw_socket(sk.family as i32, sk.type_ as i32) {
+        return 1;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let rules = subject_rules_always(tgid);
+    if rules == 0 {
+        return 1;
+    }
+    match raw_socket_rule(rules) {
+        Some(_) => 0,
+        None => 1,
+    }
 }

@@ -46,9 +46,6 @@ const EPERM: i32 = 1;
 const SIGKILL: u32 = 9;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const AF_PACKET: i32 = 17;
-const SOCK_RAW: i32 = 3;
-const SOCK_TYPE_MASK: i32 = 0xf;
 const O_TRUNC: u32 = 0o1000;
 const RENAME_EXCHANGE: u32 = 1 << 1;
 
@@ -677,42 +674,29 @@ pub fn agentguard_socket_create(ctx: LsmContext) -> i32 {
     let ty: i32 = ctx.arg(1);
     let protocol: i32 = ctx.arg(2);
     let kern: i32 = ctx.arg(3);
-    let raw = family == AF_PACKET
-        || ((family == i32::from(AF_INET) || family == i32::from(AF_INET6))
-            && ty & SOCK_TYPE_MASK == SOCK_RAW);
-    if kern != 0 || !raw {
+    if kern != 0 || !crate::enforce::raw_socket(family, ty) {
         return 0;
     }
     let (pid_tgid, rules) = subject();
     if rules == 0 {
         return 0;
     }
-    let mut r = 0u32;
-    while r < agentguard_common::enforce::MAX_RULES {
-        if rules & (1 << r) != 0 {
-            if let Some(s) = rule_slot(r) {
-                if s.raw_sockets != 0
-                    && (s.action == rule_action::DENY || s.action == rule_action::KILL)
-                {
-                    let (v, ret) = act(r);
-                    report_net(
-                        pid_tgid,
-                        kind::SOCKET,
-                        syscall::LSM_SOCKET_CREATE,
-                        family as u16,
-                        0,
-                        &[0; 16],
-                        (ty, protocol as u32),
-                        v,
-                        ret,
-                    );
-                    return ret;
-                }
-            }
-        }
-        r += 1;
-    }
-    0
+    let Some(r) = crate::enforce::raw_socket_rule(rules) else {
+        return 0;
+    };
+    let (v, ret) = act(r);
+    report_net(
+        pid_tgid,
+        kind::SOCKET,
+        syscall::LSM_SOCKET_CREATE,
+        family as u16,
+        0,
+        &[0; 16],
+        (ty, protocol as u32),
+        v,
+        ret,
+    );
+    ret
 }
 
 /// A unix stream socket is the file it is bound to (the Docker socket):

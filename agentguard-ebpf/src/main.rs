@@ -755,6 +755,47 @@ fn net_exit(ctx: &TracePointContext) {
     let _ = PENDING_NET.remove(&tid);
 }
 
+/// socket(2): only raw and packet sockets are reported (they send around
+/// the address hooks); every other socket costs a compare.
+#[tracepoint]
+pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    let family = arg(&ctx, 0) as i32;
+    let ty = arg(&ctx, 1) as i32;
+    let protocol = arg(&ctx, 2) as u32;
+    if !enforce::raw_socket(family, ty) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let verdict = enforce::check_packet_socket(enforce::subject_rules(tgid), family);
+    if !wants(tgid, kind::SOCKET) && verdict == 0 {
+        return 0;
+    }
+    let Some(ev) = SCRATCH_NET.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.header, kind::SOCKET, syscall::SOCKET, pid_tgid);
+    ev.header.verdict = verdict;
+    ev.fd = ty;
+    ev.msg_flags = protocol;
+    ev.len = 0;
+    ev.family = family as u16;
+    ev.addrlen = 0;
+    ev.port = 0;
+    ev.addr = [0; 16];
+    ev.unix_path[0] = 0;
+    let _ = PENDING_NET.insert(&(pid_tgid as u32), ev, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+    net_exit(&ctx);
+    0
+}
+
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     net_enter(

@@ -150,6 +150,8 @@ pub enum Mechanism {
     Tracepoint,
     /// A cgroup sock_addr hook (connect/sendmsg refused).
     SockAddr,
+    /// The cgroup sock_create hook (a raw or packet socket refused).
+    SockCreate,
     /// The daemon, after the event (pidfd kill).
     Userspace,
     /// The container runtime, asked by the daemon.

@@ -235,6 +235,10 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         // Benchmarks only: two clock reads per decision.
         sensor.set_lsm_timing(true)?;
     }
+    sensor.set_config(
+        agentguard_common::filter::config::LSM_ACTIVE,
+        u32::from(backend == Backend::Lsm),
+    )?;
     let mut kernel = KernelEnforcer::new(&mut sensor, backend)?;
     kernel.install(&policy, &mut sensor)?;
     for n in &kernel.notes {

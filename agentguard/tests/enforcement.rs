@@ -188,8 +188,24 @@ fn bridge_gateway() -> String {
         "-f",
         "{{(index .IPAM.Config 0).Gateway}}",
     ]);
-    assert!(!gw.is_empty(), "no bridge gateway");
-    gw
+    if !gw.is_empty() {
+        return gw;
+    }
+    // Docker may leave the gateway out of the IPAM config when it picked the
+    // subnet itself: the bridge then holds the subnet's first address.
+    let subnet = common::docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+    ]);
+    let net: std::net::Ipv4Addr = subnet
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no bridge gateway or subnet: {subnet:?}"));
+    std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()
 }
 
 #[test]
@@ -389,4 +405,61 @@ fn network_deny_outlives_kill_9_and_a_restart_adopts_it() {
         !e.contains("Operation not permitted"),
         "deny survived --cleanup: {e}"
     );
+}
+
+/// Raw and packet sockets send around every address rule (Docker grants
+/// NET_RAW): the pack's `raw-socket` rule refuses them to agents at
+/// creation (cgroup sock_create here, no BPF-LSM needed); an unlabelled
+/// container keeps them.
+#[test]
+fn raw_and_packet_sockets_are_refused_to_agents() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "raw");
+    let evade = common::evade::evade_bin();
+    let mount = format!("{}:/bin/evade:ro", evade.display());
+    let script = "sleep 1; for k in raw-socket raw6-socket packet-socket; do r=$(evade $k); [ $? -gt 128 ] && r=killed; echo \"$k $r\"; done";
+    let agent = format!("agtest-raw-{}", std::process::id());
+    let _c = common::ContainerGuard(agent.clone());
+    let out = docker_run(&[
+        "--name",
+        &agent,
+        "--label",
+        "agentguard.io/agent=claude",
+        "-v",
+        &mount,
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    for k in ["raw-socket", "raw6-socket"] {
+        assert!(out.contains(&format!("{k} err EPERM")), "{k}: {out}");
+    }
+    // Packet sockets skip the cgroup hook: killed at socket() entry.
+    assert!(out.contains("packet-socket killed"), "packet-socket: {out}");
+    let k = d.wait_alert("raw-socket", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(k["result"]["mechanism"], "tracepoint", "{k}");
+    assert_eq!(k["event"]["net"]["family"], "packet", "{k}");
+    let a = d.wait_alert("raw-socket", |a| a["result"]["outcome"] == "denied");
+    assert_eq!(a["result"]["by"], "kernel", "{a}");
+    assert_eq!(a["result"]["mechanism"], "sock_create", "{a}");
+    assert_eq!(a["event"]["kind"], "socket", "{a}");
+
+    let plain = format!("agtest-rawplain-{}", std::process::id());
+    let _p = common::ContainerGuard(plain.clone());
+    let out = docker_run(&[
+        "--name",
+        &plain,
+        "-v",
+        &mount,
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    for k in ["raw-socket", "raw6-socket", "packet-socket"] {
+        assert!(out.contains(&format!("{k} ok")), "control {k}: {out}");
+    }
+    d.stop();
+    cleanup();
 }

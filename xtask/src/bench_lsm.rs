@@ -39,7 +39,7 @@ fn script(a: &LsmArgs) -> String {
 export PATH=/bin:/usr/bin:/sbin:/usr/sbin
 mkdir -p /var/lg
 # The agent: claude runs the workload as its child, once the daemon knows it.
-printf '#!/bin/sh\nsleep 1\nxtask loadgen --opens %s --connects %s --dir /var/lg/w\n' "$1" "$2" > /bin/claude
+printf '#!/bin/sh\nsleep 3\nxtask loadgen --opens %s --connects %s --dir /var/lg/w\n' "$1" "$2" > /bin/claude
 chmod +x /bin/claude
 start() {
   rm -f /var/lg/ready
@@ -48,7 +48,7 @@ start() {
   D=$!
   n=0; while [ ! -e /var/lg/ready ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done
 }
-stop() { kill $D; wait $D; }
+stop() { kill $D; wait $D; echo "E $1 $(grep -o 'stopped after [0-9]* events' /var/lg/daemon.log) $(grep -o 'walked [0-9]* objects' /var/lg/daemon.log)"; }
 "#,
     );
     s = s.replace("\"$1\" \"$2\"", &format!("{} {}", a.opens, a.connects));
@@ -57,13 +57,13 @@ stop() { kill $D; wait $D; }
             match c {
                 "none" => s.push_str(&format!("echo \"T none {round} $(claude)\"\n")),
                 b => s.push_str(&format!(
-                    "start {b} 0; echo \"T {b} {round} $(claude)\"; stop\n"
+                    "start {b} 0; echo \"T {b} {round} $(claude)\"; stop {b}\n"
                 )),
             }
         }
     }
     s.push_str(
-        "start auto 1; claude > /dev/null; stop\necho \"H $(grep -o 'n=[0-9]* p50=[0-9]*ns p99=[0-9]*ns' /var/lg/daemon.log)\"\n",
+        "start auto 1; claude > /dev/null; stop timing\necho \"H $(grep -o 'n=[0-9]* p50=[0-9]*ns p99=[0-9]*ns' /var/lg/daemon.log)\"\n",
     );
     s
 }
@@ -120,6 +120,9 @@ pub fn lsm(a: &LsmArgs) -> Result<()> {
                 serde_json::from_str(json).with_context(|| format!("loadgen output {json:?}"))?;
             open.entry(cfg).or_default().push(t.open_ns);
             conn.entry(cfg).or_default().push(t.connect_ns);
+        } else if let Some(e) = line.strip_prefix("E ") {
+            // What the daemon saw: shows the agent was really guarded.
+            eprintln!("xtask: daemon ({e})");
         } else if let Some(h) = line.strip_prefix("H ") {
             hist = Some(h.trim().to_owned());
         }

@@ -455,11 +455,11 @@ impl KernelEnforcer {
                 ..RuleSlot::default()
             };
             match &s.plan.kernel {
-                KernelPart::Net { raw_sockets } => {
+                KernelPart::RawSockets => slot.raw_sockets = 1,
+                KernelPart::Net => {
                     let (p, n) = ports(&r.spec().when.except.ports);
                     slot.except_ports = p;
                     slot.n_except_ports = n;
-                    slot.raw_sockets = u32::from(*raw_sockets);
                     for (k, v) in net_entries(i, r) {
                         self.net.insert(&k, v, 0).context("writing NET_RULES")?;
                         want_net.insert(key_bytes(&k));

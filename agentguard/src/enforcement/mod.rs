@@ -147,17 +147,35 @@ impl Enforcer {
                         hook(&a),
                     );
                 }
-                let net = matches!(ev.kind, Kind::Connect | Kind::Send);
+                if let Some(a) = kv.filter(|a| a.killed) {
+                    // No deny hook for it here (a packet socket without
+                    // BPF-LSM): killed at syscall entry instead.
+                    return with(
+                        result(
+                            Outcome::Killed,
+                            By::Kernel,
+                            completed,
+                            Some(format!(
+                                "no kernel deny hook for this on this host: killed at {} entry instead, before it could be used",
+                                ev.syscall
+                            )),
+                        ),
+                        hook(&a),
+                    );
+                }
+                let net = matches!(ev.kind, Kind::Connect | Kind::Send | Kind::Socket);
                 let compiled = self
                     .kernel
                     .as_ref()
                     .and_then(|k| k.compiled(&d.policy, &d.rule))
                     .is_some();
                 if net && compiled && self.caps.network_deny && ev.ret == EPERM {
-                    return with(
-                        result(Outcome::Denied, By::Kernel, Some(false), None),
-                        Mechanism::SockAddr,
-                    );
+                    let m = if ev.kind == Kind::Socket {
+                        Mechanism::SockCreate
+                    } else {
+                        Mechanism::SockAddr
+                    };
+                    return with(result(Outcome::Denied, By::Kernel, Some(false), None), m);
                 }
                 if compiled && (net && self.caps.network_deny || self.caps.lsm) {
                     return result(

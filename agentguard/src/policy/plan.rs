@@ -51,9 +51,11 @@ pub struct FileTarget {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelPart {
     /// Destination CIDRs/ports: sock_addr hooks (deny), connect/send
-    /// tracepoints (kill), LSM socket hooks; `raw_sockets`: raw and packet
-    /// sockets are refused too (LSM), since they send around addresses.
-    Net { raw_sockets: bool },
+    /// tracepoints (kill), LSM socket hooks.
+    Net,
+    /// Raw and packet sockets refused at creation (cgroup sock_create, or
+    /// the LSM socket_create hook).
+    RawSockets,
     /// The container's bind mounts and volumes: by mount destination
     /// prefix (tracepoint) or by the mount source's inode (LSM).
     Mount { ops: u32 },
@@ -66,7 +68,8 @@ pub enum KernelPart {
 impl KernelPart {
     pub fn name(&self) -> &'static str {
         match self {
-            KernelPart::Net { .. } => "net",
+            KernelPart::Net => "net",
+            KernelPart::RawSockets => "raw_sockets",
             KernelPart::Mount { .. } => "mount",
             KernelPart::Files { .. } => "files",
             KernelPart::IoUring => "io_uring",
@@ -270,7 +273,10 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
         && ex.exec.is_empty()
         && r.action() != Action::Alert
     {
-        return Some((KernelPart::Net { raw_sockets: lsm }, None));
+        return Some((KernelPart::Net, None));
+    }
+    if kinds == [Kind::Socket] && only(0) && r.action() != Action::Alert {
+        return Some((KernelPart::RawSockets, None));
     }
     // The tracepoint backend can only kill at entry for files.
     if !lsm && r.action() != Action::Kill {

@@ -54,6 +54,7 @@ fn syscall_name(n: u16) -> &'static str {
         syscall::CONNECT => "connect",
         syscall::SENDTO => "sendto",
         syscall::SENDMSG => "sendmsg",
+        syscall::SOCKET => "socket",
         syscall::IO_URING_SETUP => "io_uring_setup",
         syscall::LSM_FILE_OPEN => "lsm:file_open",
         syscall::LSM_PATH_UNLINK => "lsm:path_unlink",

@@ -53,6 +53,7 @@ const RENAME: &[Kind] = &[Kind::Rename];
 const TRUNC: &[Kind] = &[Kind::Truncate];
 const CONNECT: &[Kind] = &[Kind::Connect];
 const SEND: &[Kind] = &[Kind::Send];
+const SOCKET: &[Kind] = &[Kind::Socket];
 
 /// Every probe. Exit programs are listed before their entry programs so a
 /// syscall entered between the two attaches is never parked without an exit.
@@ -101,6 +102,8 @@ const PROBES: &[ProbeSpec] = &[
     sc("sys_exit_sendmsg", SEND, false),
     sc("sys_enter_sendto", SEND, false),
     sc("sys_enter_sendmsg", SEND, false),
+    sc("sys_exit_socket", SOCKET, false),
+    sc("sys_enter_socket", SOCKET, false),
     sc("sys_exit_io_uring_setup", &[Kind::IoUringSetup], true),
     sc("sys_enter_io_uring_setup", &[Kind::IoUringSetup], true),
 ];
@@ -112,6 +115,9 @@ pub const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "agentguard_sendmsg4",
     "agentguard_sendmsg6",
 ];
+
+/// The cgroup sock_create program refusing raw and packet sockets.
+pub const SOCK_CREATE_PROGRAM: &str = "agentguard_sock_create";
 
 /// Where the daemon pins its enforcement maps and links.
 pub const PIN_DIR: &str = "/sys/fs/bpf/agentguard";
@@ -474,32 +480,46 @@ impl Sensor {
         root: &std::path::Path,
         pin_dir: &std::path::Path,
     ) -> Result<Vec<String>> {
-        use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSockAddr};
+        use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr};
         let cgroup = std::fs::File::open(root)
             .with_context(|| format!("opening cgroup v2 root {}", root.display()))?;
         let mut attached = Vec::new();
-        for name in SOCK_ADDR_PROGRAMS {
+        for name in SOCK_ADDR_PROGRAMS
+            .iter()
+            .chain([SOCK_CREATE_PROGRAM].iter())
+        {
             let pin = pin_dir.join(format!("link_{name}"));
             if pin.exists() {
                 continue;
             }
-            let prog: &mut CgroupSockAddr = self
+            let program = self
                 .ebpf
                 .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifier rejected program {name}"))?;
-            let id = prog
-                // bpf_link_create refuses attach flags: cgroup links always
-                // coexist with other programs, so "Single" (no flag) is right.
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} to {}", root.display()))?;
-            let link = prog.take_link(id)?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?;
-            fd.pin(&pin)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+            // bpf_link_create refuses attach flags: cgroup links always
+            // coexist with other programs, so "Single" (no flag) is right.
+            let link: FdLink = if *name == SOCK_CREATE_PROGRAM {
+                let prog: &mut CgroupSock = program.try_into()?;
+                prog.load()
+                    .with_context(|| format!("verifier rejected program {name}"))?;
+                let id = prog
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", root.display()))?;
+                prog.take_link(id)?
+                    .try_into()
+                    .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?
+            } else {
+                let prog: &mut CgroupSockAddr = program.try_into()?;
+                prog.load()
+                    .with_context(|| format!("verifier rejected program {name}"))?;
+                let id = prog
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", root.display()))?;
+                prog.take_link(id)?
+                    .try_into()
+                    .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?
+            };
+            link.pin(&pin)
                 .with_context(|| format!("pinning {name} at {}", pin.display()))?;
             attached.push((*name).to_owned());
         }

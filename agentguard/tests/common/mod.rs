@@ -38,6 +38,10 @@ pub const TEST_IMAGE: &str = "agentguard-test/busybox:1";
 /// Builds the test image with `docker import` from the host's static busybox
 /// (no registry is reachable here). Idempotent.
 pub fn ensure_test_image() {
+    // Tests of one binary run in threads: one import at a time, or two
+    // would share (and delete) the same root directory mid-import.
+    static IMPORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = IMPORT.lock().unwrap_or_else(|e| e.into_inner());
     let have = Command::new("docker")
         .args(["image", "inspect", TEST_IMAGE])
         .stdout(Stdio::null())
