@@ -58,6 +58,9 @@ pub mod op {
     pub const COUNT: usize = 9;
 }
 
+/// Quarantined processes and containers at most (LRU: the oldest go).
+pub const QUARANTINE_ENTRIES: u32 = 4096;
+
 /// Entries in `INODE_RULES`.
 pub const INODE_ENTRIES: u32 = 16384;
 
@@ -181,9 +184,11 @@ pub struct RuleSlot {
     /// Set: raw and packet sockets are refused to this rule's subjects
     /// (they would send around the sock_addr hooks). LSM only.
     pub raw_sockets: u32,
+    /// Set: an in-kernel kill by this rule quarantines the whole container
+    /// (its cgroup), not only the process tree (`kill_scope: container`).
+    pub contain_cgroup: u32,
     /// Identity of the rule in this slot (a hash of its content; 0: none).
     /// A restarted daemon keeps a slot whose rule is unchanged and clears
     /// every entry of one that changed, so no stale entry fires another rule.
     pub id: u32,
-    pub _pad: u32,
 }

@@ -48,8 +48,13 @@ pub mod kind {
     /// socket(2) creating a raw or packet socket (`NetEvent::fd` holds the
     /// type, `msg_flags` the protocol, `family` the family).
     pub const SOCKET: u16 = 12;
+    /// A syscall through the 32-bit ABI (`int 0x80` from a 64-bit process,
+    /// or a 32-bit program): x86 does not feed those to the `syscalls:*`
+    /// tracepoints, so every other probe is blind to them. `ProcEvent::arg`
+    /// holds the (32-bit) syscall number.
+    pub const COMPAT_SYSCALL: u16 = 13;
     /// One past the largest kind; sizes bitmasks.
-    pub const MAX: u16 = 13;
+    pub const MAX: u16 = 14;
 }
 
 /// Which syscall (or kernel event) produced a record (`Header::syscall`).
@@ -75,6 +80,8 @@ pub mod syscall {
     pub const IO_URING_SETUP: u16 = 19;
     /// socket(2) of a raw or packet socket (others are not reported).
     pub const SOCKET: u16 = 20;
+    /// raw_syscalls:sys_enter of a 32-bit ABI syscall.
+    pub const COMPAT: u16 = 21;
     // Records an LSM hook wrote itself: the operation reached the kernel
     // some way no syscall probe reported (io_uring, an untraced process).
     pub const LSM_FILE_OPEN: u16 = 32;

@@ -37,13 +37,18 @@ pub mod config {
     /// Non-zero while the BPF-LSM hooks enforce: the tracepoints then leave
     /// to them what they can refuse (no kill at entry for packet sockets).
     pub const LSM_ACTIVE: u32 = 5;
+    /// Rule mask of rules that kill at a 32-bit ABI syscall.
+    pub const COMPAT_RULES: u32 = 6;
+    /// Set by the kernel at its first in-kernel kill: from then on the
+    /// probes check the quarantine maps (until then they cost nothing).
+    pub const QUARANTINE_ON: u32 = 7;
     pub const MAX: u32 = 8;
 }
 
 /// `LSM_TIMES` buckets: decision time in units of `LSM_TIME_BUCKET_NS`,
 /// the last bucket holding everything longer.
 pub const LSM_TIME_BUCKETS: u32 = 2048;
-pub const LSM_TIME_BUCKET_NS: u64 = 50;
+pub const LSM_TIME_BUCKET_NS: u64 = 100;
 
 /// Max processes with an explicit verdict.
 pub const TASK_FILTER_ENTRIES: u32 = 65536;

@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_send_signal},
     macros::{cgroup_sock, cgroup_sock_addr, map},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap},
     programs::{SockAddrContext, SockContext},
 };
 
@@ -29,6 +29,15 @@ static KILL_PATHS: LpmTrie<PathKey, PathVerdict> = LpmTrie::pinned(4096, 0);
 static NET_RULES: LpmTrie<NetKey, NetVerdict> = LpmTrie::pinned(4096, 0);
 #[map]
 static RULES: Array<RuleSlot> = Array::pinned(MAX_RULES, 0);
+/// Containment after an in-kernel kill: tgid (or container cgroup id) ->
+/// rule + 1. A quarantined task is killed at its next probed syscall or
+/// fork, and its new children inherit the quarantine: a loop that runs one
+/// `rm` per file loses at most the file of the first kill.
+#[map]
+static QUARANTINE: LruHashMap<u32, u32> = LruHashMap::with_max_entries(QUARANTINE_ENTRIES, 0);
+#[map]
+static QUARANTINE_CGROUPS: LruHashMap<u64, u32> =
+    LruHashMap::with_max_entries(QUARANTINE_ENTRIES, 0);
 
 const SIGKILL: u32 = 9;
 
@@ -73,13 +82,82 @@ pub fn rule_slot(r: u32) -> Option<RuleSlot> {
     RULES.get(r).copied()
 }
 
-/// SIGKILLs the current process for rule `rule`; returns the header verdict.
+/// SIGKILLs the current process for rule `rule` and quarantines its
+/// parent (the loop that started it) or its container; returns the header
+/// verdict.
 #[inline(always)]
 pub fn kill(rule: u32) -> u32 {
     // SAFETY: helper without memory arguments; it signals the current
     // process (the one making the offending syscall).
     unsafe { bpf_send_signal(SIGKILL) };
+    quarantine(rule);
     verdict::KILLED | ((rule + 1) & verdict::RULE_MASK)
+}
+
+#[inline(always)]
+fn quarantine(rule: u32) {
+    let v = rule + 1;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = QUARANTINE.insert(&tgid, &v, 0);
+    // The parent too (the shell loop that would start the next `rm`), but
+    // only a guarded one: never a container runtime's shim or init.
+    let ppid = crate::kernel::current_ppid();
+    // SAFETY: value copied out at once.
+    let parent_guarded = ppid > 1 && unsafe { ENFORCE_TASKS.get(&ppid) }.is_some_and(|m| *m != 0);
+    if parent_guarded {
+        let _ = QUARANTINE.insert(&ppid, &v, 0);
+    }
+    if rule_slot(rule).is_some_and(|s| s.contain_cgroup != 0) {
+        // SAFETY: helper without preconditions.
+        let cg = unsafe { bpf_get_current_cgroup_id() };
+        let _ = QUARANTINE_CGROUPS.insert(&cg, &v, 0);
+    }
+    if let Some(on) = CONFIG.get_ptr_mut(config::QUARANTINE_ON) {
+        // SAFETY: array value of a live map; a racing writer writes 1 too.
+        unsafe { *on = 1 };
+    }
+}
+
+/// Kills the current task if it is quarantined. One array lookup while no
+/// in-kernel kill ever happened.
+#[inline(always)]
+pub fn contain(tgid: u32) {
+    let on = match CONFIG.get(config::QUARANTINE_ON) {
+        Some(v) => *v,
+        None => 0,
+    };
+    if on == 0 {
+        return;
+    }
+    // SAFETY: values only tested for presence.
+    let hit = unsafe { QUARANTINE.get(&tgid) }.is_some() || {
+        // SAFETY: helper without preconditions.
+        let cg = unsafe { bpf_get_current_cgroup_id() };
+        unsafe { QUARANTINE_CGROUPS.get(&cg) }.is_some()
+    };
+    if hit {
+        // SAFETY: as in kill().
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+}
+
+/// At fork: a quarantined parent dies, and its child inherits the
+/// quarantine (it dies at its first probed syscall).
+#[inline(always)]
+pub fn inherit_quarantine(parent: u32, child: u32) {
+    let on = match CONFIG.get(config::QUARANTINE_ON) {
+        Some(v) => *v,
+        None => 0,
+    };
+    if on == 0 {
+        return;
+    }
+    // SAFETY: value copied out at once.
+    if let Some(v) = unsafe { QUARANTINE.get(&parent) }.copied() {
+        let _ = QUARANTINE.insert(&child, &v, 0);
+        // SAFETY: as in kill().
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
 }
 
 #[inline(always)]
@@ -220,6 +298,20 @@ pub fn check_io_uring(rules: u32) -> u32 {
     kill(hit.trailing_zeros())
 }
 
+/// Kill decision at a 32-bit ABI syscall.
+#[inline(always)]
+pub fn check_compat(rules: u32) -> u32 {
+    let armed = match CONFIG.get(config::COMPAT_RULES) {
+        Some(v) => *v,
+        None => 0,
+    };
+    let hit = rules & armed;
+    if hit == 0 {
+        return 0;
+    }
+    kill(hit.trailing_zeros())
+}
+
 /// Copies the parent's rule mask to a new child process.
 #[inline(always)]
 pub fn inherit(parent: u32, child: u32) {
@@ -232,6 +324,7 @@ pub fn inherit(parent: u32, child: u32) {
 #[inline(always)]
 pub fn forget(tgid: u32) {
     let _ = ENFORCE_TASKS.remove(&tgid);
+    let _ = QUARANTINE.remove(&tgid);
 }
 
 // ------------------------------------------------ cgroup sock_addr hooks

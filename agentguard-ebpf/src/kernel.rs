@@ -50,6 +50,23 @@ offsets!(
     OFF_FILE_FLAGS,
 );
 
+/// Offset of `task_struct.thread_info.status` (x86's TS_COMPAT lives
+/// there), or u64::MAX where the kernel has none.
+#[no_mangle]
+pub static OFF_TASK_TI_STATUS: Global<u64> = Global::new(u64::MAX);
+
+const TS_COMPAT: u32 = 0x0002;
+
+/// Is the current task inside a 32-bit ABI syscall?
+#[inline(always)]
+pub fn in_compat_syscall() -> bool {
+    let off = OFF_TASK_TI_STATUS.load();
+    if off == u64::MAX {
+        return false;
+    }
+    read_u32(current_task() + off).is_ok_and(|s| s & TS_COMPAT != 0)
+}
+
 #[inline(always)]
 pub fn read_u64(addr: u64) -> Result<u64, i32> {
     // SAFETY: bpf_probe_read_kernel tolerates any address (returns an error

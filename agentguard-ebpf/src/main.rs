@@ -134,6 +134,7 @@ fn bump(idx: u32) {
 /// array lookup, inlined by the verifier, for processes without an entry).
 #[inline(always)]
 fn wants(tgid: u32, k: u16) -> bool {
+    enforce::contain(tgid);
     // SAFETY: the value is a u32 read by copy; map values are never freed
     // under a running program.
     let mask = match unsafe { TASK_FILTER.get(&tgid) } {
@@ -755,6 +756,67 @@ fn net_exit(ctx: &TracePointContext) {
     let _ = PENDING_NET.remove(&tid);
 }
 
+/// Every syscall of every task, to catch the 32-bit ABI (`int 0x80`),
+/// which the `syscalls:*` tracepoints never see on x86. One kernel read
+/// for a 64-bit syscall; a guarded task's 32-bit syscall is reported and,
+/// under a `compat_syscall` kill rule, killed before it runs.
+#[tracepoint]
+pub fn sys_enter(ctx: TracePointContext) -> u32 {
+    if !kernel::in_compat_syscall() {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let rules = enforce::subject_rules(tgid);
+    if rules == 0 {
+        // Only guarded tasks: 32-bit programs of the host are not news.
+        return 0;
+    }
+    let verdict = enforce::check_compat(rules);
+    // raw_syscalls:sys_enter: `long id` at offset 8.
+    // SAFETY: read inside the tracepoint record via bpf_probe_read.
+    let nr = unsafe { ctx.read_at::<i64>(8) }.unwrap_or(-1);
+    emit_proc(
+        kind::COMPAT_SYSCALL,
+        syscall::COMPAT,
+        0,
+        0,
+        nr as u64,
+        0,
+        0,
+        verdict,
+    );
+    0
+}
+
+/// A quarantined process must not start another: killed at the entry of
+/// fork/clone, the fork itself fails (copy_process gives up on a pending
+/// fatal signal), so no child of it ever runs.
+#[inline(always)]
+fn fork_enter() -> u32 {
+    enforce::contain((bpf_get_current_pid_tgid() >> 32) as u32);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_clone(_ctx: TracePointContext) -> u32 {
+    fork_enter()
+}
+
+#[tracepoint]
+pub fn sys_enter_clone3(_ctx: TracePointContext) -> u32 {
+    fork_enter()
+}
+
+#[tracepoint]
+pub fn sys_enter_fork(_ctx: TracePointContext) -> u32 {
+    fork_enter()
+}
+
+#[tracepoint]
+pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
+    fork_enter()
+}
+
 /// socket(2): only raw and packet sockets are reported (they send around
 /// the address hooks); every other socket costs a compare.
 #[tracepoint]
@@ -886,6 +948,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         let _ = TASK_FILTER.insert(&child, &mask, 0);
     }
     enforce::inherit(tgid, child);
+    enforce::inherit_quarantine(tgid, child);
     if wants(tgid, kind::FORK) {
         emit_proc(
             kind::FORK,

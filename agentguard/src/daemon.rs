@@ -398,6 +398,9 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             "agentguard: LSM hooks walked {walks} objects for guarded tasks, {hits} protected"
         );
     }
+    if let Some((n, p50, p99)) = sensor.lsm_timing() {
+        eprintln!("agentguard: LSM decision time for guarded tasks: n={n} p50={p50}ns p99={p99}ns");
+    }
     eprintln!(
         "agentguard: stopped after {events} events and {alerts} alerts; {} lost in the kernel. Network denies stay pinned in {} (agentguard run --cleanup removes them)",
         sensor.lost_events(),

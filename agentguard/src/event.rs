@@ -81,13 +81,14 @@ pub enum Kind {
     Connect,
     Send,
     IoUringSetup,
-    /// A raw or packet socket was created (reported by the LSM hook that
-    /// refused it).
+    /// A raw or packet socket was created.
     Socket,
+    /// A syscall through the 32-bit ABI by a guarded task.
+    CompatSyscall,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -100,6 +101,7 @@ impl Kind {
         Kind::Send,
         Kind::IoUringSetup,
         Kind::Socket,
+        Kind::CompatSyscall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +118,7 @@ impl Kind {
             Kind::Send => "send",
             Kind::IoUringSetup => "io_uring_setup",
             Kind::Socket => "socket",
+            Kind::CompatSyscall => "compat_syscall",
         }
     }
 
@@ -139,6 +142,7 @@ impl Kind {
             Kind::Send => k::SEND,
             Kind::IoUringSetup => k::IO_URING_SETUP,
             Kind::Socket => k::SOCKET,
+            Kind::CompatSyscall => k::COMPAT_SYSCALL,
         }
     }
 
@@ -170,6 +174,7 @@ pub enum Detail {
     Rename(RenameDetail),
     Net(NetDetail),
     IoUring(IoUringDetail),
+    Compat(CompatDetail),
 }
 
 /// How an absolute path was obtained.
@@ -297,6 +302,13 @@ pub struct NetDetail {
     pub socket_type: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+}
+
+/// A 32-bit ABI syscall: its number in the i386 table (5 open, 10 unlink,
+/// 11 execve...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompatDetail {
+    pub nr: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

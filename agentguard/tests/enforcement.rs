@@ -463,3 +463,123 @@ fn raw_and_packet_sockets_are_refused_to_agents() {
     d.stop();
     cleanup();
 }
+
+// ---------------------------------------------------------------------
+// Evasions of the tracepoint backend (this host has no BPF-LSM): each class
+// an agent told to get around the pack would try, what is detected, what
+// is blocked, and how much is lost. The unlabelled control runs the same.
+
+/// Runs `script` in an agent container (label claude) and in an unlabelled
+/// one, each with the evade helper and `vol` at /data; returns both outputs.
+fn agent_and_control(
+    tag: &str,
+    vol_files: usize,
+    script: &str,
+) -> (String, PathBuf, String, PathBuf) {
+    let evade = common::evade::evade_bin();
+    let mount = format!("{}:/bin/evade:ro", evade.display());
+    let mut outs = Vec::new();
+    for (label, who) in [
+        (Some("agentguard.io/agent=claude"), "agent"),
+        (None, "plain"),
+    ] {
+        let vol = volume(&format!("{tag}-{who}"), vol_files);
+        let name = format!("agtest-{tag}-{who}-{}", std::process::id());
+        let guard = common::ContainerGuard(name.clone());
+        let data = format!("{}:/data", vol.display());
+        let mut args = vec![
+            "--name",
+            name.as_str(),
+            "-v",
+            mount.as_str(),
+            "-v",
+            data.as_str(),
+        ];
+        if let Some(l) = label {
+            args.extend(["--label", l]);
+        }
+        args.extend([common::TEST_IMAGE, "sh", "-c", script]);
+        let out = docker_run(&args);
+        drop(guard);
+        outs.push((out, vol));
+    }
+    let (plain, pvol) = outs.pop().expect("control");
+    let (agent, avol) = outs.pop().expect("agent");
+    (agent, avol, plain, pvol)
+}
+
+/// `r=$(evade ...)` with a death by signal shown as `killed`.
+const GOT: &str = "got() { r=$(\"$@\" 2>/dev/null); s=$?; [ $s -gt 128 ] && echo killed || echo \"$r\"; }; sleep 1; ";
+
+#[test]
+fn io_uring_is_refused_to_agents_on_the_tracepoint_backend() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "uring");
+    let script = format!(
+        "{GOT} echo \"unlink $(got evade uring-unlink /data/f000)\"; echo \"open $(got evade uring-open /etc/hostname)\"; echo \"connect $(got evade uring-connect 127.0.0.1 9)\""
+    );
+    let (agent, avol, plain, pvol) = agent_and_control("uring", 3, &script);
+    for k in ["unlink", "open", "connect"] {
+        assert!(agent.contains(&format!("{k} killed")), "{k}: {agent}");
+    }
+    assert_eq!(count(&avol), 3, "io_uring unlink lost a file: {agent}");
+    let a = d.wait_alert("io-uring", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["by"], "kernel", "{a}");
+    assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+    // The control does all three.
+    assert!(plain.contains("unlink ok"), "{plain}");
+    assert!(plain.contains("open ok"), "{plain}");
+    assert!(plain.contains("connect err ECONNREFUSED"), "{plain}");
+    assert_eq!(count(&pvol), 2);
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
+
+#[test]
+fn the_32_bit_syscall_abi_is_detected_and_killed() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "compat");
+    let script = format!(
+        "{GOT} echo \"open $(got evade compat-open /etc/hostname)\"; echo \"exec $(got evade compat-exec /bin/true)\"; echo \"unlink $(got evade compat-unlink /data/f000)\""
+    );
+    let (agent, avol, plain, pvol) = agent_and_control("compat", 3, &script);
+    for k in ["open", "exec", "unlink"] {
+        assert!(agent.contains(&format!("{k} killed")), "{k}: {agent}");
+    }
+    // A kill at syscall entry does not stop the syscall in flight: at most
+    // the one file of that call.
+    assert!(count(&avol) >= 2, "compat unlink lost more than one file");
+    let a = d.wait_alert("compat-syscall", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+    assert_eq!(a["event"]["kind"], "compat_syscall", "{a}");
+    assert!(plain.contains("open ok"), "{plain}");
+    assert!(plain.contains("unlink ok"), "{plain}");
+    assert_eq!(count(&pvol), 2);
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
+
+/// One `rm` process per file: the first is killed at its unlink (which
+/// completes without BPF-LSM), and the loop that started it is quarantined:
+/// it dies at its next fork, so at most one file is lost.
+#[test]
+fn a_loop_of_rm_processes_loses_at_most_one_file() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "loop");
+    let script = "sleep 1; for f in /data/*; do rm \"$f\"; done; echo loop-survived";
+    let (agent, avol, plain, pvol) = agent_and_control("loop", 30, script);
+    let left = count(&avol);
+    assert!(left >= 29, "the rm loop lost {} files: {agent}", 30 - left);
+    assert!(!agent.contains("loop-survived"), "{agent}");
+    d.wait_alert("volume-removal", |a| a["result"]["outcome"] == "killed");
+    assert!(plain.contains("loop-survived"), "{plain}");
+    assert_eq!(count(&pvol), 0);
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}

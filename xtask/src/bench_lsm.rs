@@ -33,6 +33,15 @@ pub struct LsmArgs {
 
 const CONFIGS: [&str; 3] = ["none", "tracepoint", "lsm"];
 
+/// The `--backend` value a configuration runs the daemon with.
+fn backend_flag(c: &str) -> &str {
+    if c == "lsm" {
+        "auto"
+    } else {
+        c
+    }
+}
+
 fn script(a: &LsmArgs) -> String {
     let mut s = String::from(
         r#"set -u
@@ -47,6 +56,7 @@ start() {
      --alerts - --ready-file /var/lg/ready > /dev/null 2>/var/lg/daemon.log &
   D=$!
   n=0; while [ ! -e /var/lg/ready ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done
+  [ -e /var/lg/ready ] || { echo "daemon did not start:"; cat /var/lg/daemon.log; exit 1; }
 }
 stop() { kill $D; wait $D; echo "E $1 $(grep -o 'stopped after [0-9]* events' /var/lg/daemon.log) $(grep -o 'walked [0-9]* objects' /var/lg/daemon.log)"; }
 "#,
@@ -57,7 +67,8 @@ stop() { kill $D; wait $D; echo "E $1 $(grep -o 'stopped after [0-9]* events' /v
             match c {
                 "none" => s.push_str(&format!("echo \"T none {round} $(claude)\"\n")),
                 b => s.push_str(&format!(
-                    "start {b} 0; echo \"T {b} {round} $(claude)\"; stop {b}\n"
+                    "start {} 0; echo \"T {b} {round} $(claude)\"; stop {b}\n",
+                    backend_flag(b)
                 )),
             }
         }

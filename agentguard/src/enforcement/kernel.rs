@@ -442,6 +442,7 @@ impl KernelEnforcer {
             self.scrub(stale);
         }
         let mut io_uring = 0u32;
+        let mut compat = 0u32;
         let mut want_net: HashSet<Vec<u8>> = HashSet::new();
         let mut want_paths: HashSet<Vec<u8>> = HashSet::new();
         let mut want_inodes: HashMap<InodeKey, InodeRules> = HashMap::new();
@@ -452,6 +453,7 @@ impl KernelEnforcer {
             let mut slot = RuleSlot {
                 action: action_code(s.plan.action),
                 id: s.plan.id,
+                contain_cgroup: u32::from(s.plan.contain_container),
                 ..RuleSlot::default()
             };
             match &s.plan.kernel {
@@ -492,6 +494,7 @@ impl KernelEnforcer {
                     slot.io_uring = 1;
                     io_uring |= 1 << i;
                 }
+                KernelPart::Compat => compat |= 1 << i,
                 KernelPart::Mount { .. } => {}
             }
             rule_slots.push((i, slot));
@@ -539,6 +542,7 @@ impl KernelEnforcer {
         self.cgroup_masks.clear();
         self.slots = slots;
         sensor.set_config(config::IO_URING_RULES, io_uring)?;
+        sensor.set_config(config::COMPAT_RULES, compat)?;
         sensor.set_config(config::ENFORCE, u32::from(!self.slots.is_empty()))?;
         Ok(())
     }

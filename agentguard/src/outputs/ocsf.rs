@@ -23,7 +23,7 @@ fn class_of(kind: Kind) -> (u32, &'static str, u32, &'static str) {
         }
         // No OCSF class says "set up an io_uring": the base event keeps it
         // visible without pretending.
-        Kind::IoUringSetup => (0, "Base Event", 0, "Uncategorized"),
+        Kind::IoUringSetup | Kind::CompatSyscall => (0, "Base Event", 0, "Uncategorized"),
     }
 }
 
@@ -40,7 +40,7 @@ fn activity_of(ev: &Event) -> (u32, &'static str) {
         Kind::Connect if !ev.ok() => (4, "Fail"),
         Kind::Connect => (1, "Open"),
         Kind::Send => (6, "Traffic"),
-        Kind::IoUringSetup | Kind::Socket => (99, "Other"),
+        Kind::IoUringSetup | Kind::Socket | Kind::CompatSyscall => (99, "Other"),
     }
 }
 
@@ -205,7 +205,7 @@ pub fn to_ocsf(alert: &Alert, native: Option<Value>) -> Value {
             // direction_id 2: Outbound (connect and send are ours).
             o.insert("connection_info".into(), json!({ "direction_id": 2 }));
         }
-        Detail::IoUring(_) => {}
+        Detail::IoUring(_) | Detail::Compat(_) => {}
     }
     let native = native.unwrap_or_else(|| serde_json::to_value(alert).unwrap_or(Value::Null));
     o.insert("unmapped".into(), json!({ "agentguard": native }));

@@ -63,6 +63,8 @@ pub enum KernelPart {
     Files { targets: Vec<FileTarget> },
     /// Kill at io_uring_setup (tracepoint, both backends).
     IoUring,
+    /// Kill at a 32-bit ABI syscall (raw_syscalls tracepoint).
+    Compat,
 }
 
 impl KernelPart {
@@ -73,6 +75,7 @@ impl KernelPart {
             KernelPart::Mount { .. } => "mount",
             KernelPart::Files { .. } => "files",
             KernelPart::IoUring => "io_uring",
+            KernelPart::Compat => "compat_syscall",
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct SlotPlan {
     pub id: u32,
     /// What the kernel part leaves to userspace, if anything.
     pub partial: Option<String>,
+    /// An in-kernel kill quarantines the whole container.
+    pub contain_container: bool,
 }
 
 /// The plan of a whole policy set for one backend.
@@ -151,6 +156,7 @@ pub fn plan(set: &PolicySet, backend: Backend) -> Plan {
             kernel,
             id: rule_id(r, backend),
             partial,
+            contain_container: r.kill_scope() == crate::alert::KillScope::Container,
         });
     }
     p
@@ -297,6 +303,9 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
     }
     if kinds == [Kind::IoUringSetup] && only(0) && r.action() == Action::Kill {
         return Some((KernelPart::IoUring, None));
+    }
+    if kinds == [Kind::CompatSyscall] && only(0) && r.action() == Action::Kill {
+        return Some((KernelPart::Compat, None));
     }
     if kinds == [Kind::Exec] && !w.exec.is_empty() && only(1) {
         if lsm {

@@ -486,7 +486,7 @@ impl Rule {
                 }
                 true
             }
-            Detail::Fork(_) | Detail::Exit(_) | Detail::IoUring(_) => true,
+            Detail::Fork(_) | Detail::Exit(_) | Detail::IoUring(_) | Detail::Compat(_) => true,
         }
     }
 

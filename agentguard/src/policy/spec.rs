@@ -228,7 +228,7 @@ impl Conditions {
             Kind::Connect | Kind::Send => {
                 self.dest.is_some() as usize + !self.unix_path.is_empty() as usize
             }
-            Kind::Fork | Kind::Exit | Kind::IoUringSetup | Kind::Socket => 0,
+            Kind::Fork | Kind::Exit | Kind::IoUringSetup | Kind::Socket | Kind::CompatSyscall => 0,
         }
     }
 

@@ -55,6 +55,7 @@ fn syscall_name(n: u16) -> &'static str {
         syscall::SENDTO => "sendto",
         syscall::SENDMSG => "sendmsg",
         syscall::SOCKET => "socket",
+        syscall::COMPAT => "int80",
         syscall::IO_URING_SETUP => "io_uring_setup",
         syscall::LSM_FILE_OPEN => "lsm:file_open",
         syscall::LSM_PATH_UNLINK => "lsm:path_unlink",
@@ -134,6 +135,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXEC => {
             let e: raw::ExecEvent = get_prefix(bytes, h.kind, raw::EXEC_EVENT_MIN)?;
             Detail::Exec(exec_detail(&e))
+        }
+        kind::COMPAT_SYSCALL => {
+            let p: raw::ProcEvent = get(bytes, h.kind)?;
+            Detail::Compat(CompatDetail { nr: p.arg as i64 })
         }
         kind::FORK | kind::EXIT | kind::IO_URING_SETUP => {
             let p: raw::ProcEvent = get(bytes, h.kind)?;

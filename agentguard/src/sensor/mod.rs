@@ -102,6 +102,16 @@ const PROBES: &[ProbeSpec] = &[
     sc("sys_exit_sendmsg", SEND, false),
     sc("sys_enter_sendto", SEND, false),
     sc("sys_enter_sendmsg", SEND, false),
+    ProbeSpec {
+        program: "sys_enter",
+        category: "raw_syscalls",
+        kinds: &[Kind::CompatSyscall],
+        optional: true,
+    },
+    sc("sys_enter_clone", &[], false),
+    sc("sys_enter_clone3", &[], true),
+    sc("sys_enter_fork", &[], true),
+    sc("sys_enter_vfork", &[], true),
     sc("sys_exit_socket", SOCKET, false),
     sc("sys_enter_socket", SOCKET, false),
     sc("sys_exit_io_uring_setup", &[Kind::IoUringSetup], true),
@@ -287,6 +297,12 @@ impl Sensor {
         // The LSM hooks refuse signals, ptrace and bpf(2) against this
         // process from the tasks they guard.
         let daemon_tgid = std::process::id();
+        // x86's TS_COMPAT flag; other architectures have no such field
+        // (then the 32-bit ABI probe stays silent).
+        let ti_status = kernel_btf
+            .member_path_offset("task_struct", "thread_info.status")
+            .map_or(u64::MAX, u64::from);
+        loader.override_global("OFF_TASK_TI_STATUS", &ti_status, true);
         loader.override_global("DAEMON_TGID", &daemon_tgid, true);
         loader.override_global("TP_EXIT_GROUP_DEAD", &group_dead, true);
         let mut ebpf = match loader.load(EBPF_OBJECT) {
@@ -587,13 +603,23 @@ impl Sensor {
     /// (count, p50 ns, p99 ns) of the timed LSM decisions.
     pub fn lsm_timing(&mut self) -> Option<(u64, u64, u64)> {
         use agentguard_common::filter::{LSM_TIME_BUCKETS, LSM_TIME_BUCKET_NS};
-        let m = self.ebpf.map("LSM_TIMES")?;
-        let arr = PerCpuArray::<_, u64>::try_from(m).ok()?;
+        let Some(m) = self.ebpf.map("LSM_TIMES") else {
+            tracing::debug!("LSM_TIMES map missing");
+            return None;
+        };
+        let arr = match PerCpuArray::<_, u64>::try_from(m) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("reading LSM_TIMES: {e}");
+                return None;
+            }
+        };
         let hist: Vec<u64> = (0..LSM_TIME_BUCKETS)
             .map(|i| arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect();
         let n: u64 = hist.iter().sum();
         if n == 0 {
+            tracing::debug!("LSM_TIMES: no decision timed");
             return None;
         }
         let pct = |q: f64| {
