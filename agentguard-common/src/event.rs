@@ -114,6 +114,10 @@ pub mod flags {
     pub const GROUP_DEAD: u32 = 1 << 5;
     /// The syscall's address argument could not be read.
     pub const ADDR_UNREADABLE: u32 = 1 << 6;
+    /// open: the DirChain holds the path of the file the kernel opened,
+    /// walked from the returned descriptor at exit (symlinks, `..`,
+    /// `/proc/self/root` resolved); `path` keeps the string as passed.
+    pub const PATH_FROM_FD: u32 = 1 << 7;
 }
 
 /// Common prefix of every record.

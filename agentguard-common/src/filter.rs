@@ -64,6 +64,11 @@ pub mod counter {
     pub const LSM_WALKS: u32 = 2;
     /// Walks that found a protecting rule.
     pub const LSM_HITS: u32 = 3;
+    /// Inserts refused because the map was full: TASK_FILTER at fork (the
+    /// child streams the default kinds), ENFORCE_TASKS at fork (the child
+    /// of a guarded task is not guarded by tgid; its container still is).
+    pub const FULL_TASK_FILTER: u32 = 4;
+    pub const FULL_ENFORCE_TASKS: u32 = 5;
     pub const MAX: u32 = 8;
 }
 

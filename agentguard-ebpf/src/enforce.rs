@@ -317,7 +317,9 @@ pub fn check_compat(rules: u32) -> u32 {
 pub fn inherit(parent: u32, child: u32) {
     // SAFETY: value copied out at once.
     if let Some(m) = unsafe { ENFORCE_TASKS.get(&parent) }.copied() {
-        let _ = ENFORCE_TASKS.insert(&child, &m, 0);
+        if ENFORCE_TASKS.insert(&child, &m, 0).is_err() {
+            crate::bump(agentguard_common::filter::counter::FULL_ENFORCE_TASKS);
+        }
     }
 }
 

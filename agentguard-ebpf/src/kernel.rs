@@ -50,6 +50,24 @@ offsets!(
     OFF_FILE_FLAGS,
 );
 
+/// Offsets of `task_struct.signal` and `signal_struct.live` (an
+/// atomic_t), or u64::MAX where unknown.
+#[no_mangle]
+pub static OFF_TASK_SIGNAL: Global<u64> = Global::new(u64::MAX);
+#[no_mangle]
+pub static OFF_SIGNAL_LIVE: Global<u64> = Global::new(u64::MAX);
+
+/// Whether the current task's thread group has no live thread left.
+#[inline(always)]
+pub fn thread_group_empty() -> Option<bool> {
+    let (a, b) = (OFF_TASK_SIGNAL.load(), OFF_SIGNAL_LIVE.load());
+    if a == u64::MAX || b == u64::MAX {
+        return None;
+    }
+    let signal = read_u64(current_task() + a).ok()?;
+    Some(read_u32(signal + b).ok()? == 0)
+}
+
 /// Offset of `task_struct.thread_info.status` (x86's TS_COMPAT lives
 /// there), or u64::MAX where the kernel has none.
 #[no_mangle]
@@ -154,6 +172,8 @@ pub mod slot {
     pub const RENAME_OLD: u32 = 1;
     pub const RENAME_NEW: u32 = 2;
     pub const EXEC: u32 = 3;
+    /// This thread's pending open record (its file's path at exit).
+    pub const PENDING_FILE: u32 = 4;
 }
 
 /// Fills the DirChain of `slot` with the directory a relative path is

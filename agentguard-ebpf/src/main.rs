@@ -215,6 +215,10 @@ pub fn dir_slot(slot: u32) -> Option<*mut DirChain> {
             kernel::slot::RENAME_OLD => SCRATCH_RENAME.get_ptr_mut(0).map(|e| &raw mut (*e).olddir),
             kernel::slot::RENAME_NEW => SCRATCH_RENAME.get_ptr_mut(0).map(|e| &raw mut (*e).newdir),
             kernel::slot::EXEC => SCRATCH_EXEC.get_ptr_mut(0).map(|e| &raw mut (*e).dir),
+            kernel::slot::PENDING_FILE => {
+                let tid = bpf_get_current_pid_tgid() as u32;
+                PENDING_FILE.get_ptr_mut(&tid).map(|e| &raw mut (*e).dir)
+            }
             _ => None,
         }
     }
@@ -288,14 +292,30 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
 #[inline(always)]
 fn file_exit(ctx: &TracePointContext) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(ev) = PENDING_FILE.get_ptr_mut(&tid) else {
+    let Some(evp) = PENDING_FILE.get_ptr_mut(&tid) else {
         return;
     };
-    // SAFETY: the entry belongs to this thread, which is running this
-    // program; no one else writes it.
-    let ev = unsafe { &mut *ev };
-    ev.header.ret = ret_of(ctx);
-    output_prefix(&*ev, FILE_EVENT_MIN + ev.dir.len as usize);
+    let ret = ret_of(ctx);
+    // SAFETY (all accesses through `evp`): the entry belongs to this
+    // thread, which is running this program; no one else writes it. Raw
+    // pointer accesses, because the walk below writes the same record.
+    unsafe {
+        (*evp).header.ret = ret;
+        // A guarded task's successful open: report the file it really got,
+        // walked from the new descriptor, not only the string it passed.
+        if (*evp).header.kind == kind::OPEN
+            && ret >= 0
+            && enforce::subject_rules((*evp).header.tgid) != 0
+        {
+            kernel::capture_dir(ret as i32, kernel::slot::PENDING_FILE);
+            let st = core::ptr::read_volatile(&raw const (*evp).dir.status);
+            if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
+                (*evp).header.flags |= flags::PATH_FROM_FD;
+            }
+        }
+        let used = core::ptr::read_volatile(&raw const (*evp).dir.len) as usize;
+        output_prefix(&*evp, FILE_EVENT_MIN + used);
+    }
     let _ = PENDING_FILE.remove(&tid);
 }
 
@@ -945,7 +965,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: value copied out immediately.
     if let Some(mask) = unsafe { TASK_FILTER.get(&tgid) }.copied() {
-        let _ = TASK_FILTER.insert(&child, &mask, 0);
+        if TASK_FILTER.insert(&child, &mask, 0).is_err() {
+            bump(counter::FULL_TASK_FILTER);
+        }
     }
     enforce::inherit(tgid, child);
     enforce::inherit_quarantine(tgid, child);
@@ -970,7 +992,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     let off = TP_EXIT_GROUP_DEAD.load();
     let group_dead = if off == u64::MAX {
-        pid_tgid as u32 == tgid
+        // No group_dead in this kernel's record: the group is dead when its
+        // live-thread count reached 0 (do_exit decrements it before this
+        // tracepoint), not when the leader thread alone exits.
+        kernel::thread_group_empty().unwrap_or(pid_tgid as u32 == tgid)
     } else {
         // SAFETY: reads inside the tracepoint record.
         unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0
@@ -995,6 +1020,32 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // The pid may be reused: its filter entry must not outlive it.
     if TASK_FILTER.remove(&tgid).is_ok() {
         debug!(&ctx, "filter entry of {} dropped at exit", tgid);
+    }
+    0
+}
+
+/// Offsets of `pid` and `old_pid` in sched:sched_process_exec.
+#[no_mangle]
+static TP_EXEC_PID: Global<u64> = Global::new(12);
+#[no_mangle]
+static TP_EXEC_OLD_PID: Global<u64> = Global::new(16);
+
+/// An exec from a thread that is not the group leader takes over the
+/// leader's id (de_thread): move its pending exec record to the new id, or
+/// sys_exit_execve (which runs under the new id) would never find it.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads inside the tracepoint record.
+    let pid = unsafe { ctx.read_at::<i32>(TP_EXEC_PID.load() as usize) }.unwrap_or(0) as u32;
+    let old = unsafe { ctx.read_at::<i32>(TP_EXEC_OLD_PID.load() as usize) }.unwrap_or(0) as u32;
+    if pid == old || old == 0 {
+        return 0;
+    }
+    if let Some(ev) = PENDING_EXEC.get_ptr_mut(&old) {
+        // SAFETY: the old thread is this one (it became the leader); its
+        // record is copied into the map under the new id.
+        let _ = PENDING_EXEC.insert(&pid, unsafe { &*ev }, 0);
+        let _ = PENDING_EXEC.remove(&old);
     }
     0
 }

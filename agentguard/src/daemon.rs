@@ -331,6 +331,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut refresh_ticks: u64 = 0;
+    let mut map_full_said: std::collections::HashSet<&str> = Default::default();
     loop {
         let holding = stage.is_holding();
         let mut reload = false;
@@ -343,6 +344,15 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             _ = tick.tick(), if holding => {}
             _ = housekeeping.tick() => {
                 metrics.set_events_lost(sensor.lost_events());
+                for (map, n) in sensor.map_full() {
+                    metrics.map_full.with_label_values(&[map]).set(n as i64);
+                    if n > 0 && map_full_said.insert(map) {
+                        tracing::error!("kernel map {map} is full: {n} insert(s) refused; new tasks are not covered by it (see agentguard_kernel_map_full_total)");
+                    }
+                    if let Ok(mut s) = status.write() {
+                        s.counters.insert(format!("map_full_{map}"), n);
+                    }
+                }
                 metrics.containers_watched.set(container_map.read().map_or(0, |m| m.len()) as i64);
                 metrics.agents_watched.set(pipe.widened.len() as i64);
                 if let Ok(mut s) = status.write() {

@@ -192,6 +192,9 @@ pub enum Resolution {
     Truncated,
     /// The directory could not be read; `path` is the relative path as given.
     Unresolved,
+    /// The file the kernel opened, walked from the returned descriptor at
+    /// exit (symlinks and `/proc/self/root` resolved); `raw` is the string.
+    File,
 }
 
 /// A path argument, made absolute and lexically normalized.

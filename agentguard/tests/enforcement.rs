@@ -583,3 +583,44 @@ fn a_loop_of_rm_processes_loses_at_most_one_file() {
     let _ = std::fs::remove_dir_all(&avol);
     let _ = std::fs::remove_dir_all(&pvol);
 }
+
+/// Reading a credential through a symlinked directory or `/proc/self/root`:
+/// the open is reported with the file the kernel opened (walked from the
+/// returned descriptor), so the credential rule sees through the string.
+#[test]
+fn credential_reads_through_symlinks_are_seen_as_the_real_file() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "cred");
+    let script = "mkdir -p /root/.ssh; echo key > /root/.ssh/id_rsa; sleep 1; \
+        ln -s /root/.ssh /tmp/k; cat /tmp/k/id_rsa; cat /proc/self/root/root/.ssh/id_rsa; echo done";
+    let (agent, avol, _plain, pvol) = agent_and_control("cred", 0, script);
+    assert!(agent.contains("done"), "{agent}");
+    for raw in ["/tmp/k/id_rsa", "/proc/self/root/root/.ssh/id_rsa"] {
+        let a = d.wait_alert("credential-read", |a| a["event"]["file"]["raw"] == raw);
+        assert_eq!(a["event"]["file"]["path"], "/root/.ssh/id_rsa", "{a}");
+        assert_eq!(a["event"]["file"]["resolution"], "file", "{a}");
+    }
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
+
+/// An exec from a thread that is not the group leader takes over the
+/// leader's id: its exec is still reported (and matched by exec rules).
+#[test]
+fn exec_from_a_non_leader_thread_is_reported() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "texec");
+    let script = "sleep 1; cp /bin/busybox /tmp/tt; evade thread-exec /tmp/tt true; echo done";
+    let (agent, avol, _plain, pvol) = agent_and_control("texec", 0, script);
+    assert!(agent.contains("done"), "{agent}");
+    let a = d.wait_alert("exec-from-temp", |a| {
+        a["event"]["exec"]["file"]["path"] == "/tmp/tt"
+    });
+    assert_eq!(a["event"]["exec"]["argv"][0], "/tmp/tt", "{a}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub agents_watched: IntGauge,
     pub policy_reload_failures: IntCounter,
     pub policy_reloads: IntCounter,
+    /// agentguard_kernel_map_full_total{map}: kernel map inserts refused
+    /// because the map was full (a new child left uncovered).
+    pub map_full: IntGaugeVec,
     lost: Arc<AtomicU64>,
     sinks: SinkList,
 }
@@ -134,6 +137,16 @@ impl Metrics {
         )?;
         let policy_reloads =
             IntCounter::new("agentguard_policy_reloads_total", "Policy reloads applied.")?;
+        // A gauge holding the kernel's running total (it can't be counted
+        // twice by re-reading it).
+        let map_full = IntGaugeVec::new(
+            Opts::new(
+                "agentguard_kernel_map_full_total",
+                "Kernel map inserts refused because the map was full (a task left out of the filter or the enforcement maps).",
+            ),
+            &["map"],
+        )?;
+        registry.register(Box::new(map_full.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("agentguard_build_info", "Always 1; the version as a label."),
             &["version"],
@@ -171,6 +184,7 @@ impl Metrics {
             agents_watched,
             policy_reload_failures,
             policy_reloads,
+            map_full,
             lost,
             sinks,
         })

@@ -237,12 +237,25 @@ const OPEN_FLAG_NAMES: &[(u32, &str)] = &[
 
 fn file_detail(f: &raw::FileEvent) -> FileDetail {
     let h = &f.header;
-    let file = resolve(
-        &f.path,
-        &f.dir,
-        f.dirfd != raw::AT_FDCWD,
-        h.flags & flags::PATH_TRUNCATED != 0,
-    );
+    let from_fd = h.flags & flags::PATH_FROM_FD != 0;
+    let file = match crate::sensor::paths::chain_dir(&f.dir).filter(|_| from_fd) {
+        Some((path, res)) => PathInfo {
+            raw: Some(cstring(&f.path)).filter(|r| *r != path),
+            path,
+            resolution: if res == Resolution::Truncated {
+                Resolution::Truncated
+            } else {
+                Resolution::File
+            },
+            truncated: h.flags & flags::PATH_TRUNCATED != 0,
+        },
+        None => resolve(
+            &f.path,
+            &f.dir,
+            f.dirfd != raw::AT_FDCWD,
+            h.flags & flags::PATH_TRUNCATED != 0,
+        ),
+    };
     let is_open = h.kind == kind::OPEN;
     FileDetail {
         file,

@@ -70,6 +70,12 @@ const PROBES: &[ProbeSpec] = &[
         kinds: &[],
         optional: false,
     },
+    ProbeSpec {
+        program: "sched_process_exec",
+        category: "sched",
+        kinds: EXEC,
+        optional: true,
+    },
     sc("sys_exit_execve", EXEC, false),
     sc("sys_exit_execveat", EXEC, false),
     sc("sys_enter_execve", EXEC, false),
@@ -305,6 +311,23 @@ impl Sensor {
         loader.override_global("OFF_TASK_TI_STATUS", &ti_status, true);
         loader.override_global("DAEMON_TGID", &daemon_tgid, true);
         loader.override_global("TP_EXIT_GROUP_DEAD", &group_dead, true);
+        let exec_pid = tracepoint_field_offset(&tracefs, "sched/sched_process_exec", "pid")?;
+        let exec_old = tracepoint_field_offset(&tracefs, "sched/sched_process_exec", "old_pid")?;
+        // Defaults are the upstream layout; the format file has the truth.
+        let exec_pid = exec_pid.unwrap_or(12);
+        let exec_old = exec_old.unwrap_or(16);
+        loader.override_global("TP_EXEC_PID", &exec_pid, true);
+        loader.override_global("TP_EXEC_OLD_PID", &exec_old, true);
+        // Where the exit record lacks group_dead, the group is dead when
+        // signal->live is 0.
+        let signal = kernel_btf
+            .member_offset("task_struct", "signal")
+            .map_or(u64::MAX, u64::from);
+        let live = kernel_btf
+            .member_offset("signal_struct", "live")
+            .map_or(u64::MAX, u64::from);
+        loader.override_global("OFF_TASK_SIGNAL", &signal, true);
+        loader.override_global("OFF_SIGNAL_LIVE", &live, true);
         let mut ebpf = match loader.load(EBPF_OBJECT) {
             Ok(e) => e,
             Err(e) => {
@@ -635,6 +658,14 @@ impl Sensor {
             u64::from(LSM_TIME_BUCKETS) * LSM_TIME_BUCKET_NS
         };
         Some((n, pct(0.5), pct(0.99)))
+    }
+
+    /// Kernel map inserts refused because the map was full, by map.
+    pub fn map_full(&mut self) -> [(&'static str, u64); 2] {
+        [
+            ("task_filter", self.counter(counter::FULL_TASK_FILTER)),
+            ("enforce_tasks", self.counter(counter::FULL_ENFORCE_TASKS)),
+        ]
     }
 
     /// (walks, hits) of the LSM hooks' ancestor walks.
