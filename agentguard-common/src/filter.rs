@@ -39,9 +39,7 @@ pub mod config {
     pub const LSM_ACTIVE: u32 = 5;
     /// Rule mask of rules that kill at a 32-bit ABI syscall.
     pub const COMPAT_RULES: u32 = 6;
-    /// Set by the kernel at its first in-kernel kill: from then on the
-    /// probes check the quarantine maps (until then they cost nothing).
-    pub const QUARANTINE_ON: u32 = 7;
+
     pub const MAX: u32 = 8;
 }
 

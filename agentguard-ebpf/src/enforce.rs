@@ -35,6 +35,10 @@ static RULES: Array<RuleSlot> = Array::pinned(MAX_RULES, 0);
 /// `rm` per file loses at most the file of the first kill.
 #[map]
 static QUARANTINE: LruHashMap<u32, u32> = LruHashMap::with_max_entries(QUARANTINE_ENTRIES, 0);
+/// [0]: non-zero once anything was quarantined (by the kernel or by the
+/// daemon after a userspace kill); until then the probes skip the lookups.
+#[map]
+static QUARANTINE_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static QUARANTINE_CGROUPS: LruHashMap<u64, u32> =
     LruHashMap::with_max_entries(QUARANTINE_ENTRIES, 0);
@@ -112,7 +116,7 @@ fn quarantine(rule: u32) {
         let cg = unsafe { bpf_get_current_cgroup_id() };
         let _ = QUARANTINE_CGROUPS.insert(&cg, &v, 0);
     }
-    if let Some(on) = CONFIG.get_ptr_mut(config::QUARANTINE_ON) {
+    if let Some(on) = QUARANTINE_ON.get_ptr_mut(0) {
         // SAFETY: array value of a live map; a racing writer writes 1 too.
         unsafe { *on = 1 };
     }
@@ -122,7 +126,7 @@ fn quarantine(rule: u32) {
 /// in-kernel kill ever happened.
 #[inline(always)]
 pub fn contain(tgid: u32) {
-    let on = match CONFIG.get(config::QUARANTINE_ON) {
+    let on = match QUARANTINE_ON.get(0) {
         Some(v) => *v,
         None => 0,
     };
@@ -145,7 +149,7 @@ pub fn contain(tgid: u32) {
 /// quarantine (it dies at its first probed syscall).
 #[inline(always)]
 pub fn inherit_quarantine(parent: u32, child: u32) {
-    let on = match CONFIG.get(config::QUARANTINE_ON) {
+    let on = match QUARANTINE_ON.get(0) {
         Some(v) => *v,
         None => 0,
     };
@@ -296,6 +300,33 @@ pub fn check_io_uring(rules: u32) -> u32 {
         return 0;
     }
     kill(hit.trailing_zeros())
+}
+
+/// Without BPF-LSM: is the file a guarded task just opened a protected one
+/// by identity (a hard link, any path)? A deny or kill rule kills the task
+/// before it returns to userspace, so it never reads through the fd; an
+/// alert rule marks the record. Returns the header verdict.
+#[inline(always)]
+pub fn check_opened(fd: i32, tgid: u32) -> u32 {
+    let lsm = match CONFIG.get(config::LSM_ACTIVE) {
+        Some(v) => *v,
+        None => 0,
+    };
+    let rules = subject_rules(tgid);
+    if lsm != 0 || rules == 0 {
+        return 0;
+    }
+    let Ok(p) = crate::kernel::fd_path(crate::kernel::current_task(), fd) else {
+        return 0;
+    };
+    let Ok(Some(hit)) = crate::lsm::inode_hit(p.dentry, rules, u64::from(op::OPEN), true) else {
+        return 0;
+    };
+    match rule_slot(hit.rule).map_or(rule_action::NONE, |s| s.action) {
+        rule_action::KILL | rule_action::DENY => kill(hit.rule),
+        rule_action::ALERT => verdict::MATCHED | ((hit.rule + 1) & verdict::RULE_MASK),
+        _ => 0,
+    }
 }
 
 /// Kill decision at a 32-bit ABI syscall.

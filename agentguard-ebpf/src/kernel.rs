@@ -148,7 +148,7 @@ fn fs_paths(task: u64) -> Result<(KPath, KPath), i32> {
 
 /// `f_path` of the current task's open file `fd`.
 #[inline(always)]
-fn fd_path(task: u64, fd: i32) -> Result<KPath, i32> {
+pub fn fd_path(task: u64, fd: i32) -> Result<KPath, i32> {
     if fd < 0 {
         return Err(-9);
     }

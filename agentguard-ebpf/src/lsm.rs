@@ -51,8 +51,8 @@ const RENAME_EXCHANGE: u32 = 1 << 1;
 
 /// Which rule of the walk matched, and on which entry.
 #[derive(Clone, Copy)]
-struct Hit {
-    rule: u32,
+pub struct Hit {
+    pub rule: u32,
     entry: InodeKey,
 }
 
@@ -96,7 +96,7 @@ extern "C" fn inode_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
 /// Looks one dentry's inode up; `own`: the object itself (self rules),
 /// else an ancestor (subtree rules).
 #[inline(always)]
-fn inode_hit(dentry: u64, rules: u32, ops: u64, own: bool) -> Result<Option<Hit>, i32> {
+pub fn inode_hit(dentry: u64, rules: u32, ops: u64, own: bool) -> Result<Option<Hit>, i32> {
     let inode = read_u64(dentry + kernel::OFF_DENTRY_INODE.load())?;
     if inode == 0 {
         return Ok(None);

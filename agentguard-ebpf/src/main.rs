@@ -312,6 +312,7 @@ fn file_exit(ctx: &TracePointContext) {
             if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
                 (*evp).header.flags |= flags::PATH_FROM_FD;
             }
+            (*evp).header.verdict |= enforce::check_opened(ret as i32, (*evp).header.tgid);
         }
         let used = core::ptr::read_volatile(&raw const (*evp).dir.len) as usize;
         output_prefix(&*evp, FILE_EVENT_MIN + used);

@@ -112,6 +112,10 @@ impl Pipeline {
         {
             self.widen.push(ev.pid);
         }
+        let mut ev = ev;
+        if ev.identity.as_ref().is_some_and(|i| i.agent.is_some()) {
+            resolve_removal(&mut ev);
+        }
         self.decisions.clear();
         let t = Instant::now();
         self.policy.evaluate(&ev, &mut self.decisions);
@@ -147,6 +151,28 @@ impl Pipeline {
             self.outputs.send(&alert);
             self.alerts += 1;
         }
+    }
+}
+
+/// An agent's unlink, rmdir or rename names its file by the string it
+/// passed; the tracepoint backend decided on it. Rules see the real
+/// location too: the directory resolved through the process's root.
+fn resolve_removal(ev: &mut Event) {
+    use crate::event::{Detail, Resolution};
+    let info = match &mut ev.detail {
+        Detail::File(f) if matches!(ev.kind, Kind::Unlink | Kind::Rmdir) => &mut f.file,
+        Detail::Rename(r) => &mut r.from,
+        _ => return,
+    };
+    if matches!(info.resolution, Resolution::File | Resolution::Unresolved) {
+        return;
+    }
+    if let Some(real) = crate::sensor::paths::real_removed_path(&[ev.pid, ev.ppid], &info.path) {
+        if info.raw.is_none() {
+            info.raw = Some(std::mem::take(&mut info.path));
+        }
+        info.path = real;
+        info.resolution = Resolution::Resolved;
     }
 }
 

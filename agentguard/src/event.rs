@@ -195,6 +195,10 @@ pub enum Resolution {
     /// The file the kernel opened, walked from the returned descriptor at
     /// exit (symlinks and `/proc/self/root` resolved); `raw` is the string.
     File,
+    /// A removal's directory resolved by the daemon through the process's
+    /// root after the event (symlinked directories, `/proc/self/root`);
+    /// best effort, `raw` is the string.
+    Resolved,
 }
 
 /// A path argument, made absolute and lexically normalized.

@@ -624,3 +624,92 @@ fn exec_from_a_non_leader_thread_is_reported() {
     let _ = std::fs::remove_dir_all(&avol);
     let _ = std::fs::remove_dir_all(&pvol);
 }
+
+/// Removals through a symlinked directory or `/proc/self/root`: the
+/// tracepoint backend decides on the string at entry, so the first unlink
+/// goes through; the daemon resolves the directory through the process's
+/// root, alerts under the volume rule with the real path, kills, and
+/// quarantines the loop. Detected, and contained to a few files.
+#[test]
+fn removals_through_symlinked_directories_are_detected_and_contained() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "symrm");
+    let script = "sleep 1; ln -s /data /tmp/volink; \
+        for f in /data/*; do rm /tmp/volink/$(basename $f); done; \
+        rm /proc/self/root/data/f029; echo loop-survived";
+    let (agent, avol, plain, pvol) = agent_and_control("symrm", 30, script);
+    let a = d.wait_alert("volume-removal", |a| {
+        a["event"]["file"]["raw"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("/tmp/volink/"))
+    });
+    assert!(
+        a["event"]["file"]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/data/f")),
+        "{a}"
+    );
+    assert_eq!(a["event"]["file"]["resolution"], "resolved", "{a}");
+    let left = count(&avol);
+    assert!(left >= 20, "lost {} of 30 files: {agent}", 30 - left);
+    assert!(!agent.contains("loop-survived"), "{agent}");
+    assert!(plain.contains("loop-survived"), "{plain}");
+    assert_eq!(count(&pvol), 0, "{plain}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
+
+/// Without BPF-LSM, a protected file opened by any name (a hard link made
+/// beforehand) is recognised by identity at the open's exit: a `deny` rule
+/// kills the agent before it returns to userspace, so it reads nothing.
+#[test]
+fn a_hard_link_to_a_protected_file_is_the_same_file() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-hl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("secret")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    std::fs::hard_link(dir.join("secret/key"), dir.join("hl")).expect("link");
+    for f in ["files.yaml", "network.yaml", "exec.yaml"] {
+        std::fs::copy(pack().join(f), dir.join("pol").join(f)).expect("copy pack");
+    }
+    std::fs::write(
+        dir.join("pol/guest.yaml"),
+        format!(
+            "name: hl\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: deny\n    severity: critical\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "hl");
+    let claude = dir.join("claude");
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/sh\nsleep 1\ncat {}/hl; echo \"cat-status=$?\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write agent");
+    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let out = Command::new(&claude).output().expect("run agent");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("TOPSECRET"),
+        "the agent read the secret: {text}"
+    );
+    assert!(text.contains("cat-status=137"), "{text}");
+    let a = d.wait_alert("secret-read", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+    // The control: the same read by a non-agent.
+    let plain = std::fs::read_to_string(dir.join("hl")).expect("read");
+    assert_eq!(plain, "TOPSECRET\n");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

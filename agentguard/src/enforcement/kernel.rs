@@ -328,6 +328,8 @@ pub struct KernelEnforcer {
     net: LpmTrie<MapData, NetKey, NetVerdict>,
     rules: Array<MapData, RuleSlot>,
     inodes: BpfHashMap<MapData, InodeKey, InodeRules>,
+    quarantine: BpfHashMap<MapData, u32, u32>,
+    quarantine_on: Array<MapData, u32>,
     slots: Vec<Slot>,
     /// Masks written, to write only changes.
     task_masks: HashMap<u32, u32>,
@@ -352,6 +354,8 @@ impl KernelEnforcer {
             net: LpmTrie::try_from(sensor.take_map("NET_RULES")?)?,
             rules: Array::try_from(sensor.take_map("RULES")?)?,
             inodes: BpfHashMap::try_from(sensor.take_map("INODE_RULES")?)?,
+            quarantine: BpfHashMap::try_from(sensor.take_map("QUARANTINE")?)?,
+            quarantine_on: Array::try_from(sensor.take_map("QUARANTINE_ON")?)?,
             slots: Vec::new(),
             task_masks: HashMap::new(),
             cgroup_masks: HashMap::new(),
@@ -475,6 +479,11 @@ impl KernelEnforcer {
                     }
                     Backend::Tracepoint => {
                         for t in targets {
+                            if t.ops & op::EXEC == 0 {
+                                // Opens: checked by identity at exit.
+                                target_entries(t, i, &mut want_inodes);
+                                continue;
+                            }
                             let prefix = t.pattern.trim_end_matches("**");
                             if let Some(k) = path_key(0, prefix) {
                                 let v = PathVerdict {
@@ -621,14 +630,13 @@ impl KernelEnforcer {
     /// Re-resolves the file targets (new files or directories matching a
     /// protected glob since the last look).
     pub fn refresh_files(&mut self) {
-        if self.backend != Backend::Lsm {
-            return;
-        }
         let mut want: HashMap<InodeKey, InodeRules> = HashMap::new();
         for s in &self.slots {
             if let KernelPart::Files { targets } = &s.plan.kernel {
                 for t in targets {
-                    target_entries(t, s.bit, &mut want);
+                    if self.backend == Backend::Lsm || t.ops & op::EXEC == 0 {
+                        target_entries(t, s.bit, &mut want);
+                    }
                 }
             }
         }
@@ -778,6 +786,23 @@ impl KernelEnforcer {
             self.write_inodes(want);
         }
         self.mounts_done.insert(cgroup_id, done);
+    }
+
+    /// Contains a process the daemon killed (a rule decided in userspace):
+    /// like an in-kernel kill, its guarded parent dies at its next probed
+    /// syscall or fork, so the loop that started it starts nothing more.
+    pub fn quarantine(&mut self, pid: u32, ppid: u32, slot: u32) {
+        let v = slot + 1;
+        let _ = self.quarantine.insert(pid, v, 0);
+        let guarded = self.tasks.get(&ppid, 0).is_ok_and(|m| m != 0);
+        if ppid > 1 && guarded {
+            if let Err(e) = self.quarantine.insert(ppid, v, 0) {
+                tracing::warn!("QUARANTINE[{ppid}]: {e}");
+            }
+        }
+        if let Err(e) = self.quarantine_on.set(0, 1, 0) {
+            tracing::warn!("QUARANTINE_ON: {e}");
+        }
     }
 
     /// A process is gone: forget its mask (the kernel dropped its entry).

@@ -135,6 +135,11 @@ impl Enforcer {
                     return r;
                 }
                 let mut r = self.kill_process(ev, completed);
+                // Contain what started it, as an in-kernel kill does.
+                if let (Some(k), true) = (self.kernel.as_mut(), r.outcome == Outcome::Killed) {
+                    let slot = k.compiled(&d.policy, &d.rule).map_or(0, |s| s.bit);
+                    k.quarantine(ev.pid, ev.ppid, slot);
+                }
                 if d.kill_scope == KillScope::Container {
                     r.reason = Some(self.kill_container(ev, r.reason.take()));
                 }

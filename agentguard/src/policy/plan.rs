@@ -259,6 +259,12 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
         && ex.exec.is_empty();
     let only = |n: usize| w.count() == n && w.result.is_none() && no_except;
     let lsm = backend == Backend::Lsm;
+    if !lsm && kinds == [Kind::Open] {
+        // Opens by identity at syscall exit (a hard link is the same file):
+        // an alert marks the event, a deny or kill kills before the task
+        // can read.
+        return file_part(r);
+    }
     let acts = match r.action() {
         Action::Deny | Action::Kill => true,
         // An alert-only rule matched in an LSM hook is still reported
@@ -347,7 +353,20 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
     if !lsm {
         return None;
     }
-    // File rules on the LSM backend: `path`/`path_prefix` for file kinds,
+    file_part(r)
+}
+
+fn file_part(r: &Rule) -> Option<(KernelPart, Option<String>)> {
+    let w = &r.spec().when;
+    let kinds = r.kinds();
+    let ex = &w.except;
+    let no_except = ex.cidrs.is_empty()
+        && ex.ports.is_empty()
+        && !ex.loopback
+        && !ex.dns_resolver
+        && ex.paths.is_empty()
+        && ex.exec.is_empty();
+    // File rules: `path`/`path_prefix` for file kinds,
     // `unix_path` for connect. Every other condition keeps the rule in
     // userspace, since the kernel would check less than the rule says.
     let plain = w.result.is_none()

@@ -76,6 +76,92 @@ pub fn normalize(path: &str) -> String {
     out
 }
 
+/// Where the file `path` (absolute, as the process named it) really was:
+/// its directory resolved through the process's own root (symlinked
+/// directories, `/proc/self/root`), its last component kept (an unlink
+/// removes a symlink itself). For removals, which the tracepoint backend
+/// sees only as strings; done after the fact, so best effort: None when the
+/// process or a directory is gone, or nothing changes.
+/// `pids`: the process, then its parent (an `rm` is often gone already;
+/// its parent shares its root).
+pub fn real_removed_path(pids: &[u32], path: &str) -> Option<String> {
+    let (dir, name) = path.rsplit_once('/')?;
+    if name.is_empty() {
+        return None;
+    }
+    let real = pids.iter().find_map(|pid| {
+        let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+        // A gone process has no root to resolve in.
+        std::fs::read_link(&root).ok()?;
+        resolve_in_root(&root, dir)
+    })?;
+    let out = if real == "/" {
+        format!("/{name}")
+    } else {
+        format!("{real}/{name}")
+    };
+    (out != path).then_some(out)
+}
+
+/// Resolves `dir` component by component under `root` (a process's root as
+/// `/proc/PID/root`), re-rooting absolute symlink targets there, as the
+/// kernel would for that process.
+fn resolve_in_root(root: &std::path::Path, dir: &str) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut todo: std::collections::VecDeque<String> = dir
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                out.pop();
+                continue;
+            }
+            _ => {}
+        }
+        // `/proc/<self|pid>/root` is a magic link to a root: for the
+        // process itself, its own.
+        let selfish = |t: &str| t == "self" || t == "thread-self" || t.parse::<u32>().is_ok();
+        if out.is_empty()
+            && c == "proc"
+            && todo.front().is_some_and(|t| selfish(t))
+            && todo.get(1).is_some_and(|t| t == "root")
+        {
+            todo.pop_front();
+            todo.pop_front();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        for p in &out {
+            candidate.push(p);
+        }
+        candidate.push(&c);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = std::fs::read_link(&candidate).ok()?;
+                let target = target.to_str()?;
+                if target.starts_with('/') {
+                    out.clear();
+                }
+                for (i, t) in target.split('/').filter(|t| !t.is_empty()).enumerate() {
+                    todo.insert(i, t.to_owned());
+                }
+            }
+            Ok(_) => out.push(c),
+            Err(_) => return None,
+        }
+    }
+    Some(format!("/{}", out.join("/")))
+}
+
 /// Resolves the raw path the process passed against the recorded directory.
 pub fn resolve(raw: &[u8; PATH_LEN], dir: &DirChain, via_dirfd: bool, truncated: bool) -> PathInfo {
     let raw = cstring(raw);
@@ -219,5 +305,24 @@ mod tests {
         // A corrupt len larger than the buffer is clamped, not trusted.
         c.len = u32::MAX;
         assert!(chain_dir(&c).is_some());
+    }
+
+    #[test]
+    fn directories_resolve_inside_the_process_root() {
+        let root = std::env::temp_dir().join(format!("ag-paths-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("data/sub")).expect("mkdir");
+        // Absolute targets are re-rooted at the process's root.
+        std::os::unix::fs::symlink("/data", root.join("volink")).expect("symlink");
+        std::os::unix::fs::symlink("data/sub", root.join("rel")).expect("symlink");
+        let r = |p: &str| resolve_in_root(&root, p);
+        assert_eq!(r("/volink").as_deref(), Some("/data"));
+        assert_eq!(r("/volink/sub").as_deref(), Some("/data/sub"));
+        assert_eq!(r("/rel").as_deref(), Some("/data/sub"));
+        assert_eq!(r("/proc/self/root/data").as_deref(), Some("/data"));
+        assert_eq!(r("/proc/1/root/volink").as_deref(), Some("/data"));
+        assert_eq!(r("/data/../volink").as_deref(), Some("/data"));
+        assert_eq!(r("/missing/x"), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
