@@ -114,6 +114,9 @@ pub mod flags {
     pub const GROUP_DEAD: u32 = 1 << 5;
     /// The syscall's address argument could not be read.
     pub const ADDR_UNREADABLE: u32 = 1 << 6;
+    /// fork: a kernel map was full, the child was left out of it;
+    /// `ProcEvent::exit_code` names the map (`map_full`).
+    pub const MAP_FULL: u32 = 1 << 8;
     /// open: the DirChain holds the path of the file the kernel opened,
     /// walked from the returned descriptor at exit (symlinks, `..`,
     /// `/proc/self/root` resolved); `path` keeps the string as passed.
@@ -245,6 +248,12 @@ pub struct ProcEvent {
     pub exit_code: u32,
     /// FORK: clone flags. IO_URING_SETUP: requested entries.
     pub arg: u64,
+}
+
+/// Which map a fork's `MAP_FULL` names (`ProcEvent::exit_code`).
+pub mod map_full {
+    pub const TASK_FILTER: u32 = 1;
+    pub const ENFORCE_TASKS: u32 = 2;
 }
 
 /// Address families carried in [`NetEvent::family`].

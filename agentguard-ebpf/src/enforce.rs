@@ -343,15 +343,18 @@ pub fn check_compat(rules: u32) -> u32 {
     kill(hit.trailing_zeros())
 }
 
-/// Copies the parent's rule mask to a new child process.
+/// Copies the parent's rule mask to a new child process; false when the
+/// map was full (the child is not guarded by its own entry).
 #[inline(always)]
-pub fn inherit(parent: u32, child: u32) {
+pub fn inherit(parent: u32, child: u32) -> bool {
     // SAFETY: value copied out at once.
     if let Some(m) = unsafe { ENFORCE_TASKS.get(&parent) }.copied() {
         if ENFORCE_TASKS.insert(&child, &m, 0).is_err() {
             crate::bump(agentguard_common::filter::counter::FULL_ENFORCE_TASKS);
+            return false;
         }
     }
+    true
 }
 
 #[inline(always)]

@@ -964,22 +964,27 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let mut full = 0;
     // SAFETY: value copied out immediately.
     if let Some(mask) = unsafe { TASK_FILTER.get(&tgid) }.copied() {
         if TASK_FILTER.insert(&child, &mask, 0).is_err() {
             bump(counter::FULL_TASK_FILTER);
+            full = map_full::TASK_FILTER;
         }
     }
-    enforce::inherit(tgid, child);
+    if !enforce::inherit(tgid, child) {
+        full = map_full::ENFORCE_TASKS;
+    }
     enforce::inherit_quarantine(tgid, child);
-    if wants(tgid, kind::FORK) {
+    // A child left out of a map is always reported: never silent.
+    if wants(tgid, kind::FORK) || full != 0 {
         emit_proc(
             kind::FORK,
             syscall::CLONE,
             child,
-            0,
+            full,
             clone_flags,
-            0,
+            if full != 0 { flags::MAP_FULL } else { 0 },
             child as i64,
             0,
         );

@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
     let fork = event(
         me,
         Detail::Fork(ForkDetail {
+            map_full: None,
             child_pid: child,
             clone_flags: 0,
         }),

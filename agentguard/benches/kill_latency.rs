@@ -284,6 +284,7 @@ fn main() {
             error: None,
             kernel_action: None,
             detail: Detail::Fork(agentguard::event::ForkDetail {
+                map_full: None,
                 child_pid: 0,
                 clone_flags: 0,
             }),

@@ -93,6 +93,8 @@ struct Pipeline {
     widen_agents: bool,
     widen: Vec<u32>,
     widened: std::collections::HashSet<u32>,
+    /// Maps whose overflow was already alerted.
+    map_full_alerted: std::collections::HashSet<String>,
 }
 
 impl Pipeline {
@@ -134,6 +136,25 @@ impl Pipeline {
             }
         }
         self.metrics.evaluation(t.elapsed());
+        // A kernel map that overflowed is an alert, once per map.
+        if let crate::event::Detail::Fork(f) = &ev.detail {
+            if let Some(map) = &f.map_full {
+                if self.map_full_alerted.insert(map.clone()) {
+                    self.decisions.push(Decision {
+                        policy: "agentguard".into(),
+                        rule: "kernel-map-full".into(),
+                        action: crate::alert::Action::Alert,
+                        kill_scope: Default::default(),
+                        severity: crate::alert::Severity::High,
+                        message: format!(
+                            "kernel map {map} is full: pid {} and its children are not covered by it (agentguard_kernel_map_full_total)",
+                            f.child_pid
+                        ),
+                        mode: crate::alert::Mode::Enforce,
+                    });
+                }
+            }
+        }
         if self.decisions.is_empty() {
             return;
         }
@@ -332,6 +353,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         widen_agents: cfg.watch == WatchMode::Agents,
         widen: Vec::new(),
         widened: Default::default(),
+        map_full_alerted: Default::default(),
     };
     if let Ok(mut s) = status.write() {
         s.probes = sensor.attached().to_vec();

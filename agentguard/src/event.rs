@@ -243,6 +243,10 @@ impl ExecDetail {
 pub struct ForkDetail {
     pub child_pid: u32,
     pub clone_flags: u64,
+    /// A kernel map was full and the child was left out of it
+    /// (`task_filter`, `enforce_tasks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_full: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

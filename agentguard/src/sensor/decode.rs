@@ -146,6 +146,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 kind::FORK => Detail::Fork(ForkDetail {
                     child_pid: p.child_pid,
                     clone_flags: p.arg,
+                    map_full: (p.header.flags & flags::MAP_FULL != 0).then(|| {
+                        match p.exit_code {
+                            raw::map_full::TASK_FILTER => "task_filter",
+                            raw::map_full::ENFORCE_TASKS => "enforce_tasks",
+                            _ => "unknown",
+                        }
+                        .to_owned()
+                    }),
                 }),
                 kind::EXIT => Detail::Exit(exit_detail(p.exit_code)),
                 _ => Detail::IoUring(IoUringDetail {
@@ -391,6 +399,33 @@ mod tests {
             unix_path: [0; UNIX_PATH_LEN],
             _pad: [0; 4],
         }
+    }
+
+    #[test]
+    fn fork_that_overflowed_a_map_says_which() {
+        let mut h = header(kind::FORK, syscall::CLONE, 77);
+        h.flags = flags::MAP_FULL;
+        let p = ProcEvent {
+            header: h,
+            child_pid: 77,
+            exit_code: map_full::ENFORCE_TASKS,
+            arg: 0,
+        };
+        let ev = decode(&bytes_of(&p)).expect("decodes");
+        let Detail::Fork(f) = ev.detail else {
+            panic!("not a fork")
+        };
+        assert_eq!(f.map_full.as_deref(), Some("enforce_tasks"));
+        let p = ProcEvent {
+            header: header(kind::FORK, syscall::CLONE, 78),
+            child_pid: 78,
+            exit_code: 0,
+            arg: 0,
+        };
+        let Detail::Fork(f) = decode(&bytes_of(&p)).expect("decodes").detail else {
+            panic!("not a fork")
+        };
+        assert_eq!(f.map_full, None);
     }
 
     #[test]
