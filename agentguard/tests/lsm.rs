@@ -359,11 +359,12 @@ fn check(kernel: &str) {
         "{kernel}: secret-deny alerts {sec:#?}"
     );
     assert!(
-        by("agent-egress")
+        by("raw-socket")
             .iter()
-            .chain(by("local-port-deny").iter())
-            .any(|a| a["event"]["kind"] == "socket"),
-        "{kernel}: no alert for the raw socket"
+            .any(|a| a["event"]["kind"] == "socket"
+                && lsm(a)
+                && a["result"]["outcome"] == "denied"),
+        "{kernel}: no LSM deny alert for the raw socket"
     );
     assert!(
         by("local-port-deny")
