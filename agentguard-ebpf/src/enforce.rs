@@ -35,6 +35,11 @@ static RULES: Array<RuleSlot> = Array::pinned(MAX_RULES, 0);
 /// `rm` per file loses at most the file of the first kill.
 #[map]
 static QUARANTINE: LruHashMap<u32, u32> = LruHashMap::with_max_entries(QUARANTINE_ENTRIES, 0);
+/// Agent processes found by ancestry (the agent itself, e.g. `claude`):
+/// a kill of one of its direct children does not quarantine it — the
+/// agent goes on, the tool call it started is what is contained.
+#[map]
+static AGENT_ROOTS: HashMap<u32, u32> = HashMap::with_max_entries(SUBJECT_ENTRIES, 0);
 /// [0]: non-zero once anything was quarantined (by the kernel or by the
 /// daemon after a userspace kill); until then the probes skip the lookups.
 #[map]
@@ -107,7 +112,10 @@ fn quarantine(rule: u32) {
     // only a guarded one: never a container runtime's shim or init.
     let ppid = crate::kernel::current_ppid();
     // SAFETY: value copied out at once.
-    let parent_guarded = ppid > 1 && unsafe { ENFORCE_TASKS.get(&ppid) }.is_some_and(|m| *m != 0);
+    let parent_guarded = ppid > 1
+        && unsafe { ENFORCE_TASKS.get(&ppid) }.is_some_and(|m| *m != 0)
+        // SAFETY: presence test only.
+        && unsafe { AGENT_ROOTS.get(&ppid) }.is_none();
     if parent_guarded {
         let _ = QUARANTINE.insert(&ppid, &v, 0);
     }
@@ -361,6 +369,7 @@ pub fn inherit(parent: u32, child: u32) -> bool {
 pub fn forget(tgid: u32) {
     let _ = ENFORCE_TASKS.remove(&tgid);
     let _ = QUARANTINE.remove(&tgid);
+    let _ = AGENT_ROOTS.remove(&tgid);
 }
 
 // ------------------------------------------------ cgroup sock_addr hooks

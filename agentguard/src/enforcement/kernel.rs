@@ -329,6 +329,8 @@ pub struct KernelEnforcer {
     rules: Array<MapData, RuleSlot>,
     inodes: BpfHashMap<MapData, InodeKey, InodeRules>,
     quarantine: BpfHashMap<MapData, u32, u32>,
+    agent_roots: BpfHashMap<MapData, u32, u32>,
+    roots_written: HashSet<u32>,
     quarantine_on: Array<MapData, u32>,
     slots: Vec<Slot>,
     /// Masks written, to write only changes.
@@ -355,6 +357,8 @@ impl KernelEnforcer {
             rules: Array::try_from(sensor.take_map("RULES")?)?,
             inodes: BpfHashMap::try_from(sensor.take_map("INODE_RULES")?)?,
             quarantine: BpfHashMap::try_from(sensor.take_map("QUARANTINE")?)?,
+            agent_roots: BpfHashMap::try_from(sensor.take_map("AGENT_ROOTS")?)?,
+            roots_written: HashSet::new(),
             quarantine_on: Array::try_from(sensor.take_map("QUARANTINE_ON")?)?,
             slots: Vec::new(),
             task_masks: HashMap::new(),
@@ -663,6 +667,14 @@ impl KernelEnforcer {
             return;
         }
         let id = ev.identity.as_ref();
+        // The agent process itself is never quarantined for a child's kill.
+        if let Some(a) = id.and_then(|i| i.agent.as_ref()) {
+            if let (AgentSource::Ancestry, Some(pid)) = (a.source, a.pid) {
+                if self.roots_written.insert(pid) {
+                    let _ = self.agent_roots.insert(pid, 1, 0);
+                }
+            }
+        }
         let info = id
             .and_then(|i| i.container.as_ref())
             .and_then(|c| c.info.as_ref());
@@ -794,7 +806,8 @@ impl KernelEnforcer {
     pub fn quarantine(&mut self, pid: u32, ppid: u32, slot: u32) {
         let v = slot + 1;
         let _ = self.quarantine.insert(pid, v, 0);
-        let guarded = self.tasks.get(&ppid, 0).is_ok_and(|m| m != 0);
+        let guarded =
+            self.tasks.get(&ppid, 0).is_ok_and(|m| m != 0) && !self.roots_written.contains(&ppid);
         if ppid > 1 && guarded {
             if let Err(e) = self.quarantine.insert(ppid, v, 0) {
                 tracing::warn!("QUARANTINE[{ppid}]: {e}");
@@ -808,6 +821,7 @@ impl KernelEnforcer {
     /// A process is gone: forget its mask (the kernel dropped its entry).
     pub fn exited(&mut self, pid: u32) {
         self.task_masks.remove(&pid);
+        self.roots_written.remove(&pid);
     }
 }
 
