@@ -56,14 +56,17 @@ pub const RENAME_OP: u32 = op::RENAME_AWAY;
 pub const EXEC_OP: u32 = op::EXEC;
 pub const OPEN_OP: u32 = op::OPEN;
 
+/// `CONFIG[idx]`, 0 when unset.
+#[inline(always)]
+pub fn config_value(idx: u32) -> u32 {
+    CONFIG.get(idx).copied().unwrap_or(0)
+}
+
 /// The rule mask of the current task, 0 when none applies (or nothing is
 /// enforced at all).
 #[inline(always)]
 pub fn subject_rules(tgid: u32) -> u32 {
-    let on = match CONFIG.get(config::ENFORCE) {
-        Some(v) => *v,
-        None => 0,
-    };
+    let on = config_value(config::ENFORCE);
     if on == 0 {
         return 0;
     }
@@ -130,15 +133,17 @@ fn quarantine(rule: u32) {
     }
 }
 
+/// Whether anything was ever quarantined (until then the checks are skipped).
+#[inline(always)]
+fn quarantine_on() -> bool {
+    QUARANTINE_ON.get(0).is_some_and(|v| *v != 0)
+}
+
 /// Kills the current task if it is quarantined. One array lookup while no
 /// in-kernel kill ever happened.
 #[inline(always)]
 pub fn contain(tgid: u32) {
-    let on = match QUARANTINE_ON.get(0) {
-        Some(v) => *v,
-        None => 0,
-    };
-    if on == 0 {
+    if !quarantine_on() {
         return;
     }
     // SAFETY: values only tested for presence.
@@ -157,11 +162,7 @@ pub fn contain(tgid: u32) {
 /// quarantine (it dies at its first probed syscall).
 #[inline(always)]
 pub fn inherit_quarantine(parent: u32, child: u32) {
-    let on = match QUARANTINE_ON.get(0) {
-        Some(v) => *v,
-        None => 0,
-    };
-    if on == 0 {
+    if !quarantine_on() {
         return;
     }
     // SAFETY: value copied out at once.
@@ -299,11 +300,14 @@ pub fn check_net(rules: u32, addr: &[u8; 16], port: u16) -> u32 {
 /// Kill decision at io_uring_setup.
 #[inline(always)]
 pub fn check_io_uring(rules: u32) -> u32 {
-    let armed = match CONFIG.get(config::IO_URING_RULES) {
-        Some(v) => *v,
-        None => 0,
-    };
-    let hit = rules & armed;
+    kill_if_armed(rules, config::IO_URING_RULES)
+}
+
+/// Kills for the first of `rules` armed in the `CONFIG[armed]` rule mask
+/// (rules that kill at one syscall whatever its arguments).
+#[inline(always)]
+fn kill_if_armed(rules: u32, armed: u32) -> u32 {
+    let hit = rules & config_value(armed);
     if hit == 0 {
         return 0;
     }
@@ -315,13 +319,8 @@ pub fn check_io_uring(rules: u32) -> u32 {
 /// before it returns to userspace, so it never reads through the fd; an
 /// alert rule marks the record. Returns the header verdict.
 #[inline(always)]
-pub fn check_opened(fd: i32, tgid: u32) -> u32 {
-    let lsm = match CONFIG.get(config::LSM_ACTIVE) {
-        Some(v) => *v,
-        None => 0,
-    };
-    let rules = subject_rules(tgid);
-    if lsm != 0 || rules == 0 {
+pub fn check_opened(fd: i32, rules: u32) -> u32 {
+    if config_value(config::LSM_ACTIVE) != 0 || rules == 0 {
         return 0;
     }
     let Ok(p) = crate::kernel::fd_path(crate::kernel::current_task(), fd) else {
@@ -340,15 +339,7 @@ pub fn check_opened(fd: i32, tgid: u32) -> u32 {
 /// Kill decision at a 32-bit ABI syscall.
 #[inline(always)]
 pub fn check_compat(rules: u32) -> u32 {
-    let armed = match CONFIG.get(config::COMPAT_RULES) {
-        Some(v) => *v,
-        None => 0,
-    };
-    let hit = rules & armed;
-    if hit == 0 {
-        return 0;
-    }
-    kill(hit.trailing_zeros())
+    kill_if_armed(rules, config::COMPAT_RULES)
 }
 
 /// Copies the parent's rule mask to a new child process; false when the
@@ -470,10 +461,7 @@ pub fn check_packet_socket(rules: u32, family: i32) -> u32 {
     if rules == 0 || family != AF_PACKET {
         return 0;
     }
-    let lsm = match CONFIG.get(config::LSM_ACTIVE) {
-        Some(v) => *v,
-        None => 0,
-    };
+    let lsm = config_value(config::LSM_ACTIVE);
     if lsm != 0 {
         return 0;
     }

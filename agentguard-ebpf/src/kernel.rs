@@ -176,21 +176,29 @@ pub mod slot {
     pub const PENDING_FILE: u32 = 4;
 }
 
-/// Fills the DirChain of `slot` with the directory a relative path is
-/// resolved against: the cwd for `AT_FDCWD`, else the directory open as
-/// `dirfd`. Called only when the path is relative (or empty, AT_EMPTY_PATH).
+/// The DirChain of `slot`, emptied and marked FAILED until a walk fills it.
 #[inline(always)]
-pub fn capture_dir(dirfd: i32, slot: u32) {
-    let Some(dir) = crate::dir_slot(slot) else {
-        return;
-    };
-    // SAFETY: per-CPU scratch memory owned by this program run; raw pointer
-    // writes because the walk callback writes the same record.
+fn empty_chain(slot: u32) -> Option<*mut agentguard_common::event::DirChain> {
+    let dir = crate::dir_slot(slot)?;
+    // SAFETY: a chain in per-CPU scratch memory or this thread's pending
+    // record, owned by this program run; raw pointer writes because the
+    // walk callback writes the same record.
     unsafe {
         (*dir).len = 0;
         (*dir).depth = 0;
         (*dir).status = dir_status::FAILED;
     }
+    Some(dir)
+}
+
+/// Fills the DirChain of `slot` with the directory a relative path is
+/// resolved against: the cwd for `AT_FDCWD`, else the directory open as
+/// `dirfd`. Called only when the path is relative (or empty, AT_EMPTY_PATH).
+#[inline(always)]
+pub fn capture_dir(dirfd: i32, slot: u32) {
+    let Some(dir) = empty_chain(slot) else {
+        return;
+    };
     let task = current_task();
     let Ok((root, cwd)) = fs_paths(task) else {
         return;
@@ -211,15 +219,9 @@ pub fn capture_dir(dirfd: i32, slot: u32) {
 /// hook reports, whatever string the process passed.
 #[inline(always)]
 pub fn capture_object(start: KPath, slot: u32) {
-    let Some(dir) = crate::dir_slot(slot) else {
+    let Some(dir) = empty_chain(slot) else {
         return;
     };
-    // SAFETY: per-CPU scratch memory owned by this program run.
-    unsafe {
-        (*dir).len = 0;
-        (*dir).depth = 0;
-        (*dir).status = dir_status::FAILED;
-    }
     let Ok((root, _)) = fs_paths(current_task()) else {
         return;
     };

@@ -276,11 +276,11 @@ fn report_file(pid_tgid: u64, k: u16, hook: u16, obj: KPath, v: u32, ret: i32) {
 
 #[inline(always)]
 fn timing_start() -> u64 {
-    match crate::CONFIG.get(config::LSM_TIMING) {
-        // SAFETY: helper without preconditions.
-        Some(v) if *v != 0 => unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
-        _ => 0,
+    if crate::enforce::config_value(config::LSM_TIMING) == 0 {
+        return 0;
     }
+    // SAFETY: helper without preconditions.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
 #[inline(always)]
@@ -348,8 +348,9 @@ pub fn agentguard_file_open(ctx: LsmContext) -> i32 {
     file_hook(kind::OPEN, syscall::LSM_FILE_OPEN, obj, ops)
 }
 
-#[lsm(hook = "path_unlink")]
-pub fn agentguard_path_unlink(ctx: LsmContext) -> i32 {
+/// unlink and rmdir: the parent directory's path and the victim's dentry.
+#[inline(always)]
+fn dir_entry_hook(ctx: &LsmContext, k: u16, hook: u16, ops: u32) -> i32 {
     let prev: i32 = ctx.arg(2);
     if prev != 0 {
         return prev;
@@ -359,21 +360,17 @@ pub fn agentguard_path_unlink(ctx: LsmContext) -> i32 {
         mnt: dir.mnt,
         dentry: ctx.arg(1),
     };
-    file_hook(kind::UNLINK, syscall::LSM_PATH_UNLINK, obj, op::UNLINK)
+    file_hook(k, hook, obj, ops)
+}
+
+#[lsm(hook = "path_unlink")]
+pub fn agentguard_path_unlink(ctx: LsmContext) -> i32 {
+    dir_entry_hook(&ctx, kind::UNLINK, syscall::LSM_PATH_UNLINK, op::UNLINK)
 }
 
 #[lsm(hook = "path_rmdir")]
 pub fn agentguard_path_rmdir(ctx: LsmContext) -> i32 {
-    let prev: i32 = ctx.arg(2);
-    if prev != 0 {
-        return prev;
-    }
-    let dir = path_at(ctx.arg::<u64>(0));
-    let obj = KPath {
-        mnt: dir.mnt,
-        dentry: ctx.arg(1),
-    };
-    file_hook(kind::RMDIR, syscall::LSM_PATH_RMDIR, obj, op::RMDIR)
+    dir_entry_hook(&ctx, kind::RMDIR, syscall::LSM_PATH_RMDIR, op::RMDIR)
 }
 
 #[lsm(hook = "path_truncate")]

@@ -303,16 +303,18 @@ fn file_exit(ctx: &TracePointContext) {
         (*evp).header.ret = ret;
         // A guarded task's successful open: report the file it really got,
         // walked from the new descriptor, not only the string it passed.
-        if (*evp).header.kind == kind::OPEN
-            && ret >= 0
-            && enforce::subject_rules((*evp).header.tgid) != 0
-        {
+        let rules = if (*evp).header.kind == kind::OPEN && ret >= 0 {
+            enforce::subject_rules((*evp).header.tgid)
+        } else {
+            0
+        };
+        if rules != 0 {
             kernel::capture_dir(ret as i32, kernel::slot::PENDING_FILE);
             let st = core::ptr::read_volatile(&raw const (*evp).dir.status);
             if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
                 (*evp).header.flags |= flags::PATH_FROM_FD;
             }
-            (*evp).header.verdict |= enforce::check_opened(ret as i32, (*evp).header.tgid);
+            (*evp).header.verdict |= enforce::check_opened(ret as i32, rules);
         }
         let used = core::ptr::read_volatile(&raw const (*evp).dir.len) as usize;
         output_prefix(&*evp, FILE_EVENT_MIN + used);

@@ -247,16 +247,21 @@ fn file_op(k: Kind) -> Option<u32> {
     })
 }
 
-fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>)> {
-    let w = &r.spec().when;
-    let kinds = r.kinds();
-    let ex = &w.except;
-    let no_except = ex.cidrs.is_empty()
+/// A rule without `except`: the kernel checks no exceptions.
+fn no_exceptions(ex: &crate::policy::spec::Exceptions) -> bool {
+    ex.cidrs.is_empty()
         && ex.ports.is_empty()
         && !ex.loopback
         && !ex.dns_resolver
         && ex.paths.is_empty()
-        && ex.exec.is_empty();
+        && ex.exec.is_empty()
+}
+
+fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>)> {
+    let w = &r.spec().when;
+    let kinds = r.kinds();
+    let ex = &w.except;
+    let no_except = no_exceptions(ex);
     let only = |n: usize| w.count() == n && w.result.is_none() && no_except;
     let lsm = backend == Backend::Lsm;
     if !lsm && kinds == [Kind::Open] {
@@ -359,13 +364,7 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
 fn file_part(r: &Rule) -> Option<(KernelPart, Option<String>)> {
     let w = &r.spec().when;
     let kinds = r.kinds();
-    let ex = &w.except;
-    let no_except = ex.cidrs.is_empty()
-        && ex.ports.is_empty()
-        && !ex.loopback
-        && !ex.dns_resolver
-        && ex.paths.is_empty()
-        && ex.exec.is_empty();
+    let no_except = no_exceptions(&w.except);
     // File rules: `path`/`path_prefix` for file kinds,
     // `unix_path` for connect. Every other condition keeps the rule in
     // userspace, since the kernel would check less than the rule says.
