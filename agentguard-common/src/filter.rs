@@ -67,7 +67,35 @@ pub mod counter {
     /// of a guarded task is not guarded by tgid; its container still is).
     pub const FULL_TASK_FILTER: u32 = 4;
     pub const FULL_ENFORCE_TASKS: u32 = 5;
-    pub const MAX: u32 = 8;
+    /// Pending syscall records (LRU maps: a flood evicts, never refuses)
+    /// put in at syscall entry and taken out at exit, per map in the order
+    /// file, net, exec, rename. Userspace derives the records lost to
+    /// eviction: put in − taken out − still there.
+    pub const PENDING_IN: u32 = 6;
+    pub const PENDING_OUT: u32 = 10;
+    pub const MAX: u32 = 16;
+}
+
+/// The pending-record maps, as offsets from [`counter::PENDING_IN`] and
+/// [`counter::PENDING_OUT`]; `NAMES` gives each its metric label and
+/// `MAPS` its map in the eBPF object.
+pub mod pending {
+    pub const FILE: u32 = 0;
+    pub const NET: u32 = 1;
+    pub const EXEC: u32 = 2;
+    pub const RENAME: u32 = 3;
+    pub const NAMES: [&str; 4] = [
+        "pending_file",
+        "pending_net",
+        "pending_exec",
+        "pending_rename",
+    ];
+    pub const MAPS: [&str; 4] = [
+        "PENDING_FILE",
+        "PENDING_NET",
+        "PENDING_EXEC",
+        "PENDING_RENAME",
+    ];
 }
 
 /// Load-time constants (kernel struct offsets, taken from the running

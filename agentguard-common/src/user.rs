@@ -20,6 +20,15 @@ unsafe impl Record for NetEvent {}
 unsafe impl aya::Pod for Header {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ProcEvent {}
+// SAFETY: as above (the pending-record maps' values, whose keys userspace
+// counts).
+unsafe impl aya::Pod for FileEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RenameEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ExecEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for NetEvent {}
 
 // SAFETY (enforcement map keys and values): `#[repr(C)]` integers and byte
 // arrays with explicit padding fields, every bit pattern valid.

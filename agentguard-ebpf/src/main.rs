@@ -27,7 +27,7 @@ use aya_log_ebpf::debug;
 
 use agentguard_common::{
     event::*,
-    filter::{config, counter, kind_bit, ALL_KINDS, TASK_FILTER_ENTRIES},
+    filter::{config, counter, kind_bit, pending, ALL_KINDS, TASK_FILTER_ENTRIES},
 };
 
 /// Ring buffer to userspace. Userspace may resize it before load.
@@ -286,7 +286,9 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
         return;
     }
     fill_dir(ev.path[0], dirfd, kernel::slot::FILE);
-    let _ = PENDING_FILE.insert(&(pid_tgid as u32), ev, 0);
+    if PENDING_FILE.insert(&(pid_tgid as u32), ev, 0).is_ok() {
+        bump(counter::PENDING_IN + pending::FILE);
+    }
 }
 
 #[inline(always)]
@@ -320,6 +322,7 @@ fn file_exit(ctx: &TracePointContext) {
         output_prefix(&*evp, FILE_EVENT_MIN + used);
     }
     let _ = PENDING_FILE.remove(&tid);
+    bump(counter::PENDING_OUT + pending::FILE);
 }
 
 #[tracepoint]
@@ -492,7 +495,9 @@ fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, 
     }
     fill_dir(ev.oldpath[0], olddirfd, kernel::slot::RENAME_OLD);
     fill_dir(ev.newpath[0], newdirfd, kernel::slot::RENAME_NEW);
-    let _ = PENDING_RENAME.insert(&(pid_tgid as u32), ev, 0);
+    if PENDING_RENAME.insert(&(pid_tgid as u32), ev, 0).is_ok() {
+        bump(counter::PENDING_IN + pending::RENAME);
+    }
 }
 
 #[inline(always)]
@@ -506,6 +511,7 @@ fn rename_exit(ctx: &TracePointContext) {
     ev.header.ret = ret_of(ctx);
     output_prefix(&*ev, RENAME_EVENT_MIN + ev.newdir.len as usize);
     let _ = PENDING_RENAME.remove(&tid);
+    bump(counter::PENDING_OUT + pending::RENAME);
 }
 
 #[tracepoint]
@@ -580,7 +586,9 @@ fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
     }
     fill_dir(ev.path[0], dirfd, kernel::slot::EXEC);
     read_argv(argv, ev);
-    let _ = PENDING_EXEC.insert(&(pid_tgid as u32), ev, 0);
+    if PENDING_EXEC.insert(&(pid_tgid as u32), ev, 0).is_ok() {
+        bump(counter::PENDING_IN + pending::EXEC);
+    }
 }
 
 /// Copies up to MAX_ARGS arguments, NUL-separated, into `ev.argv`.
@@ -648,6 +656,7 @@ fn exec_exit(ctx: &TracePointContext) {
     }
     output_prefix(&*ev, EXEC_EVENT_MIN + ev.dir.len as usize);
     let _ = PENDING_EXEC.remove(&tid);
+    bump(counter::PENDING_OUT + pending::EXEC);
 }
 
 #[tracepoint]
@@ -761,7 +770,9 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
     if !want && ev.header.verdict == 0 {
         return;
     }
-    let _ = PENDING_NET.insert(&(pid_tgid as u32), ev, 0);
+    if PENDING_NET.insert(&(pid_tgid as u32), ev, 0).is_ok() {
+        bump(counter::PENDING_IN + pending::NET);
+    }
 }
 
 #[inline(always)]
@@ -777,6 +788,7 @@ fn net_exit(ctx: &TracePointContext) {
         bump(counter::LOST);
     }
     let _ = PENDING_NET.remove(&tid);
+    bump(counter::PENDING_OUT + pending::NET);
 }
 
 /// Every syscall of every task, to catch the 32-bit ABI (`int 0x80`),
@@ -871,7 +883,9 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
     ev.port = 0;
     ev.addr = [0; 16];
     ev.unix_path[0] = 0;
-    let _ = PENDING_NET.insert(&(pid_tgid as u32), ev, 0);
+    if PENDING_NET.insert(&(pid_tgid as u32), ev, 0).is_ok() {
+        bump(counter::PENDING_IN + pending::NET);
+    }
     0
 }
 

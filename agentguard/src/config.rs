@@ -91,6 +91,64 @@ impl From<RingBufferBytes> for u64 {
     }
 }
 
+/// Entries of a per-task kernel map: between 1 and 4194304.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct MapSize(pub u32);
+
+impl TryFrom<u64> for MapSize {
+    type Error = String;
+    fn try_from(n: u64) -> Result<Self, String> {
+        if n == 0 || n > 1 << 22 {
+            return Err(format!(
+                "map size {n}: must be between 1 and 4194304 entries"
+            ));
+        }
+        Ok(MapSize(n as u32))
+    }
+}
+
+impl From<MapSize> for u64 {
+    fn from(m: MapSize) -> u64 {
+        u64::from(m.0)
+    }
+}
+
+/// Sizes of the kernel's per-task maps, for a node busier than the
+/// defaults (README: sizes). A full map is counted and alerted, never
+/// silent; the pinned enforcement maps keep their sizes (they outlive
+/// the daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelMaps {
+    /// Processes with their own filter entry (agents and their trees).
+    pub task_filter: Option<MapSize>,
+    /// Threads in a file syscall (open, unlink, ...) at once.
+    pub pending_file: Option<MapSize>,
+    /// Threads in connect/sendto/sendmsg/socket at once.
+    pub pending_net: Option<MapSize>,
+    /// Threads in execve at once.
+    pub pending_exec: Option<MapSize>,
+    /// Threads in rename at once.
+    pub pending_rename: Option<MapSize>,
+}
+
+impl KernelMaps {
+    /// (eBPF object map name, entries) of each size set.
+    pub fn sizes(&self) -> Vec<(&'static str, u32)> {
+        [
+            ("TASK_FILTER", self.task_filter),
+            ("PENDING_FILE", self.pending_file),
+            ("PENDING_NET", self.pending_net),
+            ("PENDING_EXEC", self.pending_exec),
+            ("PENDING_RENAME", self.pending_rename),
+        ]
+        .into_iter()
+        .filter_map(|(n, s)| s.map(|s| (n, s.0)))
+        .collect()
+    }
+}
+
 /// `agent_images:` is a YAML mapping `glob: agent`, kept in file order
 /// (the first matching glob wins).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -172,6 +230,8 @@ pub struct Config {
     pub watch: WatchMode,
     /// Enforcement backend.
     pub backend: BackendChoice,
+    /// Kernel map sizes.
+    pub kernel_maps: KernelMaps,
 }
 
 impl Default for Config {
@@ -190,6 +250,7 @@ impl Default for Config {
             ring_buffer_bytes: None,
             watch: WatchMode::All,
             backend: BackendChoice::Auto,
+            kernel_maps: KernelMaps::default(),
         }
     }
 }
@@ -557,6 +618,7 @@ agent_images:
   "*/aider:*": aider
 ring_buffer_bytes: 33554432
 watch: agents
+kernel_maps: { task_filter: 131072, pending_file: 32768 }
 "#,
         )
         .expect("parses");
@@ -573,6 +635,10 @@ watch: agents
         assert_eq!(cfg.agent_images.0[1].pattern, "*/aider:*");
         assert_eq!(cfg.ring_buffer_bytes, Some(RingBufferBytes(1 << 25)));
         assert_eq!(cfg.watch, WatchMode::Agents);
+        assert_eq!(
+            cfg.kernel_maps.sizes(),
+            vec![("TASK_FILTER", 131072), ("PENDING_FILE", 32768)]
+        );
         assert!(cfg.agent_names().contains(&"mybot".to_string()));
         match &cfg.alerts[2] {
             SinkConfig::Syslog(s) => assert_eq!(s.facility, Facility(4)),
@@ -601,6 +667,10 @@ watch: agents
         let e = parse("alerts:\n  - syslog:\n      address: http://x:1\n").expect_err("refused");
         assert_eq!(e.line, 3, "{e}");
         assert!(e.reason.contains("udp://"), "{e}");
+        let e = parse("kernel_maps: { pending_exec: 0 }\n").expect_err("refused");
+        assert!(e.reason.contains("between 1 and 4194304"), "{e}");
+        let e = parse("kernel_maps: { pending_sockets: 10 }\n").expect_err("refused");
+        assert!(e.reason.contains("pending_sockets"), "{e}");
         let e = parse("ring_buffer_bytes: 1000\n").expect_err("refused");
         assert_eq!(e.line, 1, "{e}");
         let e =

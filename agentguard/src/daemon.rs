@@ -243,6 +243,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             .ring_buffer_bytes
             .map_or(SensorOptions::default().ring_buffer_bytes, |r| r.0),
         pin_dir: Some(pin_dir.to_path_buf()),
+        map_sizes: cfg.kernel_maps.sizes(),
         ..SensorOptions::default()
     })?;
     if cfg.watch == WatchMode::Agents {

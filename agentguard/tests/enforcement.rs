@@ -36,13 +36,22 @@ struct Daemon {
 
 impl Daemon {
     fn start(policies: &Path, tag: &str) -> Daemon {
+        Self::start_with(policies, tag, None)
+    }
+
+    /// With a configuration file holding `config` (YAML).
+    fn start_with(policies: &Path, tag: &str, config: Option<&str>) -> Daemon {
         let dir = std::env::temp_dir().join(format!("agentguard-enf-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let ready = dir.join("ready");
-        let child = Command::new(BIN)
-            .args(["run", "--policies"])
-            .arg(policies)
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--policies"]).arg(policies);
+        if let Some(c) = config {
+            std::fs::write(dir.join("config.yaml"), c).expect("write config");
+            cmd.arg("--config").arg(dir.join("config.yaml"));
+        }
+        let child = cmd
             .arg("--alerts-file")
             .arg(dir.join("alerts.jsonl"))
             .arg("--status-socket")
@@ -63,6 +72,18 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(100));
         }
         d
+    }
+
+    /// The daemon's status counters (`agentguard status --json`).
+    fn counters(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(self.dir.join("status.sock"))
+            .output()
+            .expect("agentguard status");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        v["counters"].clone()
     }
 
     fn log(&self) -> String {
@@ -716,4 +737,159 @@ fn a_hard_link_to_a_protected_file_is_the_same_file() {
     d.stop();
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A full kernel map is never silent. With the maps made tiny by
+/// configuration: an agent's fork that its task-filter map can't hold
+/// raises `kernel-map-full` naming the map; opens blocked at once (readers
+/// of a FIFO) beyond the pending-record map's size are counted as evicted
+/// records, in `status` and the log.
+#[test]
+fn full_kernel_maps_are_counted_and_alerted() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start_with(
+        &pack(),
+        "mapfull",
+        Some("watch: agents\nkernel_maps: { task_filter: 8 }\n"),
+    );
+    let script = "sleep 1; for i in $(seq 24); do sleep 2 & done; wait; echo done";
+    let (agent, avol, _plain, pvol) = agent_and_control("mapfull", 0, script);
+    assert!(agent.contains("done"), "{agent}");
+    let a = d.wait_alert("kernel-map-full", |a| {
+        a["decision"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("task_filter"))
+    });
+    assert_eq!(a["event"]["kind"], "fork", "{a}");
+    wait_counter(&d, "map_full_task_filter");
+    d.stop();
+    cleanup();
+
+    let d = Daemon::start_with(
+        &pack(),
+        "pending",
+        Some("kernel_maps: { pending_file: 4 }\n"),
+    );
+    let script = "sleep 1; mkfifo /tmp/p; for i in $(seq 12); do cat /tmp/p >/dev/null & done; \
+        sleep 1; echo x > /tmp/p; wait; echo done";
+    let (agent, avol2, _plain, pvol2) = agent_and_control("pending", 0, script);
+    assert!(agent.contains("done"), "{agent}");
+    let n = wait_counter(&d, "map_full_pending_file");
+    eprintln!("pending_file evictions counted: {n}");
+    assert!(
+        d.log().contains("kernel map pending_file is full"),
+        "{}",
+        d.log()
+    );
+    d.stop();
+    cleanup();
+    for v in [avol, pvol, avol2, pvol2] {
+        let _ = std::fs::remove_dir_all(&v);
+    }
+}
+
+/// Waits (bounded) for status counter `name` to be non-zero.
+fn wait_counter(d: &Daemon, name: &str) -> u64 {
+    // The housekeeping tick (1 s) reads the kernel counters.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = d.counters();
+        if let Some(n) = c[name].as_u64().filter(|n| *n > 0) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stays 0: {c}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The group leader calls `pthread_exit` and a worker thread goes on: the
+/// process is still guarded (it ends with its last thread, not its
+/// leader), so the worker's unlink is killed. On the host, where the agent
+/// is found by ancestry and guarded by process id (no container cgroup to
+/// fall back on).
+#[test]
+fn a_process_whose_leader_exited_is_still_guarded() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-lexit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("keep")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    for f in ["f0", "f1"] {
+        std::fs::write(dir.join("keep").join(f), b"x").expect("write");
+    }
+    std::fs::write(
+        dir.join("pol/keep.yaml"),
+        format!(
+            "name: keep\nrules:\n  - name: keep-removal\n    kinds: [unlink]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/keep/**\"] }}\n    action: kill\n    severity: critical\n    message: \"{{comm}} removed {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "lexit");
+    let claude = dir.join("claude");
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/sh\nsleep 1\n{} leader-exit-then {}/keep/f0; echo \"status=$?\"\n",
+            common::evade::evade_bin().display(),
+            dir.display()
+        ),
+    )
+    .expect("write agent");
+    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let out = Command::new(&claude).output().expect("run agent");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("status=137"),
+        "the worker was not killed: {text}"
+    );
+    let a = d.wait_alert("keep-removal", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+    // The control: the same program run by a non-agent finishes.
+    let st = Command::new(common::evade::evade_bin())
+        .arg("leader-exit-then")
+        .arg(dir.join("keep/f1"))
+        .status()
+        .expect("run control");
+    assert_eq!(st.code(), Some(0), "control: {st}");
+    assert!(!dir.join("keep/f1").exists());
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `rm -rf` through a symlink to the volume: one process, many unlinks,
+/// each passing a path whose string is not under the mount. The daemon
+/// resolves the first, kills the process and quarantines its tree; what
+/// goes before that is the userspace latency (measured and printed).
+#[test]
+fn rm_rf_through_a_symlinked_directory_is_stopped() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "symrf");
+    let script = "sleep 1; ln -s /data /tmp/volink; rm -rf /tmp/volink/*; echo \"rm=$?\"";
+    let (agent, avol, plain, pvol) = agent_and_control("symrf", 500, script);
+    let a = d.wait_alert("volume-removal", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["event"]["file"]["resolution"], "resolved", "{a}");
+    let left = count(&avol);
+    eprintln!(
+        "rm -rf through a symlinked directory: {} of 500 files lost",
+        500 - left
+    );
+    assert!(agent.contains("rm=137"), "rm was not killed: {agent}");
+    assert!(
+        left > 0,
+        "rm -rf through a symlink emptied the volume: {agent}"
+    );
+    assert!(plain.contains("rm=0"), "{plain}");
+    assert_eq!(count(&pvol), 0, "{plain}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
 }

@@ -483,7 +483,7 @@ impl KernelEnforcer {
                     }
                     Backend::Tracepoint => {
                         for t in targets {
-                            if t.ops & op::EXEC == 0 {
+                            if t.ops & (op::OPEN | op::LINK) != 0 {
                                 // Opens: checked by identity at exit.
                                 target_entries(t, i, &mut want_inodes);
                                 continue;

@@ -356,9 +356,44 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
         });
     }
     if !lsm {
-        return None;
+        return removal_prefix_part(r);
     }
     file_part(r)
+}
+
+/// Tracepoint backend: a kill rule about unlink or rmdir of
+/// directory trees (`/dir/**`, `path_prefix`) is checked by prefix on the
+/// absolute path at syscall entry. Anything else (other globs, relative
+/// paths at run time, renames) is left to userspace, which still sees it.
+fn removal_prefix_part(r: &Rule) -> Option<(KernelPart, Option<String>)> {
+    let kinds = r.kinds();
+    if kinds.is_empty()
+        || !kinds
+            .iter()
+            .all(|k| matches!(k, Kind::Unlink | Kind::Rmdir))
+    {
+        return None;
+    }
+    let (KernelPart::Files { targets }, _) = file_part(r)? else {
+        return None;
+    };
+    let max = agentguard_common::enforce::KILL_PATH_LEN;
+    let mut out = Vec::new();
+    let mut left = Vec::new();
+    for t in targets {
+        match exec_prefix(&t.pattern, max) {
+            Some(p) => out.push(FileTarget {
+                pattern: format!("{p}**"),
+                ops: t.ops,
+            }),
+            None => left.push(t.pattern),
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let left: Vec<&str> = left.iter().map(String::as_str).collect();
+    Some((KernelPart::Files { targets: out }, partial_note(&left)))
 }
 
 fn file_part(r: &Rule) -> Option<(KernelPart, Option<String>)> {
@@ -478,6 +513,54 @@ mod tests {
         assert_eq!(exec_prefix("/tmp/**", 64).as_deref(), Some("/tmp/"));
         assert_eq!(exec_prefix("/t*/**", 64), None);
         assert_eq!(exec_prefix("sh", 64), None);
+    }
+
+    fn plan_of(yaml: &str, backend: Backend) -> Plan {
+        let dir = std::env::temp_dir().join(format!(
+            "agentguard-plan-{}-{}",
+            std::process::id(),
+            fnv(yaml)
+        ));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("p.yaml"), yaml).expect("write");
+        let set = PolicySet::load_dir(&dir).expect("policy loads");
+        let _ = std::fs::remove_dir_all(&dir);
+        plan(&set, backend)
+    }
+
+    #[test]
+    fn removal_kill_rules_on_trees_are_kernel_prefixes_on_tracepoints() {
+        let yaml = "name: t\nrules:\n  - name: r\n    kinds: [unlink, rmdir]\n    match: { agent: any }\n    when: { path: [\"/srv/keep/**\", \"/srv/*.db\"] }\n    action: kill\n    severity: high\n    message: m\n";
+        let p = plan_of(yaml, Backend::Tracepoint);
+        assert_eq!(p.slots.len(), 1);
+        let KernelPart::Files { targets } = &p.slots[0].kernel else {
+            panic!("{:?}", p.slots[0].kernel);
+        };
+        let ops = targets.iter().fold(0, |o, t| o | t.ops);
+        assert!(
+            targets.iter().all(|t| t.pattern == "/srv/keep/**"),
+            "{targets:?}"
+        );
+        assert_eq!(ops, op::UNLINK | op::RMDIR);
+        // The glob the kernel can't take as a prefix stays in userspace,
+        // and the plan says so.
+        assert!(p.slots[0]
+            .partial
+            .as_deref()
+            .is_some_and(|n| n.contains("/srv/*.db")));
+        // An alert or a rename rule gets no kernel part on tracepoints.
+        assert!(plan_of(
+            &yaml.replace("action: kill", "action: alert"),
+            Backend::Tracepoint
+        )
+        .slots
+        .is_empty());
+        assert!(plan_of(
+            &yaml.replace("[unlink, rmdir]", "[rename]"),
+            Backend::Tracepoint
+        )
+        .slots
+        .is_empty());
     }
 
     #[test]

@@ -20,7 +20,8 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 
-use agentguard_common::filter::{config, counter, IGNORE};
+use agentguard_common::event::{ExecEvent, FileEvent, NetEvent, RenameEvent};
+use agentguard_common::filter::{config, counter, pending, IGNORE};
 
 use crate::event::{Detail, Event, Kind};
 
@@ -208,6 +209,9 @@ pub struct SensorOptions {
     /// bpffs directory for the enforcement maps (shared with sock_addr
     /// programs that outlive the daemon). None: private, unpinned maps.
     pub pin_dir: Option<std::path::PathBuf>,
+    /// Entries of the unpinned per-task maps, by object name (e.g.
+    /// `TASK_FILTER`, `PENDING_FILE`); the object's sizes when absent.
+    pub map_sizes: Vec<(&'static str, u32)>,
 }
 
 impl Default for SensorOptions {
@@ -219,6 +223,7 @@ impl Default for SensorOptions {
             wakeup_bytes: 256 << 10,
             drain_interval: std::time::Duration::from_millis(2),
             pin_dir: None,
+            map_sizes: Vec::new(),
         }
     }
 }
@@ -232,6 +237,7 @@ pub struct Sensor {
     kind_mask: u32,
     decode_errors: u64,
     drain_interval: std::time::Duration,
+    pending_lost: [u64; 4],
 }
 
 impl Sensor {
@@ -296,6 +302,9 @@ impl Sensor {
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pin_dir);
         loader.map_max_entries("EVENTS", opts.ring_buffer_bytes);
+        for (name, n) in &opts.map_sizes {
+            loader.map_max_entries(name, *n);
+        }
         for (global, off) in &offsets {
             loader.override_global(global, off, true);
         }
@@ -434,6 +443,7 @@ impl Sensor {
             kind_mask,
             decode_errors: 0,
             drain_interval: opts.drain_interval,
+            pending_lost: [0; 4],
         })
     }
 
@@ -660,12 +670,48 @@ impl Sensor {
         Some((n, pct(0.5), pct(0.99)))
     }
 
-    /// Kernel map inserts refused because the map was full, by map.
-    pub fn map_full(&mut self) -> [(&'static str, u64); 2] {
+    /// Kernel map inserts refused because the map was full, and pending
+    /// syscall records a full LRU map evicted, by map.
+    pub fn map_full(&mut self) -> [(&'static str, u64); 6] {
+        let [file, net, exec, rename] = self.pending_lost();
         [
             ("task_filter", self.counter(counter::FULL_TASK_FILTER)),
             ("enforce_tasks", self.counter(counter::FULL_ENFORCE_TASKS)),
+            (pending::NAMES[0], file),
+            (pending::NAMES[1], net),
+            (pending::NAMES[2], exec),
+            (pending::NAMES[3], rename),
         ]
+    }
+
+    /// Pending records lost to eviction, per pending map: put in − still
+    /// there − taken out. Read in that order, each later read can only
+    /// grow its term, so the figure never overstates (no false alarm); the
+    /// highest seen is kept.
+    fn pending_lost(&mut self) -> [u64; 4] {
+        for i in 0..4 {
+            let put = self.counter(counter::PENDING_IN + i as u32);
+            let live = match i as u32 {
+                pending::FILE => self.live_keys::<FileEvent>(pending::MAPS[i]),
+                pending::NET => self.live_keys::<NetEvent>(pending::MAPS[i]),
+                pending::EXEC => self.live_keys::<ExecEvent>(pending::MAPS[i]),
+                _ => self.live_keys::<RenameEvent>(pending::MAPS[i]),
+            };
+            let taken = self.counter(counter::PENDING_OUT + i as u32);
+            let Some(live) = live else { continue };
+            let lost = put.saturating_sub(live + taken);
+            self.pending_lost[i] = self.pending_lost[i].max(lost);
+        }
+        self.pending_lost
+    }
+
+    /// Keys in a hash map of `u32 -> V` (None: the map can't be read).
+    fn live_keys<V: aya::Pod>(&mut self, name: &str) -> Option<u64> {
+        let m = self.ebpf.map(name)?;
+        let h = HashMap::<_, u32, V>::try_from(m)
+            .inspect_err(|e| tracing::debug!("reading {name}: {e}"))
+            .ok()?;
+        Some(h.keys().filter(|k| k.is_ok()).count() as u64)
     }
 
     /// (walks, hits) of the LSM hooks' ancestor walks.
