@@ -39,9 +39,35 @@ pub mod config {
     pub const LSM_ACTIVE: u32 = 5;
     /// Rule mask of rules that kill at a 32-bit ABI syscall.
     pub const COMPAT_RULES: u32 = 6;
+    /// Kind mask: records of guarded tasks of these kinds wake the reader
+    /// at once (a rule userspace decides may kill or deny); others wait
+    /// for the batch. [`URGENT_UNIX`] stands for unix-socket connects.
+    pub const URGENT_KINDS: u32 = 7;
+    /// Kind mask: records of guarded tasks of these kinds leave the kernel
+    /// only when a kernel check says a rule could match them (open: the
+    /// file or its directory is protected, or its name is in `BASENAMES`;
+    /// connect/send: a network rule matches, or the socket is a unix one).
+    /// Set only when every rule about the kind can be checked that way.
+    pub const PREFILTER_KINDS: u32 = 8;
+    /// Kind mask for processes without a `TASK_FILTER` entry that some
+    /// rule guards (an agent container's processes from their first
+    /// syscall, before the daemon has seen them), when the default mask
+    /// lacks the kind.
+    pub const GUARDED_MASK: u32 = 9;
 
-    pub const MAX: u32 = 8;
+    pub const MAX: u32 = 16;
 }
+
+/// In `CONFIG[URGENT_KINDS]`: unix-socket connects (the connect kind bit
+/// covers every family).
+pub const URGENT_UNIX: u32 = 1 << 31;
+
+/// `BASENAMES` key bytes: a file name, NUL-padded. An exact name is stored
+/// with its NUL (prefix length = name + 1), a name prefix (`.env.*`)
+/// without.
+pub const BASENAME_LEN: usize = 64;
+/// `BASENAMES` entries.
+pub const BASENAME_ENTRIES: u32 = 256;
 
 /// `LSM_TIMES` buckets: decision time in units of `LSM_TIME_BUCKET_NS`,
 /// the last bucket holding everything longer.
@@ -73,6 +99,9 @@ pub mod counter {
     /// eviction: put in − taken out − still there.
     pub const PENDING_IN: u32 = 6;
     pub const PENDING_OUT: u32 = 10;
+    /// Records of guarded tasks the prefilter kept in the kernel (no rule
+    /// could match them).
+    pub const PREFILTERED: u32 = 14;
     pub const MAX: u32 = 16;
 }
 

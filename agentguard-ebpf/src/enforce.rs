@@ -78,6 +78,16 @@ pub fn subject_rules(tgid: u32) -> u32 {
 /// maps after the daemon is gone.
 #[inline(always)]
 fn subject_rules_always(tgid: u32) -> u32 {
+    let (t, c) = subject_rules_split(tgid);
+    t | c
+}
+
+/// (rules by process, rules by container cgroup) of the current task.
+#[inline(always)]
+pub fn subject_rules_split(tgid: u32) -> (u32, u32) {
+    if config_value(config::ENFORCE) == 0 {
+        return (0, 0);
+    }
     // SAFETY: values copied out at once; map values are not freed under a
     // running program.
     let t = unsafe { ENFORCE_TASKS.get(&tgid) }.copied().unwrap_or(0);
@@ -85,7 +95,7 @@ fn subject_rules_always(tgid: u32) -> u32 {
     let cg = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: as above.
     let c = unsafe { ENFORCE_CGROUPS.get(&cg) }.copied().unwrap_or(0);
-    t | c
+    (t, c)
 }
 
 /// A copy of rule slot `r`.
@@ -285,15 +295,17 @@ pub fn net_decide(rules: u32, addr: &[u8; 16], port: u16) -> Option<(u32, u32)> 
     None
 }
 
-/// Kill decision for a connect/send seen by the tracepoint.
+/// Kill decision for a connect/send seen by the tracepoint, and whether
+/// any network rule of the task matched (the prefilter keeps the rest).
 #[inline(always)]
-pub fn check_net(rules: u32, addr: &[u8; 16], port: u16) -> u32 {
+pub fn check_net(rules: u32, addr: &[u8; 16], port: u16) -> (u32, bool) {
     if rules == 0 {
-        return 0;
+        return (0, false);
     }
     match net_decide(rules, addr, port) {
-        Some((r, rule_action::KILL)) => kill(r),
-        _ => 0,
+        Some((r, rule_action::KILL)) => (kill(r), true),
+        Some(_) => (0, true),
+        None => (0, false),
     }
 }
 
@@ -319,13 +331,10 @@ fn kill_if_armed(rules: u32, armed: u32) -> u32 {
 /// before it returns to userspace, so it never reads through the fd; an
 /// alert rule marks the record. Returns the header verdict.
 #[inline(always)]
-pub fn check_opened(fd: i32, rules: u32) -> u32 {
+pub fn check_opened(p: crate::kernel::KPath, rules: u32) -> u32 {
     if config_value(config::LSM_ACTIVE) != 0 || rules == 0 {
         return 0;
     }
-    let Ok(p) = crate::kernel::fd_path(crate::kernel::current_task(), fd) else {
-        return 0;
-    };
     let Ok(Some(hit)) = crate::lsm::inode_hit(p.dentry, rules, u64::from(op::OPEN), true) else {
         return 0;
     };

@@ -19,7 +19,7 @@ use aya_ebpf::{
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
     Global,
 };
@@ -27,7 +27,10 @@ use aya_log_ebpf::debug;
 
 use agentguard_common::{
     event::*,
-    filter::{config, counter, kind_bit, pending, ALL_KINDS, TASK_FILTER_ENTRIES},
+    filter::{
+        config, counter, kind_bit, pending, ALL_KINDS, BASENAME_ENTRIES, BASENAME_LEN,
+        TASK_FILTER_ENTRIES, URGENT_UNIX,
+    },
 };
 
 /// Ring buffer to userspace. Userspace may resize it before load.
@@ -45,6 +48,16 @@ static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
 /// Per-CPU counters, indexed by agentguard_common::filter::counter.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAX, 0);
+
+/// File names rules name wherever they are (`.env`, `.env.*`): exact
+/// names and name prefixes, see `BASENAME_LEN`.
+#[map]
+static BASENAMES: LpmTrie<[u8; BASENAME_LEN], u8> = LpmTrie::with_max_entries(BASENAME_ENTRIES, 0);
+
+/// The lookup key for `BASENAMES` (64 bytes: too big for the stack budget
+/// next to the rest).
+#[map]
+static BASENAME_KEY: PerCpuArray<Key<[u8; BASENAME_LEN]>> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SCRATCH_FILE: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -87,13 +100,17 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Wake the reader only when enough is queued (userspace also drains on a
 /// short timer): a wakeup per record would cost more than the record.
-/// Records of a task under enforcement rules wake it at once: a userspace
-/// kill must not wait for a batch to fill.
+/// Records of a guarded task that a rule decided in userspace may kill or
+/// deny wake the reader at once: that kill must not wait for a batch.
+/// Everything else is batched (one wakeup per `WAKEUP_BYTES`).
+/// `bit`: the record's kind bit, plus `URGENT_UNIX` for a unix connect.
 #[inline(always)]
-fn out_flags() -> u64 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if enforce::subject_rules(tgid) != 0 {
-        return BPF_RB_FORCE_WAKEUP;
+fn out_flags(bit: u32) -> u64 {
+    if enforce::config_value(config::URGENT_KINDS) & bit != 0 {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if enforce::subject_rules(tgid) != 0 {
+            return BPF_RB_FORCE_WAKEUP;
+        }
     }
     let threshold = match CONFIG.get(config::WAKEUP_BYTES) {
         Some(t) => *t as u64,
@@ -114,9 +131,14 @@ fn out_flags() -> u64 {
 fn output_prefix<T>(rec: &T, used: usize) {
     let size = core::mem::size_of::<T>();
     let n = if used > size { size } else { used };
+    // SAFETY: every record type starts with its Header (repr(C)).
+    let kind = unsafe { (*(rec as *const T).cast::<Header>()).kind };
     // SAFETY: n <= size_of::<T>() bytes of a live record.
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const T).cast::<u8>(), n) };
-    if EVENTS.output::<[u8]>(bytes, out_flags()).is_err() {
+    if EVENTS
+        .output::<[u8]>(bytes, out_flags(kind_bit(kind)))
+        .is_err()
+    {
         bump(counter::LOST);
     }
 }
@@ -134,17 +156,34 @@ fn bump(idx: u32) {
 /// array lookup, inlined by the verifier, for processes without an entry).
 #[inline(always)]
 fn wants(tgid: u32, k: u16) -> bool {
+    wants_with(tgid, k, None)
+}
+
+/// [`wants`] for a caller that already has the task's rule mask (one
+/// subject lookup per probe, not two).
+#[inline(always)]
+fn wants_with(tgid: u32, k: u16, rules: Option<u32>) -> bool {
     enforce::contain(tgid);
     // SAFETY: the value is a u32 read by copy; map values are never freed
     // under a running program.
+    let bit = kind_bit(k);
     let mask = match unsafe { TASK_FILTER.get(&tgid) } {
         Some(m) => *m,
-        None => match CONFIG.get(config::DEFAULT_MASK) {
-            Some(m) => *m,
-            None => ALL_KINDS,
-        },
+        None => {
+            let d = match CONFIG.get(config::DEFAULT_MASK) {
+                Some(m) => *m,
+                None => ALL_KINDS,
+            };
+            // A guarded task streams what the rules need even before the
+            // daemon gave it an entry of its own.
+            if d & bit == 0 && rules.unwrap_or_else(|| enforce::subject_rules(tgid)) != 0 {
+                enforce::config_value(config::GUARDED_MASK)
+            } else {
+                d
+            }
+        }
     };
-    mask & kind_bit(k) != 0
+    mask & bit != 0
 }
 
 #[inline(always)]
@@ -249,18 +288,43 @@ fn fill_dir(first: u8, dirfd: i32, slot: u32) {
 fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: u32, size: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let want = wants(tgid, kind);
     let op = match kind {
         kind::UNLINK => enforce::UNLINK_OP,
         kind::RMDIR => enforce::RMDIR_OP,
         kind::OPEN => enforce::OPEN_OP,
         _ => 0,
     };
-    let rules = if op != 0 {
-        enforce::subject_rules(tgid)
+    let (by_task, by_cgroup) = if op != 0 {
+        enforce::subject_rules_split(tgid)
     } else {
-        0
+        (0, 0)
     };
+    let rules = by_task | by_cgroup;
+    // A guarded task's open under the prefilter: keep only the arguments;
+    // the exit decides from the file it got whether a record is built.
+    if kind == kind::OPEN
+        && open_prefiltered(by_task, by_cgroup)
+        && enforce::config_value(config::LSM_ACTIVE) == 0
+    {
+        enforce::contain(tgid);
+        let args = OpenArgs {
+            rules,
+            _pad: 0,
+            path,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            dirfd,
+            flags,
+            mode,
+            syscall: u32::from(syscall),
+        };
+        if OPEN_ARGS.insert(&(pid_tgid as u32), &args, 0).is_ok() {
+            return;
+        }
+        // Full (threads leaked by a kernel path that skips the exit
+        // tracepoint): the full record below, nothing lost.
+    }
+    let want = wants_with(tgid, kind, (op != 0).then_some(rules));
     if !want && rules == 0 {
         return;
     }
@@ -291,9 +355,90 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
     }
 }
 
+/// What a guarded task's open passed, kept from entry to exit (see
+/// `file_enter`): small, so the common case costs one small map write.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenArgs {
+    path: u64,
+    rules: u32,
+    _pad: u32,
+    ts_ns: u64,
+    dirfd: i32,
+    flags: u32,
+    mode: u32,
+    syscall: u32,
+}
+
+/// Not LRU: a full map refuses (and the open takes the full path), it
+/// never evicts a thread's arguments. Thread exit removes leftovers.
+#[map]
+static OPEN_ARGS: HashMap<u32, OpenArgs> = HashMap::with_max_entries(16384, 0);
+
+/// Exit of a prefiltered open: nothing to send unless a rule could match
+/// the file (or the open failed: no file to judge by).
+#[inline(always)]
+fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
+    let rules = args.rules;
+    let file = if ret >= 0 {
+        kernel::fd_path(kernel::current_task(), ret as i32).ok()
+    } else {
+        None
+    };
+    let mut verdict = 0;
+    if let Some(p) = file {
+        verdict = enforce::check_opened(p, rules);
+        if verdict == 0 && !open_may_match(p, rules) {
+            bump(counter::PREFILTERED);
+            return;
+        }
+    }
+    let Some(ev) = SCRATCH_FILE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    fill_header(&mut ev.header, kind::OPEN, args.syscall as u16, pid_tgid);
+    ev.header.ts_ns = args.ts_ns;
+    ev.header.ret = ret;
+    ev.header.verdict = verdict;
+    ev.dirfd = args.dirfd;
+    ev.flags = args.flags;
+    ev.mode = args.mode;
+    ev.size = 0;
+    // Read again at exit: only the reported `raw` string; what a rule
+    // matches for an opened file is walked from its descriptor below.
+    read_path(
+        args.path,
+        &mut ev.path,
+        &mut ev.header.flags,
+        flags::PATH_TRUNCATED,
+    );
+    match file {
+        Some(p) => {
+            kernel::capture_object(p, kernel::slot::FILE);
+            let st = ev.dir.status;
+            if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
+                ev.header.flags |= flags::PATH_FROM_FD;
+            }
+        }
+        None => fill_dir(ev.path[0], args.dirfd, kernel::slot::FILE),
+    }
+    let used = ev.dir.len as usize;
+    output_prefix(&*ev, FILE_EVENT_MIN + used);
+}
+
 #[inline(always)]
 fn file_exit(ctx: &TracePointContext) {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if let Some(args) = OPEN_ARGS.get_ptr(&tid) {
+        // SAFETY: this thread's own entry, copied out before removal.
+        let args = unsafe { *args };
+        let _ = OPEN_ARGS.remove(&tid);
+        open_exit_prefiltered(ret_of(ctx), &args, pid_tgid);
+        return;
+    }
     let Some(evp) = PENDING_FILE.get_ptr_mut(&tid) else {
         return;
     };
@@ -305,24 +450,90 @@ fn file_exit(ctx: &TracePointContext) {
         (*evp).header.ret = ret;
         // A guarded task's successful open: report the file it really got,
         // walked from the new descriptor, not only the string it passed.
-        let rules = if (*evp).header.kind == kind::OPEN && ret >= 0 {
-            enforce::subject_rules((*evp).header.tgid)
+        let (by_task, by_cgroup) = if (*evp).header.kind == kind::OPEN && ret >= 0 {
+            enforce::subject_rules_split((*evp).header.tgid)
         } else {
-            0
+            (0, 0)
         };
+        let rules = by_task | by_cgroup;
         if rules != 0 {
-            kernel::capture_dir(ret as i32, kernel::slot::PENDING_FILE);
+            let file = kernel::fd_path(kernel::current_task(), ret as i32);
+            if let Ok(p) = file {
+                (*evp).header.verdict |= enforce::check_opened(p, rules);
+            }
+            // Nothing about this file can match a rule: the record stays
+            // in the kernel (the common case for an agent's opens).
+            if (*evp).header.verdict == 0
+                && open_prefiltered(by_task, by_cgroup)
+                && !file.is_ok_and(|p| open_may_match(p, rules))
+            {
+                let _ = PENDING_FILE.remove(&tid);
+                bump(counter::PENDING_OUT + pending::FILE);
+                bump(counter::PREFILTERED);
+                return;
+            }
+            if let Ok(p) = file {
+                kernel::capture_object(p, kernel::slot::PENDING_FILE);
+            }
             let st = core::ptr::read_volatile(&raw const (*evp).dir.status);
             if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
                 (*evp).header.flags |= flags::PATH_FROM_FD;
             }
-            (*evp).header.verdict |= enforce::check_opened(ret as i32, rules);
         }
         let used = core::ptr::read_volatile(&raw const (*evp).dir.len) as usize;
         output_prefix(&*evp, FILE_EVENT_MIN + used);
     }
     let _ = PENDING_FILE.remove(&tid);
     bump(counter::PENDING_OUT + pending::FILE);
+}
+
+/// Are this task's opens prefiltered? Only a guarded process outside a
+/// guarded container: there the file's identity (what the prefilter
+/// checks) and the path rules name agree. In a container, path rules are
+/// about the container's paths (its image, its `/run/secrets` mounts),
+/// which the daemon can't resolve to inodes: every open streams.
+#[inline(always)]
+fn open_prefiltered(by_task: u32, by_cgroup: u32) -> bool {
+    by_task != 0
+        && by_cgroup == 0
+        && enforce::config_value(config::PREFILTER_KINDS) & kind_bit(kind::OPEN) != 0
+}
+
+/// Could a rule match this open (prefilter)? Its directory is protected
+/// (a file created there since the last inode refresh), or its name is
+/// one rules name wherever it is (`.env`).
+#[inline(always)]
+fn open_may_match(p: kernel::KPath, rules: u32) -> bool {
+    let Ok(parent) = kernel::read_u64(p.dentry + kernel::OFF_DENTRY_PARENT.load()) else {
+        return true;
+    };
+    if !matches!(
+        lsm::inode_hit(parent, rules, u64::from(enforce::OPEN_OP), false),
+        Ok(None)
+    ) {
+        return true;
+    }
+    let Ok(name) =
+        kernel::read_u64(p.dentry + kernel::OFF_DENTRY_NAME.load() + kernel::OFF_QSTR_NAME.load())
+    else {
+        return true;
+    };
+    let Some(key) = BASENAME_KEY.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU scratch key, ours for this program run.
+    let key = unsafe { &mut *key };
+    key.data = [0; BASENAME_LEN];
+    // SAFETY: the helper bounds the copy and reports faults.
+    if unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.data)
+    }
+    .is_err()
+    {
+        return true;
+    }
+    key.prefix_len = (BASENAME_LEN * 8) as u32;
+    BASENAMES.get(key).is_some()
 }
 
 #[tracepoint]
@@ -765,7 +976,14 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
             ];
         }
-        ev.header.verdict = enforce::check_net(rules, &a, ev.port);
+        let (verdict, matched) = enforce::check_net(rules, &a, ev.port);
+        ev.header.verdict = verdict;
+        // No network rule of this guarded task matches the destination:
+        // the record stays in the kernel (an agent's loopback traffic).
+        if !matched && enforce::config_value(config::PREFILTER_KINDS) & kind_bit(k) != 0 {
+            bump(counter::PREFILTERED);
+            return;
+        }
     }
     if !want && ev.header.verdict == 0 {
         return;
@@ -784,7 +1002,11 @@ fn net_exit(ctx: &TracePointContext) {
     // SAFETY: this thread's own entry, see file_exit.
     let ev = unsafe { &mut *ev };
     ev.header.ret = ret_of(ctx);
-    if EVENTS.output::<NetEvent>(&*ev, out_flags()).is_err() {
+    let unix = if ev.family == AF_UNIX { URGENT_UNIX } else { 0 };
+    if EVENTS
+        .output::<NetEvent>(&*ev, out_flags(kind_bit(ev.header.kind) | unix))
+        .is_err()
+    {
         bump(counter::LOST);
     }
     let _ = PENDING_NET.remove(&tid);
@@ -964,7 +1186,10 @@ fn emit_proc(
     ev.child_pid = child_pid;
     ev.exit_code = exit_code;
     ev.arg = arg;
-    if EVENTS.output::<ProcEvent>(&ev, out_flags()).is_err() {
+    if EVENTS
+        .output::<ProcEvent>(&ev, out_flags(kind_bit(kind)))
+        .is_err()
+    {
         bump(counter::LOST);
     }
 }
@@ -1012,6 +1237,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // An open in flight that never reached its exit probe: its slot
+    // must not fill the map.
+    let _ = OPEN_ARGS.remove(&(pid_tgid as u32));
     let off = TP_EXIT_GROUP_DEAD.load();
     let group_dead = if off == u64::MAX {
         // No group_dead in this kernel's record: the group is dead when its

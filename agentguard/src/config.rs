@@ -60,8 +60,12 @@ impl Default for LogConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum WatchMode {
-    /// Every process on the host.
+    /// From the loaded policy: when every rule selects agents, `agents`;
+    /// else every process, for the kinds some rule is about.
     #[default]
+    Auto,
+    /// Every process on the host, every kind, every record (no kernel
+    /// prefilter).
     All,
     /// Agents and their descendants; other processes stream exec/fork/exit
     /// only, which identity needs to find new agents.
@@ -248,7 +252,7 @@ impl Default for Config {
             agents: Vec::new(),
             agent_images: AgentImages::default(),
             ring_buffer_bytes: None,
-            watch: WatchMode::All,
+            watch: WatchMode::Auto,
             backend: BackendChoice::Auto,
             kernel_maps: KernelMaps::default(),
         }

@@ -20,6 +20,7 @@ use crate::identity::watch;
 use crate::outputs::metrics::{self, Metrics};
 use crate::outputs::Outputs;
 use crate::policy::plan::Backend;
+use crate::policy::stream::stream_plan;
 use crate::policy::{Diagnostic, LoadOptions, PolicySet, Reloader};
 use crate::sensor::{features, Sensor, SensorOptions, PIN_DIR};
 use crate::status::{self, PolicyStatus, SharedStatus, Status};
@@ -89,8 +90,11 @@ struct Pipeline {
     decisions: Vec<Decision>,
     alerts: u64,
     events: u64,
-    /// watch=agents: agent processes to widen to every kind.
+    /// Agents only stream (watch agents, or auto with a policy about
+    /// agents only): agent processes to widen to `widen_kinds`.
     widen_agents: bool,
+    widen_kinds: Vec<Kind>,
+    watch: WatchMode,
     widen: Vec<u32>,
     widened: std::collections::HashSet<u32>,
     /// Maps whose overflow was already alerted.
@@ -246,7 +250,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         map_sizes: cfg.kernel_maps.sizes(),
         ..SensorOptions::default()
     })?;
-    if cfg.watch == WatchMode::Agents {
+    if cfg.watch != WatchMode::All {
+        // Until the policy says more (apply_stream below).
         sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;
     }
     // The backend: BPF-LSM wherever the kernel runs it, else tracepoints.
@@ -351,11 +356,14 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         decisions: Vec::new(),
         alerts: 0,
         events: 0,
-        widen_agents: cfg.watch == WatchMode::Agents,
+        widen_agents: false,
+        widen_kinds: Kind::ALL.to_vec(),
+        watch: cfg.watch,
         widen: Vec::new(),
         widened: Default::default(),
         map_full_alerted: Default::default(),
     };
+    apply_stream(&mut pipe, &mut sensor);
     if let Ok(mut s) = status.write() {
         s.probes = sensor.attached().to_vec();
         s.policies = policy_status(&pipe.policy);
@@ -408,6 +416,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                     s.counters.insert("events".into(), pipe.events);
                     s.counters.insert("alerts".into(), pipe.alerts);
                     s.counters.insert("events_lost".into(), sensor.lost_events());
+                    s.counters.insert("events_prefiltered".into(), sensor.prefiltered());
                     s.counters.insert("docker_connected".into(),
                         u64::from(docker_status.connected.load(std::sync::atomic::Ordering::Relaxed)));
                     s.touch();
@@ -436,7 +445,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         stage.drain(Instant::now(), &mut |e| pipe.handle(e));
         for pid in std::mem::take(&mut pipe.widen) {
             if pipe.widened.insert(pid) {
-                if let Err(e) = sensor.set_filter(pid, &Kind::ALL) {
+                if let Err(e) = sensor.set_filter(pid, &pipe.widen_kinds) {
                     tracing::warn!("widening the kernel filter to agent pid {pid}: {e:#}");
                 }
             }
@@ -486,6 +495,7 @@ fn apply_reload(
                 }
             }
             pipe.policy = set;
+            apply_stream(pipe, sensor);
             metrics.policy_reloads.inc();
             tracing::info!("policies reloaded: {} rule(s)", pipe.policy.rules().len());
             if let Ok(mut s) = status.write() {
@@ -505,6 +515,84 @@ fn apply_reload(
             }
         }
     }
+}
+
+/// Derives what the kernel streams from the policy in force (after the
+/// kernel rules are installed: the prefilter relies on their entries).
+fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
+    use agentguard_common::filter::config;
+    let kplan = pipe.enforcer.kernel.as_ref().map(|k| {
+        (
+            crate::policy::plan::plan(&pipe.policy, k.backend()),
+            k.backend(),
+        )
+    });
+    let sp = stream_plan(&pipe.policy, kplan.as_ref().map(|(p, b)| (p, *b)));
+    let agents = match pipe.watch {
+        WatchMode::All => false,
+        WatchMode::Agents => true,
+        WatchMode::Auto => sp.agents_only,
+    };
+    let result = (|| -> Result<()> {
+        match pipe.watch {
+            WatchMode::All => sensor.set_default(&Kind::ALL)?,
+            _ if agents => sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?,
+            _ => sensor.set_default(&sp.kinds)?,
+        }
+        sensor.set_config(config::GUARDED_MASK, Kind::mask(&sp.kinds))?;
+        sensor.set_config(config::URGENT_KINDS, sp.urgent)?;
+        sensor.set_basenames(&sp.basenames)?;
+        // `--watch all` streams everything: no prefilter either.
+        let prefilter = if pipe.watch == WatchMode::All {
+            0
+        } else {
+            sp.prefilter
+        };
+        sensor.set_config(config::PREFILTER_KINDS, prefilter)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!("applying the kernel stream filter: {e:#}; streaming everything");
+        let _ = sensor.set_config(config::PREFILTER_KINDS, 0);
+        let _ = sensor.set_default(&Kind::ALL);
+    }
+    let kinds = |mask: u32| -> String {
+        let v: Vec<String> = Kind::ALL
+            .iter()
+            .filter(|k| mask & Kind::mask(&[**k]) != 0)
+            .map(ToString::to_string)
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(",")
+        }
+    };
+    tracing::info!(
+        "streaming: {}; kinds {}; kept in the kernel unless a rule could match: {}; wake at once: {}{}",
+        if agents {
+            "agents (others: exec,fork,exit)"
+        } else {
+            "every process"
+        },
+        kinds(Kind::mask(&sp.kinds)),
+        kinds(if pipe.watch == WatchMode::All {
+            0
+        } else {
+            sp.prefilter
+        }),
+        kinds(sp.urgent),
+        if sp.urgent & agentguard_common::filter::URGENT_UNIX != 0 {
+            ",unix connect"
+        } else {
+            ""
+        }
+    );
+    for n in &sp.notes {
+        tracing::info!("{n}");
+    }
+    pipe.widen_agents = agents;
+    pipe.widen_kinds = sp.kinds;
 }
 
 /// `run` refuses to start without root before touching anything.

@@ -790,11 +790,16 @@ fn full_kernel_maps_are_counted_and_alerted() {
 
 /// Waits (bounded) for status counter `name` to be non-zero.
 fn wait_counter(d: &Daemon, name: &str) -> u64 {
+    wait_counter_at_least(d, name, 1)
+}
+
+/// Waits (bounded) for status counter `name` to reach `min`; returns it.
+fn wait_counter_at_least(d: &Daemon, name: &str, min: u64) -> u64 {
     // The housekeeping tick (1 s) reads the kernel counters.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let c = d.counters();
-        if let Some(n) = c[name].as_u64().filter(|n| *n > 0) {
+        if let Some(n) = c[name].as_u64().filter(|n| *n >= min) {
             return n;
         }
         assert!(
@@ -892,4 +897,81 @@ fn rm_rf_through_a_symlinked_directory_is_stopped() {
     cleanup();
     let _ = std::fs::remove_dir_all(&avol);
     let _ = std::fs::remove_dir_all(&pvol);
+}
+
+/// The kernel prefilter (derived from the policy): a host agent's opens
+/// that no rule can match stay in the kernel, and none that a rule can
+/// match is lost to it: a file created in a protected directory after the
+/// policy loaded, names matched wherever they are (`.env`, `.env.*`), a
+/// symlink to a protected file, a failed open.
+#[test]
+fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-pf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["secret", "proj", "pol"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::write(dir.join("secret/key"), b"k\n").expect("write");
+    for f in [".env", ".env.local", "plain.txt"] {
+        std::fs::write(dir.join("proj").join(f), b"x\n").expect("write");
+    }
+    std::fs::write(
+        dir.join("pol/pf.yaml"),
+        format!(
+            "name: pf\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\", \".env\", \".env.*\"] }}\n    action: alert\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "pf");
+    assert!(
+        d.log()
+            .contains("kept in the kernel unless a rule could match: open"),
+        "{}",
+        d.log()
+    );
+    let claude = dir.join("claude");
+    let p = dir.display();
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/sh\nsleep 1\nfor i in $(seq 300); do cat {p}/proj/plain.txt >/dev/null; done\n\
+             echo new > {p}/secret/newkey; cat {p}/secret/newkey >/dev/null\n\
+             cat {p}/proj/.env {p}/proj/.env.local >/dev/null\n\
+             ln -s {p}/secret/key {p}/proj/innocent; cat {p}/proj/innocent >/dev/null\n\
+             cat {p}/secret/missing 2>/dev/null\necho done\n"
+        ),
+    )
+    .expect("write agent");
+    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let out = Command::new(&claude).output().expect("run agent");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    for f in [
+        "secret/newkey",
+        "proj/.env",
+        "proj/.env.local",
+        "secret/missing",
+    ] {
+        let want = format!("{p}/{f}");
+        d.wait_alert("secret-read", |a| {
+            a["event"]["file"]["path"] == want.as_str()
+        });
+    }
+    let a = d.wait_alert("secret-read", |a| {
+        a["event"]["file"]["raw"] == format!("{p}/proj/innocent").as_str()
+    });
+    assert_eq!(
+        a["event"]["file"]["path"],
+        format!("{p}/secret/key").as_str(),
+        "{a}"
+    );
+    // The plain file's opens never left the kernel.
+    let n = wait_counter_at_least(&d, "events_prefiltered", 300);
+    eprintln!("{n} open records kept in the kernel");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,18 +1,19 @@
-//! `xtask loadgen`: the workload `bench overhead` times. Raw libc calls so
-//! each iteration is exactly the syscalls being measured.
+//! `xtask loadgen`: the workload `bench overhead` times, and the producers
+//! of `bench throughput`. Raw libc calls so each iteration is exactly the
+//! syscalls being measured.
 
 use std::ffi::CString;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 /// Untimed iterations first, so caches (dentries, socket slabs) are warm.
-const WARMUP: u64 = 100;
+pub const WARMUP: u64 = 100;
 
 /// What loadgen prints on stdout, one JSON object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,7 +28,9 @@ pub struct Timings {
 
 /// `dir` (default: a fresh one in the temp dir) holds the file opened; the
 /// bench passes its own work dir so leftovers of a killed run go with it.
-pub fn run(opens: u64, connects: u64, dir: Option<PathBuf>) -> Result<()> {
+/// `settle` is slept first, untimed: in a new container, it gives the
+/// monitor time to learn about the container before the loops start.
+pub fn run(opens: u64, connects: u64, dir: Option<PathBuf>, settle: Duration) -> Result<()> {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("xtask-loadgen-{}", std::process::id()))
     });
@@ -36,11 +39,18 @@ pub fn run(opens: u64, connects: u64, dir: Option<PathBuf>) -> Result<()> {
     let result = std::fs::write(&file, b"agentguard overhead bench\n")
         .with_context(|| format!("writing {}", file.display()))
         .and_then(|()| {
+            std::thread::sleep(settle);
             open_loop(&file, WARMUP)?;
             let open_ns = open_loop(&file, opens)?;
-            let port = closed_port()?;
-            connect_loop(port, WARMUP)?;
-            let connect_ns = connect_loop(port, connects)?;
+            // No connects asked (the throughput producers): no connect
+            // syscalls at all, warm-up included.
+            let connect_ns = if connects == 0 {
+                0
+            } else {
+                let port = closed_port()?;
+                connect_loop(port, WARMUP)?;
+                connect_loop(port, connects)?
+            };
             Ok(Timings {
                 opens,
                 connects,

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_lsm;
+mod bench_throughput;
 mod guest;
 mod loadgen;
 mod setup;
@@ -13,6 +14,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -100,7 +102,8 @@ enum Cmd {
     ///
     /// Example: `cargo xtask guest --kernel 6.12 check.sh`.
     Guest(guest::GuestArgs),
-    /// Load generator for `bench overhead` (opens and refused connects).
+    /// Load generator for `bench overhead` and `bench throughput` (opens and
+    /// refused connects; `--connects 0`: no connect syscalls at all).
     #[command(hide = true)]
     Loadgen {
         #[arg(long)]
@@ -110,16 +113,23 @@ enum Cmd {
         /// Directory for the opened file (created, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Sleep this long (untimed) before the warm-up.
+        #[arg(long, default_value_t = 0)]
+        settle_ms: u64,
     },
 }
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// Sensor overhead on an open loop and a connect loop, against no monitor and auditd.
+    /// Sensor overhead on an open loop and a connect loop, as a host process
+    /// and in an agent container, against no monitor, bpftrace and auditd.
     Overhead(bench::OverheadArgs),
     /// BPF-LSM backend cost in a guest kernel: no daemon vs tracepoint vs
     /// LSM backend on an agent's syscall loop, and LSM decision time p50/p99.
     Lsm(bench_lsm::LsmArgs),
+    /// Events per second `agentguard events --kind open` takes in, with its
+    /// losses, under parallel open loops; against the loops alone.
+    Throughput(bench_throughput::ThroughputArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,13 +148,17 @@ fn main() -> ExitCode {
         Cmd::Bench {
             bench: BenchCmd::Lsm(args),
         } => bench_lsm::lsm(&args),
+        Cmd::Bench {
+            bench: BenchCmd::Throughput(args),
+        } => bench_throughput::throughput(&args),
         Cmd::Ci => lint().and_then(|()| test(&[])),
         Cmd::Guest(args) => guest::run(&args),
         Cmd::Loadgen {
             opens,
             connects,
             dir,
-        } => loadgen::run(opens, connects, dir),
+            settle_ms,
+        } => loadgen::run(opens, connects, dir, Duration::from_millis(settle_ms)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -194,7 +194,7 @@ impl Setup {
     }
 
     /// The Docker engine, installed and answering on its socket.
-    fn docker(&mut self) -> Result<()> {
+    pub fn docker(&mut self) -> Result<()> {
         if which("dockerd").is_none() || which("docker").is_none() {
             self.apt_install("the Docker engine", &["docker.io"])?;
         }
@@ -239,6 +239,67 @@ impl Setup {
             return Ok(());
         }
         self.apt_install("auditd", &["auditd"])
+    }
+
+    /// bpftrace (the floor configurations of `bench overhead`); its path.
+    pub fn bpftrace(&mut self) -> Result<PathBuf> {
+        if let Some(path) = which("bpftrace") {
+            return Ok(path);
+        }
+        self.apt_install(
+            "bpftrace (for the bench's floor configurations)",
+            &["bpftrace"],
+        )?;
+        which("bpftrace").context("bpftrace not found after installing it")
+    }
+
+    /// A Docker image `image` holding only a static busybox at /bin/busybox,
+    /// made with `docker import` (no registry is reachable here). Needs the
+    /// engine answering ([`Setup::docker`]).
+    pub fn busybox_image(&mut self, image: &str) -> Result<()> {
+        let have = Command::new("docker")
+            .args(["image", "inspect", image])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("could not run `docker image inspect`")?;
+        if have.success() {
+            return Ok(());
+        }
+        let busybox = busybox().context("no busybox found (package busybox-static)")?;
+        eprintln!(
+            "xtask: building the image {image} (docker import of {}) ...",
+            busybox.display()
+        );
+        let work = std::env::temp_dir().join(format!("xtask-image-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        let root = work.join("root");
+        let tar = work.join("root.tar");
+        let result = (|| -> Result<()> {
+            let bin = root.join("bin");
+            std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+            std::fs::copy(&busybox, bin.join("busybox"))
+                .with_context(|| format!("copying {}", busybox.display()))?;
+            run_cmd(
+                Command::new("tar")
+                    .arg("-C")
+                    .arg(&root)
+                    .arg("-cf")
+                    .arg(&tar)
+                    .arg("."),
+            )?;
+            run_cmd(
+                Command::new("docker")
+                    .arg("import")
+                    .arg(&tar)
+                    .arg(image)
+                    .stdout(Stdio::null()),
+            )
+        })();
+        // Best effort: a leftover in the temp dir is harmless.
+        let _ = std::fs::remove_dir_all(&work);
+        result
     }
 
     /// `apt-get update`, at most once per xtask run.
@@ -297,6 +358,9 @@ fn find_entry(dir: &Path, want: impl Fn(&str) -> bool) -> Result<Option<PathBuf>
 fn apt() -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    // Progress, like ours, goes to stderr: stdout stays for what the
+    // command itself reports (bench results).
+    cmd.stdout(std::io::stderr());
     cmd
 }
 

@@ -638,7 +638,8 @@ impl KernelEnforcer {
         for s in &self.slots {
             if let KernelPart::Files { targets } = &s.plan.kernel {
                 for t in targets {
-                    if self.backend == Backend::Lsm || t.ops & op::EXEC == 0 {
+                    // Tracepoints: only opens are checked by identity.
+                    if self.backend == Backend::Lsm || t.ops & (op::OPEN | op::LINK) != 0 {
                         target_entries(t, s.bit, &mut want);
                     }
                 }

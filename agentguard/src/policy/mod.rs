@@ -18,6 +18,7 @@ pub mod rego_input;
 mod reload;
 pub mod rules;
 pub mod spec;
+pub mod stream;
 pub mod suite;
 pub mod template;
 

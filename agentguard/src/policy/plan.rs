@@ -264,11 +264,25 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
     let no_except = no_exceptions(ex);
     let only = |n: usize| w.count() == n && w.result.is_none() && no_except;
     let lsm = backend == Backend::Lsm;
-    if !lsm && kinds == [Kind::Open] {
+    if !lsm
+        && kinds.contains(&Kind::Open)
+        && kinds
+            .iter()
+            .all(|k| matches!(k, Kind::Open | Kind::Connect))
+    {
         // Opens by identity at syscall exit (a hard link is the same file):
         // an alert marks the event, a deny or kill kills before the task
-        // can read.
-        return file_part(r);
+        // can read. Unix connects have no hook without BPF-LSM: userspace
+        // decides them.
+        let (part, note) = file_part(r)?;
+        let KernelPart::Files { targets } = part else {
+            return None;
+        };
+        let targets: Vec<FileTarget> = targets
+            .into_iter()
+            .filter(|t| t.ops & (op::OPEN | op::LINK) != 0)
+            .collect();
+        return (!targets.is_empty()).then_some((KernelPart::Files { targets }, note));
     }
     let acts = match r.action() {
         Action::Deny | Action::Kill => true,

@@ -504,6 +504,37 @@ impl Sensor {
         Ok(())
     }
 
+    /// Replaces the file names the open prefilter lets through: (name,
+    /// exact) — an exact name matches whole, the others as a prefix.
+    pub fn set_basenames(&mut self, names: &[(String, bool)]) -> Result<()> {
+        use agentguard_common::filter::BASENAME_LEN;
+        use aya::maps::lpm_trie::{Key, LpmTrie};
+        let mut trie: LpmTrie<_, [u8; BASENAME_LEN], u8> =
+            LpmTrie::try_from(map(&mut self.ebpf, "BASENAMES")?)?;
+        let old: Vec<Key<[u8; BASENAME_LEN]>> = trie.keys().filter_map(|k| k.ok()).collect();
+        for k in old {
+            let _ = trie.remove(&k);
+        }
+        for (name, exact) in names {
+            let b = name.as_bytes();
+            // The NUL after an exact name is part of its key.
+            if b.len() >= BASENAME_LEN || b.is_empty() {
+                bail!("file name {name:?}: 1 to {} bytes", BASENAME_LEN - 1);
+            }
+            let mut data = [0u8; BASENAME_LEN];
+            data[..b.len()].copy_from_slice(b);
+            let bytes = b.len() + usize::from(*exact);
+            trie.insert(&Key::new((bytes * 8) as u32, data), 1, 0)
+                .with_context(|| format!("writing BASENAMES {name:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Records of guarded tasks the prefilter kept in the kernel.
+    pub fn prefiltered(&mut self) -> u64 {
+        self.counter(counter::PREFILTERED)
+    }
+
     /// Writes a `CONFIG` slot (agentguard_common::filter::config).
     pub fn set_config(&mut self, idx: u32, value: u32) -> Result<()> {
         let mut cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
