@@ -243,9 +243,10 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let mut sensor = Sensor::start(&SensorOptions {
         kinds: Kind::ALL.to_vec(),
         watch_all: cfg.watch == WatchMode::All,
-        ring_buffer_bytes: cfg
-            .ring_buffer_bytes
-            .map_or(SensorOptions::default().ring_buffer_bytes, |r| r.0),
+        // Smaller than `events`' default: the kernel filter and prefilter
+        // keep `run`'s stream to what rules need, and the ring is mapped
+        // twice into the daemon (2 x its size of resident memory).
+        ring_buffer_bytes: cfg.ring_buffer_bytes.map_or(RUN_RING_BUFFER_BYTES, |r| r.0),
         pin_dir: Some(pin_dir.to_path_buf()),
         map_sizes: cfg.kernel_maps.sizes(),
         ..SensorOptions::default()
@@ -364,6 +365,10 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         map_full_alerted: Default::default(),
     };
     apply_stream(&mut pipe, &mut sensor);
+    // Set-up (LSM programs, BTF, policy compilation) is done: hand its
+    // freed heap back to the system.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     if let Ok(mut s) = status.write() {
         s.probes = sensor.attached().to_vec();
         s.policies = policy_status(&pipe.policy);
@@ -516,6 +521,10 @@ fn apply_reload(
         }
     }
 }
+
+/// `run`'s ring buffer unless configured (`ring_buffer_bytes`): 4 MiB
+/// holds 16 wakeup batches.
+const RUN_RING_BUFFER_BYTES: u32 = 4 << 20;
 
 /// Derives what the kernel streams from the policy in force (after the
 /// kernel rules are installed: the prefilter relies on their entries).

@@ -435,6 +435,11 @@ impl Sensor {
             ring_fd = ring.get_ref().as_raw_fd(),
             "sensor attached"
         );
+        // Loading parsed the kernel's BTF and the object (tens of MB,
+        // freed now); give the pages back instead of keeping them in the
+        // allocator for the daemon's lifetime.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         Ok(Sensor {
             ebpf,
             ring,
