@@ -406,6 +406,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             _ = tick.tick(), if holding => {}
             _ = housekeeping.tick() => {
                 metrics.set_events_lost(sensor.lost_events());
+                metrics.prefiltered.set(sensor.prefiltered() as i64);
                 for (map, n) in sensor.map_full() {
                     metrics.map_full.with_label_values(&[map]).set(n as i64);
                     if n > 0 && map_full_said.insert(map) {

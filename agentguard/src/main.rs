@@ -351,6 +351,12 @@ async fn events(args: EventsArgs) -> Result<()> {
         }
         None => JsonLines::spawn(std::io::stdout(), queue)?,
     };
+    // Listeners made once, and before the ready file: a ctrl_c() future
+    // re-created per loop turn would miss a signal that lands between two
+    // turns, and one sent right after "ready" would find no handler.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     if let Some(path) = &ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -364,11 +370,6 @@ async fn events(args: EventsArgs) -> Result<()> {
             .join(","),
         sensor.attached().len()
     );
-    // Listeners made once: a ctrl_c() future re-created per loop turn would
-    // miss a signal that lands between two turns.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     if watch == Watch::Agents && pids.is_empty() {
         sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;
     }

