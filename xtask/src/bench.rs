@@ -1491,6 +1491,7 @@ mod tests {
 
     #[test]
     fn daemon_flags_are_checked() -> Result<()> {
+        let _exec = crate::EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let run_old = "--policies --alerts-file --status-socket --watch";
         let run_new = "--policies --alerts-file --status-socket --watch --ready-file";
         let old = fake_daemon("old", "Usage: agentguard events [--watch <WATCH>]", run_old)?;

@@ -798,6 +798,7 @@ mod tests {
 
     #[test]
     fn daemon_flags_are_checked() -> Result<()> {
+        let _exec = crate::EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         use std::os::unix::fs::PermissionsExt as _;
         let path = std::env::temp_dir().join(format!("xtask-tp-{}", std::process::id()));
         std::fs::write(

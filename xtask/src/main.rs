@@ -366,6 +366,12 @@ fn lint() -> Result<()> {
     }
 }
 
+/// Tests that write a script and run it hold this: a fork in another test
+/// thread while the script is still open for writing makes its exec fail
+/// with "Text file busy".
+#[cfg(test)]
+pub(crate) static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
