@@ -54,6 +54,9 @@ pub mod config {
     /// syscall, before the daemon has seen them), when the default mask
     /// lacks the kind.
     pub const GUARDED_MASK: u32 = 9;
+    /// Rule mask of the slots holding network rules (the connect/send
+    /// prefilter asks all of them, not only the task's own).
+    pub const NET_SLOTS: u32 = 10;
 
     pub const MAX: u32 = 16;
 }

@@ -388,7 +388,7 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
     let mut verdict = 0;
     if let Some(p) = file {
         verdict = enforce::check_opened(p, rules);
-        if verdict == 0 && !open_may_match(p, rules) {
+        if verdict == 0 && !open_may_match(p) {
             bump(counter::PREFILTERED);
             return;
         }
@@ -465,7 +465,7 @@ fn file_exit(ctx: &TracePointContext) {
             // in the kernel (the common case for an agent's opens).
             if (*evp).header.verdict == 0
                 && open_prefiltered(by_task, by_cgroup)
-                && !file.is_ok_and(|p| open_may_match(p, rules))
+                && !file.is_ok_and(open_may_match)
             {
                 let _ = PENDING_FILE.remove(&tid);
                 bump(counter::PENDING_OUT + pending::FILE);
@@ -499,18 +499,21 @@ fn open_prefiltered(by_task: u32, by_cgroup: u32) -> bool {
         && enforce::config_value(config::PREFILTER_KINDS) & kind_bit(kind::OPEN) != 0
 }
 
-/// Could a rule match this open (prefilter)? Its directory is protected
-/// (a file created there since the last inode refresh), or its name is
-/// one rules name wherever it is (`.env`).
+/// Could a rule match this open (prefilter)? The file or its directory
+/// is protected (a file created there since the last inode refresh), or
+/// its name is one rules name wherever it is (`.env`). Any rule's entry
+/// counts, not only the task's own rules: a rule that selects the program
+/// just exec'd gets its bit only once the daemon has seen the exec.
 #[inline(always)]
-fn open_may_match(p: kernel::KPath, rules: u32) -> bool {
+fn open_may_match(p: kernel::KPath) -> bool {
+    let op = u64::from(enforce::OPEN_OP);
+    if !matches!(lsm::inode_hit(p.dentry, u32::MAX, op, true), Ok(None)) {
+        return true;
+    }
     let Ok(parent) = kernel::read_u64(p.dentry + kernel::OFF_DENTRY_PARENT.load()) else {
         return true;
     };
-    if !matches!(
-        lsm::inode_hit(parent, rules, u64::from(enforce::OPEN_OP), false),
-        Ok(None)
-    ) {
+    if !matches!(lsm::inode_hit(parent, u32::MAX, op, false), Ok(None)) {
         return true;
     }
     let Ok(name) =
@@ -978,6 +981,11 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
         }
         let (verdict, matched) = enforce::check_net(rules, &a, ev.port);
         ev.header.verdict = verdict;
+        // Any rule's destination counts for the prefilter (see
+        // open_may_match): not only the task's own rules.
+        let others = enforce::config_value(config::NET_SLOTS) & !rules;
+        let matched =
+            matched || (others != 0 && enforce::net_decide(others, &a, ev.port).is_some());
         // No network rule of this guarded task matches the destination:
         // the record stays in the kernel (an agent's loopback traffic).
         if !matched && enforce::config_value(config::PREFILTER_KINDS) & kind_bit(k) != 0 {

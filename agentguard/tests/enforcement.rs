@@ -909,17 +909,19 @@ fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
     let Some(_g) = ready() else { return };
     let dir = std::env::temp_dir().join(format!("agtest-pf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for d in ["secret", "proj", "pol"] {
+    for d in ["secret", "proj", "pol", "other"] {
         std::fs::create_dir_all(dir.join(d)).expect("mkdir");
     }
     std::fs::write(dir.join("secret/key"), b"k\n").expect("write");
+    std::fs::write(dir.join("other/x"), b"x\n").expect("write");
     for f in [".env", ".env.local", "plain.txt"] {
         std::fs::write(dir.join("proj").join(f), b"x\n").expect("write");
     }
     std::fs::write(
         dir.join("pol/pf.yaml"),
         format!(
-            "name: pf\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\", \".env\", \".env.*\"] }}\n    action: alert\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n",
+            "name: pf\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\", \".env\", \".env.*\"] }}\n    action: alert\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n  - name: cat-read\n    kinds: [open]\n    match: {{ comm: [cat] }}\n    when: {{ path: [\"{}/other/**\"] }}\n    action: alert\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display(),
             dir.display()
         ),
     )
@@ -940,7 +942,7 @@ fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
              echo new > {p}/secret/newkey; cat {p}/secret/newkey >/dev/null\n\
              cat {p}/proj/.env {p}/proj/.env.local >/dev/null\n\
              ln -s {p}/secret/key {p}/proj/innocent; cat {p}/proj/innocent >/dev/null\n\
-             cat {p}/secret/missing 2>/dev/null\necho done\n"
+             cat {p}/secret/missing 2>/dev/null\ncat {p}/other/x >/dev/null\necho done\n"
         ),
     )
     .expect("write agent");
@@ -968,6 +970,12 @@ fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
         format!("{p}/secret/key").as_str(),
         "{a}"
     );
+    // A rule that selects the program just exec'd (`cat`): its bit reaches
+    // the process only once the daemon has seen the exec; the prefilter
+    // asks every rule's entries, so the open still leaves the kernel.
+    d.wait_alert("cat-read", |a| {
+        a["event"]["file"]["path"] == format!("{p}/other/x").as_str()
+    });
     // The plain file's opens never left the kernel.
     let n = wait_counter_at_least(&d, "events_prefiltered", 300);
     eprintln!("{n} open records kept in the kernel");

@@ -451,6 +451,7 @@ impl KernelEnforcer {
         }
         let mut io_uring = 0u32;
         let mut compat = 0u32;
+        let mut net_slots = 0u32;
         let mut want_net: HashSet<Vec<u8>> = HashSet::new();
         let mut want_paths: HashSet<Vec<u8>> = HashSet::new();
         let mut want_inodes: HashMap<InodeKey, InodeRules> = HashMap::new();
@@ -467,6 +468,7 @@ impl KernelEnforcer {
             match &s.plan.kernel {
                 KernelPart::RawSockets => slot.raw_sockets = 1,
                 KernelPart::Net => {
+                    net_slots |= 1 << i;
                     let (p, n) = ports(&r.spec().when.except.ports);
                     slot.except_ports = p;
                     slot.n_except_ports = n;
@@ -556,6 +558,7 @@ impl KernelEnforcer {
         self.slots = slots;
         sensor.set_config(config::IO_URING_RULES, io_uring)?;
         sensor.set_config(config::COMPAT_RULES, compat)?;
+        sensor.set_config(config::NET_SLOTS, net_slots)?;
         sensor.set_config(config::ENFORCE, u32::from(!self.slots.is_empty()))?;
         Ok(())
     }
