@@ -66,11 +66,18 @@ pub fn config_value(idx: u32) -> u32 {
 /// enforced at all).
 #[inline(always)]
 pub fn subject_rules(tgid: u32) -> u32 {
-    let on = config_value(config::ENFORCE);
-    if on == 0 {
-        return 0;
+    let (t, c) = subject_rules_split(tgid);
+    t | c
+}
+
+/// (rules by process, rules by container cgroup) of the current task; (0,
+/// 0) while nothing is enforced.
+#[inline(always)]
+pub fn subject_rules_split(tgid: u32) -> (u32, u32) {
+    if config_value(config::ENFORCE) == 0 {
+        return (0, 0);
     }
-    subject_rules_always(tgid)
+    subject_split_always(tgid)
 }
 
 /// [`subject_rules`] without the global switch: the sock_addr hooks are
@@ -78,16 +85,12 @@ pub fn subject_rules(tgid: u32) -> u32 {
 /// maps after the daemon is gone.
 #[inline(always)]
 fn subject_rules_always(tgid: u32) -> u32 {
-    let (t, c) = subject_rules_split(tgid);
+    let (t, c) = subject_split_always(tgid);
     t | c
 }
 
-/// (rules by process, rules by container cgroup) of the current task.
 #[inline(always)]
-pub fn subject_rules_split(tgid: u32) -> (u32, u32) {
-    if config_value(config::ENFORCE) == 0 {
-        return (0, 0);
-    }
+fn subject_split_always(tgid: u32) -> (u32, u32) {
     // SAFETY: values copied out at once; map values are not freed under a
     // running program.
     let t = unsafe { ENFORCE_TASKS.get(&tgid) }.copied().unwrap_or(0);

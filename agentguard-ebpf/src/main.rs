@@ -385,14 +385,9 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
     } else {
         None
     };
-    let mut verdict = 0;
-    if let Some(p) = file {
-        verdict = enforce::check_opened(p, rules);
-        if verdict == 0 && !open_may_match(p) {
-            bump(counter::PREFILTERED);
-            return;
-        }
-    }
+    let Some(verdict) = judge_open(file, rules, 0, true) else {
+        return;
+    };
     let Some(ev) = SCRATCH_FILE.get_ptr_mut(0) else {
         return;
     };
@@ -457,22 +452,17 @@ fn file_exit(ctx: &TracePointContext) {
         };
         let rules = by_task | by_cgroup;
         if rules != 0 {
-            let file = kernel::fd_path(kernel::current_task(), ret as i32);
-            if let Ok(p) = file {
-                (*evp).header.verdict |= enforce::check_opened(p, rules);
-            }
-            // Nothing about this file can match a rule: the record stays
-            // in the kernel (the common case for an agent's opens).
-            if (*evp).header.verdict == 0
-                && open_prefiltered(by_task, by_cgroup)
-                && !file.is_ok_and(open_may_match)
-            {
+            let file = kernel::fd_path(kernel::current_task(), ret as i32).ok();
+            let prior = (*evp).header.verdict;
+            let Some(verdict) =
+                judge_open(file, rules, prior, open_prefiltered(by_task, by_cgroup))
+            else {
                 let _ = PENDING_FILE.remove(&tid);
                 bump(counter::PENDING_OUT + pending::FILE);
-                bump(counter::PREFILTERED);
                 return;
-            }
-            if let Ok(p) = file {
+            };
+            (*evp).header.verdict = verdict;
+            if let Some(p) = file {
                 kernel::capture_object(p, kernel::slot::PENDING_FILE);
             }
             let st = core::ptr::read_volatile(&raw const (*evp).dir.status);
@@ -485,6 +475,26 @@ fn file_exit(ctx: &TracePointContext) {
     }
     let _ = PENDING_FILE.remove(&tid);
     bump(counter::PENDING_OUT + pending::FILE);
+}
+
+/// A guarded task's successful open: its verdict (`prior`, from entry or
+/// an LSM hook, plus the file it got, by identity), or None when the
+/// prefilter keeps the record in the kernel: nothing about the file can
+/// match a rule (the common case for an agent's opens). A file that could
+/// not be looked up always streams.
+#[inline(always)]
+fn judge_open(
+    file: Option<kernel::KPath>,
+    rules: u32,
+    prior: u32,
+    prefiltered: bool,
+) -> Option<u32> {
+    let verdict = prior | file.map_or(0, |p| enforce::check_opened(p, rules));
+    if verdict == 0 && prefiltered && file.is_some_and(|p| !open_may_match(p)) {
+        bump(counter::PREFILTERED);
+        return None;
+    }
+    Some(verdict)
 }
 
 /// Are this task's opens prefiltered? Only a guarded process outside a

@@ -531,17 +531,23 @@ const RUN_RING_BUFFER_BYTES: u32 = 4 << 20;
 /// kernel rules are installed: the prefilter relies on their entries).
 fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
     use agentguard_common::filter::config;
-    let kplan = pipe.enforcer.kernel.as_ref().map(|k| {
-        (
-            crate::policy::plan::plan(&pipe.policy, k.backend()),
-            k.backend(),
-        )
-    });
-    let sp = stream_plan(&pipe.policy, kplan.as_ref().map(|(p, b)| (p, *b)));
+    let sp = stream_plan(
+        &pipe.policy,
+        pipe.enforcer
+            .kernel
+            .as_ref()
+            .map(|k| (k.plan(), k.backend())),
+    );
     let agents = match pipe.watch {
         WatchMode::All => false,
         WatchMode::Agents => true,
         WatchMode::Auto => sp.agents_only,
+    };
+    // `--watch all` streams everything: no prefilter either.
+    let prefilter = if pipe.watch == WatchMode::All {
+        0
+    } else {
+        sp.prefilter
     };
     let result = (|| -> Result<()> {
         match pipe.watch {
@@ -552,12 +558,6 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
         sensor.set_config(config::GUARDED_MASK, Kind::mask(&sp.kinds))?;
         sensor.set_config(config::URGENT_KINDS, sp.urgent)?;
         sensor.set_basenames(&sp.basenames)?;
-        // `--watch all` streams everything: no prefilter either.
-        let prefilter = if pipe.watch == WatchMode::All {
-            0
-        } else {
-            sp.prefilter
-        };
         sensor.set_config(config::PREFILTER_KINDS, prefilter)?;
         Ok(())
     })();
@@ -586,11 +586,7 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
             "every process"
         },
         kinds(Kind::mask(&sp.kinds)),
-        kinds(if pipe.watch == WatchMode::All {
-            0
-        } else {
-            sp.prefilter
-        }),
+        kinds(prefilter),
         kinds(sp.urgent),
         if sp.urgent & agentguard_common::filter::URGENT_UNIX != 0 {
             ",unix connect"

@@ -490,6 +490,18 @@ fn raw_and_packet_sockets_are_refused_to_agents() {
 // an agent told to get around the pack would try, what is detected, what
 // is blocked, and how much is lost. The unlabelled control runs the same.
 
+/// Runs `body` as a shell script named `claude` in `dir`: an agent found
+/// by ancestry on the host, guarded by process id. Returns its stdout.
+fn run_host_agent(dir: &Path, body: &str) -> String {
+    let claude = dir.join("claude");
+    std::fs::write(&claude, format!("#!/bin/sh\n{body}")).expect("write agent");
+    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let out = Command::new(&claude).output().expect("run agent");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `script` in an agent container (label claude) and in an unlabelled
 /// one, each with the evade helper and `vol` at /data; returns both outputs.
 fn agent_and_control(
@@ -710,20 +722,13 @@ fn a_hard_link_to_a_protected_file_is_the_same_file() {
     )
     .expect("write policy");
     let d = Daemon::start(&dir.join("pol"), "hl");
-    let claude = dir.join("claude");
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/sh\nsleep 1\ncat {}/hl; echo \"cat-status=$?\"\n",
+    let text = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1\ncat {}/hl; echo \"cat-status=$?\"\n",
             dir.display()
         ),
-    )
-    .expect("write agent");
-    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&claude, perm).expect("chmod");
-    let out = Command::new(&claude).output().expect("run agent");
-    let text = String::from_utf8_lossy(&out.stdout);
+    );
     assert!(
         !text.contains("TOPSECRET"),
         "the agent read the secret: {text}"
@@ -835,21 +840,14 @@ fn a_process_whose_leader_exited_is_still_guarded() {
     )
     .expect("write policy");
     let d = Daemon::start(&dir.join("pol"), "lexit");
-    let claude = dir.join("claude");
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/sh\nsleep 1\n{} leader-exit-then {}/keep/f0; echo \"status=$?\"\n",
+    let text = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1\n{} leader-exit-then {}/keep/f0; echo \"status=$?\"\n",
             common::evade::evade_bin().display(),
             dir.display()
         ),
-    )
-    .expect("write agent");
-    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&claude, perm).expect("chmod");
-    let out = Command::new(&claude).output().expect("run agent");
-    let text = String::from_utf8_lossy(&out.stdout);
+    );
     assert!(
         text.contains("status=137"),
         "the worker was not killed: {text}"
@@ -933,24 +931,18 @@ fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
         "{}",
         d.log()
     );
-    let claude = dir.join("claude");
     let p = dir.display();
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/sh\nsleep 1\nfor i in $(seq 300); do cat {p}/proj/plain.txt >/dev/null; done\n\
+    let text = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1\nfor i in $(seq 300); do cat {p}/proj/plain.txt >/dev/null; done\n\
              echo new > {p}/secret/newkey; cat {p}/secret/newkey >/dev/null\n\
              cat {p}/proj/.env {p}/proj/.env.local >/dev/null\n\
              ln -s {p}/secret/key {p}/proj/innocent; cat {p}/proj/innocent >/dev/null\n\
              cat {p}/secret/missing 2>/dev/null\ncat {p}/other/x >/dev/null\necho done\n"
         ),
-    )
-    .expect("write agent");
-    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&claude, perm).expect("chmod");
-    let out = Command::new(&claude).output().expect("run agent");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    );
+    assert!(text.contains("done"), "{text}");
     for f in [
         "secret/newkey",
         "proj/.env",

@@ -26,7 +26,7 @@ use agentguard_common::filter::config;
 use crate::alert::Action;
 use crate::event::{Event, Kind};
 use crate::identity::resolver::AgentSource;
-use crate::policy::plan::{plan, Backend, FileTarget, KernelPart, SlotPlan};
+use crate::policy::plan::{plan, Backend, FileTarget, KernelPart, Plan, SlotPlan};
 use crate::policy::rules::Rule;
 use crate::policy::spec::{AgentSel, Cidr, PortRange};
 use crate::policy::PolicySet;
@@ -343,6 +343,8 @@ pub struct KernelEnforcer {
     inode_written: HashMap<InodeKey, InodeRules>,
     next_entry: u32,
     pub notes: Vec<String>,
+    /// The plan last installed (the stream filter is derived from it).
+    plan: Plan,
 }
 
 impl KernelEnforcer {
@@ -367,11 +369,17 @@ impl KernelEnforcer {
             inode_written: HashMap::new(),
             next_entry: 1,
             notes: Vec::new(),
+            plan: Plan::default(),
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The rule plan last installed.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -398,6 +406,7 @@ impl KernelEnforcer {
     pub fn install(&mut self, set: &PolicySet, sensor: &mut Sensor) -> Result<()> {
         let plan = plan(set, self.backend);
         self.notes = plan.notes.clone();
+        self.plan = plan.clone();
         let current: Vec<u32> = (0..MAX_RULES)
             .map(|i| match self.rules.get(&i, 0) {
                 Ok(s) if s.action != rule_action::NONE => s.id,

@@ -530,15 +530,7 @@ mod tests {
     }
 
     fn plan_of(yaml: &str, backend: Backend) -> Plan {
-        let dir = std::env::temp_dir().join(format!(
-            "agentguard-plan-{}-{}",
-            std::process::id(),
-            fnv(yaml)
-        ));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("p.yaml"), yaml).expect("write");
-        let set = PolicySet::load_dir(&dir).expect("policy loads");
-        let _ = std::fs::remove_dir_all(&dir);
+        let set = crate::policy::tests::load_one(yaml).expect("policy loads");
         plan(&set, backend)
     }
 

@@ -66,6 +66,8 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
         }
         let slot = plan.and_then(|(p, _)| p.slots.iter().find(|s| s.index == index));
         let backend = plan.map(|(_, b)| b);
+        // Userspace may have to kill or deny for this rule.
+        let acts = r.mode() == Mode::Enforce && matches!(r.action(), Action::Kill | Action::Deny);
         for k in r.kinds() {
             if FILTERABLE.contains(k) {
                 match checkable(r, *k, slot, &mut basenames) {
@@ -86,16 +88,11 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
             let unix_only = *k == Kind::Connect
                 && r.spec().when.dest.is_none()
                 && !r.spec().when.unix_path.is_empty();
-            if r.mode() == Mode::Enforce
-                && matches!(r.action(), Action::Kill | Action::Deny)
-                && !unix_only
-                && !kernel_decides(r, *k, slot, backend)
-            {
+            if acts && !unix_only && !kernel_decides(r, *k, slot, backend) {
                 urgent |= bit(*k);
             }
         }
-        if r.mode() == Mode::Enforce
-            && matches!(r.action(), Action::Kill | Action::Deny)
+        if acts
             && r.kinds().contains(&Kind::Connect)
             && !r.spec().when.unix_path.is_empty()
             && backend != Some(Backend::Lsm)
@@ -244,16 +241,7 @@ mod tests {
     use crate::policy::plan::plan;
 
     fn set_of(yaml: &str) -> PolicySet {
-        let dir = std::env::temp_dir().join(format!(
-            "agentguard-stream-{}-{:x}",
-            std::process::id(),
-            yaml.len() * 31 + yaml.bytes().map(usize::from).sum::<usize>()
-        ));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("p.yaml"), yaml).expect("write");
-        let set = PolicySet::load_dir(&dir).expect("policy loads");
-        let _ = std::fs::remove_dir_all(&dir);
-        set
+        crate::policy::tests::load_one(yaml).expect("policy loads")
     }
 
     #[test]
@@ -266,8 +254,7 @@ mod tests {
 
     #[test]
     fn the_default_pack_prefilters_opens_and_connects_of_agents() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        let set = PolicySet::load_dir(&dir).expect("pack loads");
+        let set = PolicySet::load_dir(&crate::policy::tests::pack_dir()).expect("pack loads");
         for backend in [Backend::Tracepoint, Backend::Lsm] {
             let p = plan(&set, backend);
             let s = stream_plan(&set, Some((&p, backend)));

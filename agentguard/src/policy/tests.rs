@@ -36,11 +36,12 @@ impl Drop for Dir {
     }
 }
 
-fn pack_dir() -> PathBuf {
+pub(crate) fn pack_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-fn load_one(text: &str) -> Result<PolicySet, Vec<Diagnostic>> {
+/// `text` as the one policy file of a scratch directory, loaded.
+pub(crate) fn load_one(text: &str) -> Result<PolicySet, Vec<Diagnostic>> {
     let d = Dir::new("one");
     let f = d.write("p.yaml", text);
     PolicySet::load_files(&[f], &LoadOptions::default())
