@@ -57,6 +57,11 @@ pub mod config {
     /// Rule mask of the slots holding network rules (the connect/send
     /// prefilter asks all of them, not only the task's own).
     pub const NET_SLOTS: u32 = 10;
+    /// Non-zero: opens of guarded containers' processes are prefiltered
+    /// too, by the file's first path component below the container's
+    /// root (`BASENAMES` entries `/name`) besides its name. Set only when
+    /// every open rule's paths start with a plain component.
+    pub const ROOTED_OPENS: u32 = 11;
 
     pub const MAX: u32 = 16;
 }
@@ -67,7 +72,8 @@ pub const URGENT_UNIX: u32 = 1 << 31;
 
 /// `BASENAMES` key bytes: a file name, NUL-padded. An exact name is stored
 /// with its NUL (prefix length = name + 1), a name prefix (`.env.*`)
-/// without.
+/// without. A first path component is stored after a `/` (`/root`): no
+/// file name holds one.
 pub const BASENAME_LEN: usize = 64;
 /// `BASENAMES` entries.
 pub const BASENAME_ENTRIES: u32 = 256;

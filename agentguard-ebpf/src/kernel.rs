@@ -337,3 +337,89 @@ fn step(c: &mut WalkCtx) -> Result<bool, i32> {
     c.dentry = parent;
     Ok(false)
 }
+
+/// The dentry of `start`'s first path component below the current task's
+/// root (`usr` for `/usr/lib/x`), crossing mount points: what a container
+/// path rule's leading component is compared with. None when the walk
+/// can't tell (no room, a fault, or the object is the root itself or lies
+/// outside the task's root): the caller then lets the record through.
+#[inline(always)]
+pub fn top_component(start: KPath) -> Option<u64> {
+    let (root, _) = fs_paths(current_task()).ok()?;
+    let mut ctx = TopCtx {
+        dentry: start.dentry,
+        vfsmnt: start.mnt,
+        mnt: start.mnt.wrapping_sub(OFF_MOUNT_MNT.load()),
+        root_dentry: root.dentry,
+        root_mnt: root.mnt,
+        last: 0,
+        done: 0,
+    };
+    // SAFETY: helper 181 with a static callback and a pointer to our stack.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            MAX_DIR_STEPS,
+            top_step as *mut core::ffi::c_void,
+            (&mut ctx as *mut TopCtx).cast(),
+            0,
+        );
+    }
+    (ctx.done == 1 && ctx.last != 0).then_some(ctx.last)
+}
+
+/// State of a `top_component` walk, shared with its bpf_loop callback.
+#[repr(C)]
+struct TopCtx {
+    dentry: u64,
+    vfsmnt: u64,
+    mnt: u64,
+    root_dentry: u64,
+    root_mnt: u64,
+    /// The last dentry left below the root so far.
+    last: u64,
+    /// 1: reached the task's root; 2: failed.
+    done: u64,
+}
+
+#[inline(never)]
+extern "C" fn top_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the pointer to top_component's TopCtx.
+    let c = unsafe { &mut *(ctx as *mut TopCtx) };
+    match top_step_in(c) {
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(_) => {
+            c.done = 2;
+            1
+        }
+    }
+}
+
+/// The same order as `step` (up the dentries, across mount points), but
+/// keeping no names: only which dentry was last before the root.
+#[inline(always)]
+fn top_step_in(c: &mut TopCtx) -> Result<bool, i32> {
+    if c.dentry == c.root_dentry && c.vfsmnt == c.root_mnt {
+        c.done = 1;
+        return Ok(true);
+    }
+    let mnt_root = read_u64(c.vfsmnt + OFF_VFSMOUNT_ROOT.load())?;
+    if c.dentry == mnt_root {
+        let parent = read_u64(c.mnt + OFF_MOUNT_PARENT.load())?;
+        if parent == c.mnt {
+            // Outside the task's root: no container path to compare.
+            return Err(-1);
+        }
+        c.dentry = read_u64(c.mnt + OFF_MOUNT_MOUNTPOINT.load())?;
+        c.mnt = parent;
+        c.vfsmnt = parent + OFF_MOUNT_MNT.load();
+        return Ok(false);
+    }
+    let parent = read_u64(c.dentry + OFF_DENTRY_PARENT.load())?;
+    if parent == c.dentry {
+        return Err(-1);
+    }
+    c.last = c.dentry;
+    c.dentry = parent;
+    Ok(false)
+}

@@ -302,14 +302,16 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
     let rules = by_task | by_cgroup;
     // A guarded task's open under the prefilter: keep only the arguments;
     // the exit decides from the file it got whether a record is built.
-    if kind == kind::OPEN
-        && open_prefiltered(by_task, by_cgroup)
-        && enforce::config_value(config::LSM_ACTIVE) == 0
-    {
+    let how = if kind == kind::OPEN {
+        open_prefiltered(by_task, by_cgroup)
+    } else {
+        Prefilter::No
+    };
+    if how != Prefilter::No && enforce::config_value(config::LSM_ACTIVE) == 0 {
         enforce::contain(tgid);
         let args = OpenArgs {
             rules,
-            _pad: 0,
+            rooted: u32::from(how == Prefilter::Rooted),
             path,
             // SAFETY: helper without preconditions.
             ts_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -362,7 +364,8 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
 struct OpenArgs {
     path: u64,
     rules: u32,
-    _pad: u32,
+    /// 1: `Prefilter::Rooted`, else `Prefilter::Host`.
+    rooted: u32,
     ts_ns: u64,
     dirfd: i32,
     flags: u32,
@@ -385,7 +388,16 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
     } else {
         None
     };
-    let Some(verdict) = judge_open(file, rules, 0, true) else {
+    let Some(verdict) = judge_open(
+        file,
+        rules,
+        0,
+        if args.rooted != 0 {
+            Prefilter::Rooted
+        } else {
+            Prefilter::Host
+        },
+    ) else {
         return;
     };
     let Some(ev) = SCRATCH_FILE.get_ptr_mut(0) else {
@@ -487,26 +499,46 @@ fn judge_open(
     file: Option<kernel::KPath>,
     rules: u32,
     prior: u32,
-    prefiltered: bool,
+    prefilter: Prefilter,
 ) -> Option<u32> {
     let verdict = prior | file.map_or(0, |p| enforce::check_opened(p, rules));
-    if verdict == 0 && prefiltered && file.is_some_and(|p| !open_may_match(p)) {
+    if verdict == 0
+        && prefilter != Prefilter::No
+        && file.is_some_and(|p| !open_may_match(p, prefilter))
+    {
         bump(counter::PREFILTERED);
         return None;
     }
     Some(verdict)
 }
 
-/// Are this task's opens prefiltered? Only a guarded process outside a
-/// guarded container: there the file's identity (what the prefilter
-/// checks) and the path rules name agree. In a container, path rules are
-/// about the container's paths (its image, its `/run/secrets` mounts),
-/// which the daemon can't resolve to inodes: every open streams.
+/// How a task's opens are prefiltered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefilter {
+    No,
+    /// A guarded process outside a guarded container: the file's identity
+    /// (inode entries) and the path rules name agree.
+    Host,
+    /// In a guarded container, path rules are about the container's paths
+    /// (its image, its `/run/secrets` mounts), which the daemon can't
+    /// resolve to inodes: the file's first path component below the
+    /// container's root is compared with the rules' instead.
+    Rooted,
+}
+
 #[inline(always)]
-fn open_prefiltered(by_task: u32, by_cgroup: u32) -> bool {
-    by_task != 0
-        && by_cgroup == 0
-        && enforce::config_value(config::PREFILTER_KINDS) & kind_bit(kind::OPEN) != 0
+fn open_prefiltered(by_task: u32, by_cgroup: u32) -> Prefilter {
+    if by_task | by_cgroup == 0
+        || enforce::config_value(config::PREFILTER_KINDS) & kind_bit(kind::OPEN) == 0
+    {
+        Prefilter::No
+    } else if by_cgroup == 0 {
+        Prefilter::Host
+    } else if enforce::config_value(config::ROOTED_OPENS) != 0 {
+        Prefilter::Rooted
+    } else {
+        Prefilter::No
+    }
 }
 
 /// Could a rule match this open (prefilter)? The file or its directory
@@ -515,7 +547,10 @@ fn open_prefiltered(by_task: u32, by_cgroup: u32) -> bool {
 /// counts, not only the task's own rules: a rule that selects the program
 /// just exec'd gets its bit only once the daemon has seen the exec.
 #[inline(always)]
-fn open_may_match(p: kernel::KPath) -> bool {
+fn open_may_match(p: kernel::KPath, how: Prefilter) -> bool {
+    if how == Prefilter::Rooted && top_may_match(p) {
+        return true;
+    }
     let op = u64::from(enforce::OPEN_OP);
     if !matches!(lsm::inode_hit(p.dentry, u32::MAX, op, true), Ok(None)) {
         return true;
@@ -540,6 +575,37 @@ fn open_may_match(p: kernel::KPath) -> bool {
     // SAFETY: the helper bounds the copy and reports faults.
     if unsafe {
         aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.data)
+    }
+    .is_err()
+    {
+        return true;
+    }
+    key.prefix_len = (BASENAME_LEN * 8) as u32;
+    BASENAMES.get(key).is_some()
+}
+
+/// Does the file's first path component below the task's root start a
+/// rule's path (`BASENAMES` entry `/name`)? Unknown counts as yes.
+#[inline(always)]
+fn top_may_match(p: kernel::KPath) -> bool {
+    let Some(top) = kernel::top_component(p) else {
+        return true;
+    };
+    let Ok(name) =
+        kernel::read_u64(top + kernel::OFF_DENTRY_NAME.load() + kernel::OFF_QSTR_NAME.load())
+    else {
+        return true;
+    };
+    let Some(key) = BASENAME_KEY.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU scratch key, ours for this program run.
+    let key = unsafe { &mut *key };
+    key.data = [0; BASENAME_LEN];
+    key.data[0] = b'/';
+    // SAFETY: the helper bounds the copy and reports faults.
+    if unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.data[1..])
     }
     .is_err()
     {

@@ -149,6 +149,12 @@ impl KernelMaps {
         ]
         .into_iter()
         .filter_map(|(n, s)| s.map(|s| (n, s.0)))
+        // A prefiltered open keeps only its arguments (`OPEN_ARGS`) and
+        // falls back to `PENDING_FILE` when that is full: one budget.
+        .flat_map(|(n, s)| {
+            let args = (n == "PENDING_FILE").then_some(("OPEN_ARGS", s));
+            std::iter::once((n, s)).chain(args)
+        })
         .collect()
     }
 }
@@ -641,7 +647,11 @@ kernel_maps: { task_filter: 131072, pending_file: 32768 }
         assert_eq!(cfg.watch, WatchMode::Agents);
         assert_eq!(
             cfg.kernel_maps.sizes(),
-            vec![("TASK_FILTER", 131072), ("PENDING_FILE", 32768)]
+            vec![
+                ("TASK_FILTER", 131072),
+                ("PENDING_FILE", 32768),
+                ("OPEN_ARGS", 32768)
+            ]
         );
         assert!(cfg.agent_names().contains(&"mybot".to_string()));
         match &cfg.alerts[2] {

@@ -559,6 +559,10 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
         sensor.set_config(config::URGENT_KINDS, sp.urgent)?;
         sensor.set_basenames(&sp.basenames)?;
         sensor.set_config(config::PREFILTER_KINDS, prefilter)?;
+        sensor.set_config(
+            config::ROOTED_OPENS,
+            u32::from(prefilter != 0 && sp.rooted_opens),
+        )?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -579,7 +583,7 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
         }
     };
     tracing::info!(
-        "streaming: {}; kinds {}; kept in the kernel unless a rule could match: {}; wake at once: {}{}",
+        "streaming: {}; kinds {}; kept in the kernel unless a rule could match: {}{}; wake at once: {}{}",
         if agents {
             "agents (others: exec,fork,exit)"
         } else {
@@ -587,6 +591,11 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
         },
         kinds(Kind::mask(&sp.kinds)),
         kinds(prefilter),
+        if prefilter & Kind::mask(&[Kind::Open]) != 0 && sp.rooted_opens {
+            " (containers' opens too, by first path component)"
+        } else {
+            ""
+        },
         kinds(sp.urgent),
         if sp.urgent & agentguard_common::filter::URGENT_UNIX != 0 {
             ",unix connect"

@@ -975,3 +975,66 @@ fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The prefilter for an agent container's opens (by the file's first path
+/// component below the container's root, and its name): ordinary opens
+/// stay in the kernel, and none a rule can match is lost to it, whatever
+/// string reached the file: a relative path, a path through a volume's
+/// mount point, a symlinked directory, `..`, `/proc/self/root`, a `.env`
+/// anywhere, a failed open.
+#[test]
+fn container_opens_no_rule_can_match_stay_in_the_kernel() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-cpf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    std::fs::write(
+        dir.join("pol/pf.yaml"),
+        "name: pf\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: { agent: any }\n    when: { path: [\"/data/secret/**\", \"{/root,/home/*}/.ssh/**\", \".env\"] }\n    action: alert\n    severity: high\n    message: \"{comm} read {path}\"\n",
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "cpf");
+    assert!(d.log().contains("containers' opens too"), "{}", d.log());
+    let before = d.counters()["events_prefiltered"].as_u64().unwrap_or(0);
+    let script = "mkdir -p /root/.ssh /data/secret /work; echo k > /root/.ssh/id_rsa; \
+        echo k > /data/secret/k; echo x > /work/.env; sleep 1; \
+        for i in $(seq 300); do cat /etc/hostname >/dev/null; done; \
+        cd /root/.ssh && cat id_rsa >/dev/null; cd /; \
+        cat /data/secret/k >/dev/null; \
+        ln -s /data/secret /tmp/s; cat /tmp/s/k >/dev/null; \
+        cat /etc/../data/secret/k >/dev/null; \
+        cat /proc/self/root/root/.ssh/id_rsa >/dev/null; \
+        cat /work/.env >/dev/null; cat /data/secret/missing 2>/dev/null; echo done";
+    let (agent, avol, _plain, pvol) = agent_and_control("cpf", 0, script);
+    assert!(agent.contains("done"), "{agent}");
+    for raw in [
+        "id_rsa",
+        "/data/secret/k",
+        "/tmp/s/k",
+        "/etc/../data/secret/k",
+        "/proc/self/root/root/.ssh/id_rsa",
+        "/work/.env",
+        "/data/secret/missing",
+    ] {
+        // `raw` is there only when it differs from the resolved path.
+        d.wait_alert("secret-read", |a| {
+            let f = &a["event"]["file"];
+            f["raw"].as_str().or(f["path"].as_str()) == Some(raw)
+        });
+    }
+    // The unlabelled container's identical reads raise nothing.
+    let agents: Vec<_> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| a["decision"]["rule"] == "secret-read")
+        .map(|a| a["event"]["identity"]["agent"]["name"].clone())
+        .collect();
+    assert!(agents.iter().all(|n| n == "claude"), "{agents:?}");
+    let n = wait_counter_at_least(&d, "events_prefiltered", before + 300);
+    eprintln!("{} container open records kept in the kernel", n - before);
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,6 +33,10 @@ pub struct StreamPlan {
     /// File names for `BASENAMES`: (name, exact) — exact names match
     /// whole, the others as a prefix.
     pub basenames: Vec<(String, bool)>,
+    /// Opens of guarded containers' processes are prefiltered too
+    /// (`CONFIG[ROOTED_OPENS]`): every open rule's paths start with a plain
+    /// component, held in `basenames` as `/name`.
+    pub rooted_opens: bool,
     /// Why a kind streams in full for guarded processes.
     pub notes: Vec<String>,
 }
@@ -49,6 +53,7 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
     let mut blocked = 0u32;
     let mut basenames: Vec<(String, bool)> = Vec::new();
     let mut notes = Vec::new();
+    let mut rooted_opens = true;
     let add_kinds = |ks: &[Kind], kinds: &mut Vec<Kind>| {
         for k in ks {
             if !kinds.contains(k) {
@@ -68,6 +73,19 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
         let backend = plan.map(|(_, b)| b);
         // Userspace may have to kill or deny for this rule.
         let acts = r.mode() == Mode::Enforce && matches!(r.action(), Action::Kill | Action::Deny);
+        if r.kinds().contains(&Kind::Open) && rooted_opens {
+            match top_components(r) {
+                Ok(tops) => basenames.extend(tops),
+                Err(why) => {
+                    notes.push(format!(
+                        "open: streamed in full for guarded containers: rule {}/{} {why}",
+                        r.policy(),
+                        r.name()
+                    ));
+                    rooted_opens = false;
+                }
+            }
+        }
         for k in r.kinds() {
             if FILTERABLE.contains(k) {
                 match checkable(r, *k, slot, &mut basenames) {
@@ -111,6 +129,9 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
         {
             agents_only = false;
         }
+        if p.kinds().contains(&Kind::Open) {
+            rooted_opens = false;
+        }
         for k in p.kinds() {
             if FILTERABLE.contains(k) && blocked & bit(*k) == 0 {
                 notes.push(format!(
@@ -134,7 +155,9 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
     };
     basenames.sort();
     basenames.dedup();
+    let rooted_opens = rooted_opens && prefilter & bit(Kind::Open) != 0;
     StreamPlan {
+        rooted_opens,
         agents_only,
         kinds,
         urgent,
@@ -198,6 +221,41 @@ fn checkable(
         }
         _ => Err("is about a kind the kernel doesn't prefilter".into()),
     }
+}
+
+/// The first path components (`/root`, exact) an open of rule `r` can
+/// have below a container's root, besides the names `checkable` lists: a
+/// path glob's or path prefix's first component, which must be plain.
+fn top_components(r: &Rule) -> Result<Vec<(String, bool)>, String> {
+    const META: [char; 6] = ['*', '?', '[', ']', '{', '\\'];
+    let w = &r.spec().when;
+    if w.path.is_empty() && w.path_prefix.is_empty() {
+        return Err("has no path condition".into());
+    }
+    let max = agentguard_common::filter::BASENAME_LEN - 2;
+    let first = |p: &str| -> Result<(String, bool), String> {
+        let top = p
+            .strip_prefix('/')
+            .map(|rest| rest.split('/').next().unwrap_or(""))
+            .filter(|t| !t.is_empty() && !t.contains(META) && t.len() <= max)
+            .ok_or_else(|| {
+                format!("has path {p:?}, whose first component the kernel can't test")
+            })?;
+        Ok((format!("/{top}"), true))
+    };
+    let mut out = Vec::new();
+    for g in &w.path {
+        // Names without a `/` are matched wherever they are (basenames).
+        if g.0.contains('/') {
+            for alt in crate::policy::plan::expand_braces(&g.0) {
+                out.push(first(&alt)?);
+            }
+        }
+    }
+    for p in &w.path_prefix {
+        out.push(first(&p.0)?);
+    }
+    Ok(out)
 }
 
 /// A glob over a file name the kernel can test: a plain name, or a plain
@@ -273,6 +331,11 @@ mod tests {
                 s.basenames
             );
             assert!(s.basenames.contains(&(".env.".into(), false)));
+            // Containers' opens: by the first component of each path.
+            assert!(s.rooted_opens, "{:?}", s.notes);
+            for top in ["/root", "/home", "/var", "/run"] {
+                assert!(s.basenames.contains(&(top.into(), true)), "{top}");
+            }
         }
         let tp = plan(&set, Backend::Tracepoint);
         let s = stream_plan(&set, Some((&tp, Backend::Tracepoint)));
@@ -291,7 +354,20 @@ mod tests {
         let p = plan(&set, Backend::Tracepoint);
         let s = stream_plan(&set, Some((&p, Backend::Tracepoint)));
         assert_eq!(s.prefilter & bit(Kind::Open), 0);
+        assert!(!s.rooted_opens);
         assert!(s.notes.iter().any(|n| n.contains("*.pem")), "{:?}", s.notes);
+        // A path whose first component is a glob: hosts' opens are still
+        // checked by inode, containers' stream in full.
+        let wild_top = "name: t\nrules:\n  - name: r\n    kinds: [open]\n    match: { agent: any }\n    when: { path: [\"/*/secrets/**\"] }\n    action: alert\n    severity: high\n    message: m\n";
+        let set = set_of(wild_top);
+        let p = plan(&set, Backend::Tracepoint);
+        let s = stream_plan(&set, Some((&p, Backend::Tracepoint)));
+        assert!(!s.rooted_opens);
+        assert!(
+            s.notes.iter().any(|n| n.contains("guarded containers")),
+            "{:?}",
+            s.notes
+        );
         // An alert-only connect rule has no kernel entries.
         let alert_net = "name: t\nrules:\n  - name: r\n    kinds: [connect]\n    match: { comm: [curl] }\n    when: { dest: { cidrs: [10.0.0.0/8] } }\n    action: alert\n    severity: high\n    message: m\n";
         let set = set_of(alert_net);
