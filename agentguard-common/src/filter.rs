@@ -62,6 +62,10 @@ pub mod config {
     /// root (`BASENAMES` entries `/name`) besides its name. Set only when
     /// every open rule's paths start with a plain component.
     pub const ROOTED_OPENS: u32 = 11;
+    /// Changed by the daemon whenever `BASENAMES` changes: the kernel's
+    /// per-CPU cache of directories whose first component starts no rule
+    /// path is then stale.
+    pub const TOP_EPOCH: u32 = 12;
 
     pub const MAX: u32 = 16;
 }

@@ -344,8 +344,7 @@ fn step(c: &mut WalkCtx) -> Result<bool, i32> {
 /// can't tell (no room, a fault, or the object is the root itself or lies
 /// outside the task's root): the caller then lets the record through.
 #[inline(always)]
-pub fn top_component(start: KPath) -> Option<u64> {
-    let (root, _) = fs_paths(current_task()).ok()?;
+pub fn top_component(start: KPath, root: KPath) -> Option<Top> {
     let mut ctx = TopCtx {
         dentry: start.dentry,
         vfsmnt: start.mnt,
@@ -354,6 +353,7 @@ pub fn top_component(start: KPath) -> Option<u64> {
         root_mnt: root.mnt,
         last: 0,
         done: 0,
+        crossed_first: 0,
     };
     // SAFETY: helper 181 with a static callback and a pointer to our stack.
     unsafe {
@@ -364,7 +364,25 @@ pub fn top_component(start: KPath) -> Option<u64> {
             0,
         );
     }
-    (ctx.done == 1 && ctx.last != 0).then_some(ctx.last)
+    (ctx.done == 1 && ctx.last != 0).then_some(Top {
+        dentry: ctx.last,
+        per_directory: ctx.crossed_first == 0 && ctx.last != start.dentry,
+    })
+}
+
+/// The current task's root (`fs->root`).
+#[inline(always)]
+pub fn task_root() -> Result<KPath, i32> {
+    let fs = read_u64(current_task() + OFF_TASK_FS.load())?;
+    read_path(fs + OFF_FS_ROOT.load())
+}
+
+/// A file's first component below the root (see `top_component`).
+pub struct Top {
+    pub dentry: u64,
+    /// The same for every file of the file's directory in the same mount:
+    /// the file is neither the component itself nor a mount's root.
+    pub per_directory: bool,
 }
 
 /// State of a `top_component` walk, shared with its bpf_loop callback.
@@ -379,13 +397,15 @@ struct TopCtx {
     last: u64,
     /// 1: reached the task's root; 2: failed.
     done: u64,
+    /// 1: the first step crossed a mount (the file is a mount's root).
+    crossed_first: u64,
 }
 
 #[inline(never)]
-extern "C" fn top_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+extern "C" fn top_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop hands back the pointer to top_component's TopCtx.
     let c = unsafe { &mut *(ctx as *mut TopCtx) };
-    match top_step_in(c) {
+    match top_step_in(c, index == 0) {
         Ok(true) => 1,
         Ok(false) => 0,
         Err(_) => {
@@ -398,7 +418,7 @@ extern "C" fn top_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
 /// The same order as `step` (up the dentries, across mount points), but
 /// keeping no names: only which dentry was last before the root.
 #[inline(always)]
-fn top_step_in(c: &mut TopCtx) -> Result<bool, i32> {
+fn top_step_in(c: &mut TopCtx, first: bool) -> Result<bool, i32> {
     if c.dentry == c.root_dentry && c.vfsmnt == c.root_mnt {
         c.done = 1;
         return Ok(true);
@@ -413,6 +433,9 @@ fn top_step_in(c: &mut TopCtx) -> Result<bool, i32> {
         c.dentry = read_u64(c.mnt + OFF_MOUNT_MOUNTPOINT.load())?;
         c.mnt = parent;
         c.vfsmnt = parent + OFF_MOUNT_MNT.load();
+        if first {
+            c.crossed_first = 1;
+        }
         return Ok(false);
     }
     let parent = read_u64(c.dentry + OFF_DENTRY_PARENT.load())?;

@@ -190,14 +190,22 @@ fn wants_with(tgid: u32, k: u16, rules: Option<u32>) -> bool {
 fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     // Syscall tracepoint records: 8-byte common header, 4-byte nr + pad,
     // then six 8-byte arguments from offset 16 (ABI-stable).
-    // SAFETY: reads inside the tracepoint record via bpf_probe_read.
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
+    // SAFETY: an aligned load inside the tracepoint record, which the
+    // verifier lets a tracepoint program read directly (no helper call).
+    unsafe {
+        core::ptr::read(
+            (aya_ebpf::EbpfContext::as_ptr(ctx) as *const u8).add(16 + 8 * n) as *const u64,
+        )
+    }
 }
 
 #[inline(always)]
 fn ret_of(ctx: &TracePointContext) -> i64 {
-    // SAFETY: sys_exit records hold `long ret` at offset 16.
-    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0)
+    // SAFETY: sys_exit records hold `long ret` at offset 16; a direct,
+    // aligned load as in `arg`.
+    unsafe {
+        core::ptr::read((aya_ebpf::EbpfContext::as_ptr(ctx) as *const u8).add(16) as *const i64)
+    }
 }
 
 #[inline(always)]
@@ -286,6 +294,9 @@ fn fill_dir(first: u8, dirfd: i32, slot: u32) {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: u32, size: u64) {
+    if kind == kind::RMDIR {
+        bump_path_gen();
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let op = match kind {
@@ -501,15 +512,22 @@ fn judge_open(
     prior: u32,
     prefilter: Prefilter,
 ) -> Option<u32> {
-    let verdict = prior | file.map_or(0, |p| enforce::check_opened(p, rules));
-    if verdict == 0
-        && prefilter != Prefilter::No
-        && file.is_some_and(|p| !open_may_match(p, prefilter))
+    let Some(p) = file else {
+        return Some(prior);
+    };
+    // One lookup of the file's own inode answers both the verdict and the
+    // prefilter in the common case: no rule has an entry for it.
+    let op = u64::from(enforce::OPEN_OP);
+    if prefilter == Prefilter::No
+        || !matches!(lsm::inode_hit(p.dentry, u32::MAX, op, true), Ok(None))
     {
+        return Some(prior | enforce::check_opened(p, rules));
+    }
+    if prior == 0 && !open_may_match(p, prefilter) {
         bump(counter::PREFILTERED);
         return None;
     }
-    Some(verdict)
+    Some(prior)
 }
 
 /// How a task's opens are prefiltered.
@@ -541,58 +559,117 @@ fn open_prefiltered(by_task: u32, by_cgroup: u32) -> Prefilter {
     }
 }
 
-/// Could a rule match this open (prefilter)? The file or its directory
-/// is protected (a file created there since the last inode refresh), or
-/// its name is one rules name wherever it is (`.env`). Any rule's entry
+/// Could a rule match this open (prefilter)? The file's directory is
+/// protected (a file created there since the last inode refresh), its
+/// name is one rules name wherever it is (`.env`), or (in a container)
+/// its first path component starts a rule's path. Any rule's entry
 /// counts, not only the task's own rules: a rule that selects the program
-/// just exec'd gets its bit only once the daemon has seen the exec.
+/// just exec'd gets its bit only once the daemon has seen the exec. The
+/// file's own inode entry was asked by the caller.
 #[inline(always)]
 fn open_may_match(p: kernel::KPath, how: Prefilter) -> bool {
-    if how == Prefilter::Rooted && top_may_match(p) {
-        return true;
-    }
     let op = u64::from(enforce::OPEN_OP);
-    if !matches!(lsm::inode_hit(p.dentry, u32::MAX, op, true), Ok(None)) {
-        return true;
-    }
     let Ok(parent) = kernel::read_u64(p.dentry + kernel::OFF_DENTRY_PARENT.load()) else {
         return true;
     };
     if !matches!(lsm::inode_hit(parent, u32::MAX, op, false), Ok(None)) {
         return true;
     }
-    let Ok(name) =
-        kernel::read_u64(p.dentry + kernel::OFF_DENTRY_NAME.load() + kernel::OFF_QSTR_NAME.load())
-    else {
-        return true;
-    };
-    let Some(key) = BASENAME_KEY.get_ptr_mut(0) else {
-        return true;
-    };
-    // SAFETY: per-CPU scratch key, ours for this program run.
-    let key = unsafe { &mut *key };
-    key.data = [0; BASENAME_LEN];
-    // SAFETY: the helper bounds the copy and reports faults.
-    if unsafe {
-        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.data)
-    }
-    .is_err()
-    {
+    if basename_hit(p.dentry, false) {
         return true;
     }
-    key.prefix_len = (BASENAME_LEN * 8) as u32;
-    BASENAMES.get(key).is_some()
+    how == Prefilter::Rooted && top_may_match(p, parent)
+}
+
+/// The last directory (per CPU) whose first component below the task's
+/// root starts no rule path: an agent opens many files of one directory,
+/// and the walk up to the root is the costliest part of the prefilter.
+/// Keyed by everything the answer rests on: the directory (its dentry
+/// and inode), the mount, the task's root, the rules (`TOP_EPOCH`) and
+/// every rename or rmdir anywhere since (`PATH_GEN`: they move or free
+/// directories).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TopCache {
+    dir: u64,
+    dir_inode: u64,
+    mnt: u64,
+    root_dentry: u64,
+    root_mnt: u64,
+    epoch: u64,
+    gen: u64,
+}
+
+#[map]
+static TOP_CACHE: PerCpuArray<TopCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// When a task last started a rename or rmdir (see `TopCache`): a clock
+/// value, so a plain store from any CPU always changes it (no atomic
+/// add on this target).
+#[map]
+static PATH_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn bump_path_gen() {
+    if let Some(g) = PATH_GEN.get_ptr_mut(0) {
+        // SAFETY: an array value, valid while the program runs; an aligned
+        // 8-byte store, never torn.
+        unsafe { core::ptr::write_volatile(g, bpf_ktime_get_boot_ns()) };
+    }
+}
+
+#[inline(always)]
+fn path_gen() -> u64 {
+    PATH_GEN.get_ptr(0).map_or(0, |g| {
+        // SAFETY: as in bump_path_gen.
+        unsafe { core::ptr::read_volatile(g) }
+    })
 }
 
 /// Does the file's first path component below the task's root start a
 /// rule's path (`BASENAMES` entry `/name`)? Unknown counts as yes.
 #[inline(always)]
-fn top_may_match(p: kernel::KPath) -> bool {
-    let Some(top) = kernel::top_component(p) else {
+fn top_may_match(p: kernel::KPath, dir: u64) -> bool {
+    let Ok(root) = kernel::task_root() else {
         return true;
     };
+    let Ok(dir_inode) = kernel::read_u64(dir + kernel::OFF_DENTRY_INODE.load()) else {
+        return true;
+    };
+    // Read before the walk: a rename meanwhile makes the entry stale.
+    let now = TopCache {
+        dir,
+        dir_inode,
+        mnt: p.mnt,
+        root_dentry: root.dentry,
+        root_mnt: root.mnt,
+        epoch: u64::from(enforce::config_value(config::TOP_EPOCH)),
+        gen: path_gen(),
+    };
+    let cache = TOP_CACHE.get_ptr_mut(0);
+    // SAFETY: per-CPU value, ours for this program run.
+    if cache.is_some_and(|c| unsafe { *c } == now) {
+        return false;
+    }
+    let Some(top) = kernel::top_component(p, root) else {
+        return true;
+    };
+    let hit = basename_hit(top.dentry, true);
+    if !hit && top.per_directory {
+        if let Some(c) = cache {
+            // SAFETY: as above.
+            unsafe { *c = now };
+        }
+    }
+    hit
+}
+
+/// Is `dentry`'s name in `BASENAMES` (as a first component: `/name`)?
+/// Unknown counts as yes.
+#[inline(always)]
+fn basename_hit(dentry: u64, top: bool) -> bool {
     let Ok(name) =
-        kernel::read_u64(top + kernel::OFF_DENTRY_NAME.load() + kernel::OFF_QSTR_NAME.load())
+        kernel::read_u64(dentry + kernel::OFF_DENTRY_NAME.load() + kernel::OFF_QSTR_NAME.load())
     else {
         return true;
     };
@@ -602,12 +679,15 @@ fn top_may_match(p: kernel::KPath) -> bool {
     // SAFETY: per-CPU scratch key, ours for this program run.
     let key = unsafe { &mut *key };
     key.data = [0; BASENAME_LEN];
-    key.data[0] = b'/';
+    let dst = if top {
+        key.data[0] = b'/';
+        &mut key.data[1..]
+    } else {
+        &mut key.data[..]
+    };
     // SAFETY: the helper bounds the copy and reports faults.
-    if unsafe {
-        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.data[1..])
-    }
-    .is_err()
+    if unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name as *const u8, dst) }
+        .is_err()
     {
         return true;
     }
@@ -750,6 +830,7 @@ exits!(file_exit: sys_exit_open, sys_exit_openat, sys_exit_openat2, sys_exit_cre
 
 #[inline(always)]
 fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, flags: u32) {
+    bump_path_gen();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let want = wants(tgid, kind::RENAME);

@@ -558,6 +558,10 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
         sensor.set_config(config::GUARDED_MASK, Kind::mask(&sp.kinds))?;
         sensor.set_config(config::URGENT_KINDS, sp.urgent)?;
         sensor.set_basenames(&sp.basenames)?;
+        // The kernel's cache of directories that start no rule path is
+        // about the old names.
+        let epoch = sensor.config(config::TOP_EPOCH)?;
+        sensor.set_config(config::TOP_EPOCH, epoch.wrapping_add(1))?;
         sensor.set_config(config::PREFILTER_KINDS, prefilter)?;
         sensor.set_config(
             config::ROOTED_OPENS,

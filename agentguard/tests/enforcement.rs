@@ -981,7 +981,7 @@ fn opens_no_rule_can_match_stay_in_the_kernel_and_matching_ones_do_not() {
 /// stay in the kernel, and none a rule can match is lost to it, whatever
 /// string reached the file: a relative path, a path through a volume's
 /// mount point, a symlinked directory, `..`, `/proc/self/root`, a `.env`
-/// anywhere, a failed open.
+/// anywhere, a failed open, a directory moved into a protected one.
 #[test]
 fn container_opens_no_rule_can_match_stay_in_the_kernel() {
     let Some(_g) = ready() else { return };
@@ -1004,7 +1004,9 @@ fn container_opens_no_rule_can_match_stay_in_the_kernel() {
         ln -s /data/secret /tmp/s; cat /tmp/s/k >/dev/null; \
         cat /etc/../data/secret/k >/dev/null; \
         cat /proc/self/root/root/.ssh/id_rsa >/dev/null; \
-        cat /work/.env >/dev/null; cat /data/secret/missing 2>/dev/null; echo done";
+        cat /work/.env >/dev/null; cat /data/secret/missing 2>/dev/null; \
+        mkdir /tmp/d; echo k > /tmp/d/k2; read x < /tmp/d/k2; mv /tmp/d /root/.ssh/d; \
+        read x < /root/.ssh/d/k2; echo done";
     let (agent, avol, _plain, pvol) = agent_and_control("cpf", 0, script);
     assert!(agent.contains("done"), "{agent}");
     for raw in [
@@ -1015,6 +1017,9 @@ fn container_opens_no_rule_can_match_stay_in_the_kernel() {
         "/proc/self/root/root/.ssh/id_rsa",
         "/work/.env",
         "/data/secret/missing",
+        // Read by the shell itself just before and after its directory
+        // moved under a protected one (the kernel's directory cache).
+        "/root/.ssh/d/k2",
     ] {
         // `raw` is there only when it differs from the resolved path.
         d.wait_alert("secret-read", |a| {

@@ -541,6 +541,12 @@ impl Sensor {
     }
 
     /// Writes a `CONFIG` slot (agentguard_common::filter::config).
+    pub fn config(&mut self, idx: u32) -> Result<u32> {
+        let cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
+        cfg.get(&idx, 0)
+            .with_context(|| format!("reading CONFIG[{idx}]"))
+    }
+
     pub fn set_config(&mut self, idx: u32, value: u32) -> Result<()> {
         let mut cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
         cfg.set(idx, value, 0)
