@@ -187,8 +187,26 @@ pub struct RuleSlot {
     /// Set: an in-kernel kill by this rule quarantines the whole container
     /// (its cgroup), not only the process tree (`kill_scope: container`).
     pub contain_cgroup: u32,
+    /// Set: a kernel match of this rule (an open of a protected file)
+    /// takes the subject's network away from that moment (`taint: true`).
+    pub taint: u32,
     /// Identity of the rule in this slot (a hash of its content; 0: none).
     /// A restarted daemon keeps a slot whose rule is unchanged and clears
     /// every entry of one that changed, so no stale entry fires another rule.
     pub id: u32,
+}
+
+/// `TAINTS` entries: subjects (a process tree's tgids, a container's
+/// cgroup) whose network a taint rule took away.
+pub const TAINT_ENTRIES: u32 = 8192;
+/// `TAINTS` key bit for a container's cgroup id (else a tgid).
+pub const TAINT_CGROUP: u64 = 1 << 63;
+
+/// Why a subject is tainted: the rule's slot and when (boot clock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Taint {
+    pub rule: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
 }

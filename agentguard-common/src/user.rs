@@ -42,6 +42,7 @@ mod enforce_pod {
     unsafe impl aya::Pod for RuleSlot {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for InodeRules {}
+    unsafe impl aya::Pod for Taint {}
 }
 
 /// Copies a `T` out of a ring-buffer record, or `None` when the record is too

@@ -44,6 +44,10 @@ static AGENT_ROOTS: HashMap<u32, u32> = HashMap::with_max_entries(SUBJECT_ENTRIE
 /// daemon after a userspace kill); until then the probes skip the lookups.
 #[map]
 static QUARANTINE_ON: Array<u32> = Array::with_max_entries(1, 0);
+/// Tainted subjects (`TAINT_CGROUP | cgroup id`, or a tgid) -> why. Pinned:
+/// the sock_addr hooks keep refusing after the daemon is gone.
+#[map]
+pub static TAINTS: LruHashMap<u64, Taint> = LruHashMap::pinned(TAINT_ENTRIES, 0);
 #[map]
 static QUARANTINE_CGROUPS: LruHashMap<u64, u32> =
     LruHashMap::with_max_entries(QUARANTINE_ENTRIES, 0);
@@ -341,7 +345,11 @@ pub fn check_opened(p: crate::kernel::KPath, rules: u32) -> u32 {
     let Ok(Some(hit)) = crate::lsm::inode_hit(p.dentry, rules, u64::from(op::OPEN), true) else {
         return 0;
     };
-    match rule_slot(hit.rule).map_or(rule_action::NONE, |s| s.action) {
+    let slot = rule_slot(hit.rule);
+    if slot.is_some_and(|s| s.taint != 0) {
+        taint(hit.rule);
+    }
+    match slot.map_or(rule_action::NONE, |s| s.action) {
         rule_action::KILL | rule_action::DENY => kill(hit.rule),
         rule_action::ALERT => verdict::MATCHED | ((hit.rule + 1) & verdict::RULE_MASK),
         _ => 0,
@@ -368,8 +376,73 @@ pub fn inherit(parent: u32, child: u32) -> bool {
     true
 }
 
+/// A taint rule matched: the current subject loses its network. In a
+/// guarded container, the whole container (its cgroup); else the process
+/// and its guarded ancestors up to the agent itself (the secret flows
+/// back to whoever ran the tool), and every child forked from then on.
+#[inline(always)]
+pub fn taint(rule: u32) {
+    let t = Taint {
+        rule,
+        _pad: 0,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() },
+    };
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: presence test only.
+    if unsafe { ENFORCE_CGROUPS.get(&cg) }.is_some_and(|m| *m != 0) {
+        let _ = TAINTS.insert(&(TAINT_CGROUP | cg), &t, 0);
+        return;
+    }
+    let mut task = crate::kernel::current_task();
+    let mut i = 0;
+    while i < 8 {
+        let Ok(tgid) = crate::kernel::read_u32(task + crate::kernel::OFF_TASK_TGID.load()) else {
+            return;
+        };
+        // SAFETY: presence tests only.
+        if tgid <= 1 || unsafe { ENFORCE_TASKS.get(&tgid) }.is_none_or(|m| *m == 0) {
+            return;
+        }
+        let _ = TAINTS.insert(&u64::from(tgid), &t, 0);
+        // SAFETY: as above.
+        if unsafe { AGENT_ROOTS.get(&tgid) }.is_some() {
+            return;
+        }
+        let Ok(parent) = crate::kernel::read_u64(task + crate::kernel::OFF_TASK_REAL_PARENT.load())
+        else {
+            return;
+        };
+        task = parent;
+        i += 1;
+    }
+}
+
+/// Why the current task may not use the network, if it is tainted.
+#[inline(always)]
+pub fn tainted(tgid: u32) -> bool {
+    // SAFETY: presence tests only.
+    unsafe { TAINTS.get(&u64::from(tgid)) }.is_some() || {
+        // SAFETY: helper without preconditions.
+        let cg = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: as above.
+        unsafe { TAINTS.get(&(TAINT_CGROUP | cg)) }.is_some()
+    }
+}
+
+/// At fork: a tainted process's child is tainted too.
+#[inline(always)]
+pub fn inherit_taint(parent: u32, child: u32) {
+    // SAFETY: value copied out at once.
+    if let Some(t) = unsafe { TAINTS.get(&u64::from(parent)) }.copied() {
+        let _ = TAINTS.insert(&u64::from(child), &t, 0);
+    }
+}
+
 #[inline(always)]
 pub fn forget(tgid: u32) {
+    let _ = TAINTS.remove(&u64::from(tgid));
     let _ = ENFORCE_TASKS.remove(&tgid);
     let _ = QUARANTINE.remove(&tgid);
     let _ = AGENT_ROOTS.remove(&tgid);
@@ -390,6 +463,10 @@ fn sock_verdict(ctx: &SockAddrContext, v6: bool) -> i32 {
     let rules = subject_rules_always(tgid);
     if rules == 0 {
         return 1;
+    }
+    // A tainted subject reaches no address at all, loopback included.
+    if tainted(tgid) {
+        return 0;
     }
     // SAFETY: the kernel passes a valid bpf_sock_addr context.
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };

@@ -187,7 +187,11 @@ fn walk(dentry: u64, rules: u32, ops: u32) -> Option<Hit> {
 /// The rule's action, and the verdict bits and hook return value for it.
 #[inline(always)]
 fn act(rule: u32) -> (u32, i32) {
-    let action = rule_slot(rule).map_or(rule_action::NONE, |s| s.action);
+    let slot = rule_slot(rule);
+    if slot.is_some_and(|s| s.taint != 0) {
+        crate::enforce::taint(rule);
+    }
+    let action = slot.map_or(rule_action::NONE, |s| s.action);
     let base = verdict::LSM | ((rule + 1) & verdict::RULE_MASK);
     match action {
         rule_action::KILL => {

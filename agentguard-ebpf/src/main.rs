@@ -1141,8 +1141,10 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
         // Any rule's destination counts for the prefilter (see
         // open_may_match): not only the task's own rules.
         let others = enforce::config_value(config::NET_SLOTS) & !rules;
-        let matched =
-            matched || (others != 0 && enforce::net_decide(others, &a, ev.port).is_some());
+        let matched = matched
+            || (others != 0 && enforce::net_decide(others, &a, ev.port).is_some())
+            // Refused by a taint: said, with why.
+            || enforce::tainted(tgid);
         // No network rule of this guarded task matches the destination:
         // the record stays in the kernel (an agent's loopback traffic).
         if !matched && enforce::config_value(config::PREFILTER_KINDS) & kind_bit(k) != 0 {
@@ -1382,6 +1384,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         full = map_full::ENFORCE_TASKS;
     }
     enforce::inherit_quarantine(tgid, child);
+    enforce::inherit_taint(tgid, child);
     // A child left out of a map is always reported: never silent.
     if wants(tgid, kind::FORK) || full != 0 {
         emit_proc(

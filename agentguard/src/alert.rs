@@ -84,6 +84,9 @@ pub struct Decision {
     pub action: Action,
     #[serde(default, skip_serializing_if = "is_process_scope")]
     pub kill_scope: KillScope,
+    /// The rule takes the subject's network away (`taint: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub taint: bool,
     pub severity: Severity,
     /// The rule's message template, filled from the event.
     pub message: String,

@@ -149,6 +149,7 @@ impl Pipeline {
                         rule: "kernel-map-full".into(),
                         action: crate::alert::Action::Alert,
                         kill_scope: Default::default(),
+                        taint: false,
                         severity: crate::alert::Severity::High,
                         message: format!(
                             "kernel map {map} is full: pid {} and its children are not covered by it (agentguard_kernel_map_full_total)",
@@ -159,12 +160,64 @@ impl Pipeline {
                 }
             }
         }
+        // A connect or send the kernel refused because its subject is
+        // tainted: said as such, under the rule that tainted it.
+        if matches!(ev.kind, Kind::Connect | Kind::Send)
+            && ev.ret == -i64::from(libc::EPERM)
+            && self
+                .decisions
+                .iter()
+                .all(|d| d.action != crate::alert::Action::Deny)
+        {
+            if let Some(t) = self.enforcer.tainted(&ev) {
+                let dest = match &ev.detail {
+                    crate::event::Detail::Net(n) => format!(
+                        " to {}:{}",
+                        n.addr.as_deref().unwrap_or("?"),
+                        n.port.unwrap_or(0)
+                    ),
+                    _ => String::new(),
+                };
+                self.decisions.push(Decision {
+                    policy: t.policy.clone(),
+                    rule: t.rule.clone(),
+                    action: crate::alert::Action::Deny,
+                    kill_scope: Default::default(),
+                    taint: true,
+                    severity: crate::alert::Severity::High,
+                    message: format!(
+                        "{} {}{} refused: tainted by {} at {}{}",
+                        ev.comm,
+                        ev.kind,
+                        dest,
+                        t.rule,
+                        t.since,
+                        t.what
+                            .as_ref()
+                            .map_or_else(String::new, |w| format!(" ({w})"))
+                    ),
+                    mode: crate::alert::Mode::Enforce,
+                });
+            }
+        }
+        if ev.kind == Kind::Exit {
+            self.enforcer.forget(ev.pid);
+        }
         if self.decisions.is_empty() {
             return;
         }
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for d in std::mem::take(&mut self.decisions) {
-            let result = self.enforcer.act(&ev, &d);
+            let mut result = self.enforcer.act(&ev, &d);
+            // A taint rule's own match (not the refusal it causes later).
+            if d.taint && d.mode == crate::alert::Mode::Enforce && ev.ret != -i64::from(libc::EPERM)
+            {
+                let why = self.enforcer.taint(&ev, &d, &time);
+                result.reason = Some(match result.reason.take() {
+                    Some(r) => format!("{r}; {why}"),
+                    None => why,
+                });
+            }
             let alert = Alert {
                 time: time.clone(),
                 host: self.host.clone(),
@@ -419,6 +472,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 metrics.containers_watched.set(container_map.read().map_or(0, |m| m.len()) as i64);
                 metrics.agents_watched.set(pipe.widened.len() as i64);
                 if let Ok(mut s) = status.write() {
+                    s.tainted = pipe.enforcer.taints();
                     s.counters.insert("events".into(), pipe.events);
                     s.counters.insert("alerts".into(), pipe.alerts);
                     s.counters.insert("events_lost".into(), sensor.lost_events());

@@ -72,6 +72,9 @@ pub struct Status {
     /// events, alerts, events_lost, sink drops ... by name.
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// Subjects a taint rule took the network from, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tainted: Vec<crate::enforcement::TaintInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +167,27 @@ impl Status {
                     .map(|c| format!("container {}", c.chars().take(12).collect::<String>()))
                     .unwrap_or_else(|| "host".into())
             );
+        }
+        if !self.tainted.is_empty() {
+            let _ = writeln!(s, "tainted (no network):");
+            for t in &self.tainted {
+                let _ = writeln!(
+                    s,
+                    "  {}: by {}/{} at {}{}{}",
+                    t.subject,
+                    t.policy,
+                    t.rule,
+                    t.since,
+                    t.what
+                        .as_ref()
+                        .map_or_else(String::new, |w| format!(" ({w})")),
+                    if t.enforced {
+                        ""
+                    } else {
+                        " [not enforced on this host]"
+                    }
+                );
+            }
         }
         if !self.counters.is_empty() {
             let _ = writeln!(s, "counters:");

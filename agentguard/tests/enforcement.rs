@@ -1043,3 +1043,140 @@ fn container_opens_no_rule_can_match_stay_in_the_kernel() {
     let _ = std::fs::remove_dir_all(&pvol);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+impl Daemon {
+    /// `agentguard status --json`, whole.
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(self.dir.join("status.sock"))
+            .output()
+            .expect("agentguard status");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT the daemon: what the kernel does alone.
+    fn pause(&self, stop: bool) {
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+/// The pack's credential-read taints: once an agent container opened a
+/// key, none of its processes (old or new) reaches any address, loopback
+/// included; the alert for the refusal names the taint. The unlabelled
+/// container running the same script keeps its network.
+#[test]
+fn reading_a_credential_takes_the_agent_containers_network_away() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "taint");
+    let script = "sleep 1; nc -w 1 127.0.0.1 9 </dev/null 2>&1; echo before; \
+        mkdir -p /root/.ssh; echo k > /root/.ssh/id_rsa; cat /root/.ssh/id_rsa >/dev/null; sleep 1; \
+        nc -w 1 127.0.0.1 9 </dev/null 2>&1; wget -q -T 2 -O /dev/null http://127.0.0.1:9/ 2>&1; echo after";
+    let (agent, avol, plain, pvol) = agent_and_control("taint", 0, script);
+    let (before, after) = agent.split_once("before").expect("agent ran");
+    assert!(before.contains("Connection refused"), "{agent}");
+    assert!(!before.contains("Operation not permitted"), "{agent}");
+    assert!(after.contains("Operation not permitted"), "{agent}");
+    assert!(after.contains("after"), "{agent}");
+    assert!(!plain.contains("Operation not permitted"), "{plain}");
+    assert!(plain.contains("Connection refused"), "{plain}");
+    let t = d.wait_alert("credential-read", |a| {
+        a["decision"]["taint"] == true && a["event"]["kind"] == "open"
+    });
+    assert!(
+        t["result"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("network taken away from container")),
+        "{t}"
+    );
+    let a = d.wait_alert("credential-read", |a| {
+        a["event"]["kind"] == "connect" && a["result"]["outcome"] == "denied"
+    });
+    let m = a["decision"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("refused: tainted by credential-read at"), "{a}");
+    assert!(m.contains("/root/.ssh/id_rsa"), "{a}");
+    assert_eq!(a["event"]["identity"]["agent"]["name"], "claude", "{a}");
+    let st = d.status();
+    let tainted = st["tainted"].as_array().cloned().unwrap_or_default();
+    assert!(
+        tainted.iter().any(|t| t["rule"] == "credential-read"
+            && t["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("container agtest-taint-agent"))),
+        "{st}"
+    );
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
+
+/// A host agent's read of a protected file is matched in the kernel (by
+/// the file's identity), and the kernel takes the agent's network away at
+/// that open: with the daemon stopped (SIGSTOP) while the tool runs, the
+/// next connect of the agent, and of a child it starts afterwards, is
+/// refused. A process outside the agent's tree is untouched.
+#[test]
+fn a_host_agents_credential_read_taints_it_in_the_kernel() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-htaint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("secret")).expect("mkdir");
+    std::fs::write(dir.join("secret/key"), "k\n").expect("key");
+    std::fs::write(
+        dir.join("pol/t.yaml"),
+        format!(
+            "name: t\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: alert\n    taint: true\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "htaint");
+    let tcp = "bash -c 'echo > /dev/tcp/127.0.0.1/9' 2>&1";
+    let body = format!(
+        "sleep 2; {tcp}; echo before; cat {}/secret/key >/dev/null; {tcp}; echo after; sh -c \"{tcp}\"; echo done",
+        dir.display()
+    );
+    let claude = dir.join("claude");
+    std::fs::write(&claude, format!("#!/bin/sh\n{body}\n")).expect("write agent");
+    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let agent = Command::new(&claude)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run agent");
+    // The daemon has seen the agent start (its subject entry is written);
+    // from here on only the kernel acts.
+    std::thread::sleep(Duration::from_millis(1200));
+    d.pause(true);
+    let out = agent.wait_with_output().expect("agent output");
+    d.pause(false);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (before, after) = out.split_once("before").expect("agent ran");
+    assert!(before.contains("Connection refused"), "{out}");
+    let (own, child) = after.split_once("after").expect("agent went on");
+    assert!(own.contains("Operation not permitted"), "{out}");
+    assert!(child.contains("Operation not permitted"), "{out}");
+    // Outside the agent's tree: untouched.
+    let other = Command::new("bash")
+        .args(["-c", "echo > /dev/tcp/127.0.0.1/9"])
+        .output()
+        .expect("bash");
+    let e = String::from_utf8_lossy(&other.stderr);
+    assert!(e.contains("Connection refused"), "{e}");
+    let a = d.wait_alert("secret-read", |a| a["event"]["kind"] == "open");
+    assert_eq!(a["event"]["identity"]["agent"]["name"], "claude", "{a}");
+    d.wait_alert("secret-read", |a| {
+        a["event"]["kind"] == "connect"
+            && a["decision"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tainted by secret-read"))
+    });
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,7 @@ fn alert(rule: &str, severity: Severity) -> Alert {
             rule: rule.into(),
             action: Action::Alert,
             kill_scope: Default::default(),
+            taint: false,
             severity,
             message: format!("{rule}: cat opened /etc/shadow"),
             mode: Mode::Enforce,

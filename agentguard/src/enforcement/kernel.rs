@@ -332,6 +332,8 @@ pub struct KernelEnforcer {
     agent_roots: BpfHashMap<MapData, u32, u32>,
     roots_written: HashSet<u32>,
     quarantine_on: Array<MapData, u32>,
+    /// Tainted subjects (pinned: the sock_addr hooks read it).
+    taints: BpfHashMap<MapData, u64, agentguard_common::enforce::Taint>,
     slots: Vec<Slot>,
     /// Masks written, to write only changes.
     task_masks: HashMap<u32, u32>,
@@ -362,6 +364,7 @@ impl KernelEnforcer {
             agent_roots: BpfHashMap::try_from(sensor.take_map("AGENT_ROOTS")?)?,
             roots_written: HashSet::new(),
             quarantine_on: Array::try_from(sensor.take_map("QUARANTINE_ON")?)?,
+            taints: BpfHashMap::try_from(sensor.take_map("TAINTS")?)?,
             slots: Vec::new(),
             task_masks: HashMap::new(),
             cgroup_masks: HashMap::new(),
@@ -472,6 +475,7 @@ impl KernelEnforcer {
                 action: action_code(s.plan.action),
                 id: s.plan.id,
                 contain_cgroup: u32::from(s.plan.contain_container),
+                taint: u32::from(r.spec().taint),
                 ..RuleSlot::default()
             };
             match &s.plan.kernel {
@@ -667,6 +671,37 @@ impl KernelEnforcer {
         }
     }
 
+    /// Takes the network of the event's subject away (a taint rule
+    /// matched in userspace, or to mirror the kernel's own entry): its
+    /// container when rules cover the whole container, else the process
+    /// and its ancestors up to the agent. Returns the keys written.
+    pub fn taint(&mut self, ev: &Event, rule: &str) -> Vec<u64> {
+        use agentguard_common::enforce::Taint;
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| &*s.plan.rule == rule)
+            .map_or(u32::MAX, |s| s.bit);
+        let t = Taint {
+            rule: slot,
+            _pad: 0,
+            ts_ns: crate::event::boot_ns(),
+        };
+        let keys = taint_keys(ev, self.cgroup_masks.get(&ev.cgroup_id).copied());
+        for k in &keys {
+            if let Err(e) = self.taints.insert(*k, t, 0) {
+                tracing::warn!("TAINTS[{k:#x}]: {e}");
+            }
+        }
+        keys
+    }
+
+    /// Forgets a taint (`agentguard` told to clear it, or the subject
+    /// is gone).
+    pub fn untaint(&mut self, key: u64) {
+        let _ = self.taints.remove(&key);
+    }
+
     /// Updates which rules cover the event's process and container, and
     /// the container's volume entries. Cheap when nothing changed: one map
     /// lookup per process on its first event and at each exec.
@@ -847,6 +882,34 @@ fn key_bytes<K: aya::Pod>(k: &Key<K>) -> Vec<u8> {
     };
     v.extend_from_slice(bytes);
     v
+}
+
+/// The `TAINTS` keys of an event's subject: its container's cgroup when
+/// rules cover the whole container (`cgroup_mask` non-zero), else the
+/// process and its ancestors up to the agent process (the agent gets the
+/// secret its tool read).
+pub fn taint_keys(ev: &Event, cgroup_mask: Option<u32>) -> Vec<u64> {
+    use agentguard_common::enforce::TAINT_CGROUP;
+    if cgroup_mask.is_some_and(|m| m != 0) {
+        return vec![TAINT_CGROUP | ev.cgroup_id];
+    }
+    let id = ev.identity.as_ref();
+    let agent = id
+        .and_then(|i| i.agent.as_ref())
+        .filter(|a| a.source == AgentSource::Ancestry)
+        .and_then(|a| a.pid);
+    let mut keys = vec![u64::from(ev.pid)];
+    if let Some(agent) = agent {
+        for a in id.map(|i| &i.ancestry[..]).unwrap_or_default() {
+            if a.pid != ev.pid && a.pid > 1 {
+                keys.push(u64::from(a.pid));
+            }
+            if a.pid == agent {
+                break;
+            }
+        }
+    }
+    keys
 }
 
 #[cfg(test)]

@@ -30,7 +30,28 @@ pub struct Enforcer {
     pub kernel: Option<kernel::KernelEnforcer>,
     pub caps: Capabilities,
     docker_socket: Option<String>,
+    /// Tainted subjects by `TAINTS` key, with why (for alerts and status).
+    taints: std::collections::HashMap<u64, TaintInfo>,
 }
+
+/// Why a subject lost its network.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaintInfo {
+    /// `container <name>` or `pid <n>`.
+    pub subject: String,
+    pub policy: std::sync::Arc<str>,
+    pub rule: std::sync::Arc<str>,
+    /// When the taint rule matched (RFC 3339).
+    pub since: String,
+    /// What was read (the event's path), when it was a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
+    /// false: this host could not enforce it (no kernel maps).
+    pub enforced: bool,
+}
+
+/// Bound on the userspace record of taints (the kernel's map is an LRU).
+const TAINTS_KEPT: usize = 8192;
 
 const EPERM: i64 = -(libc::EPERM as i64);
 
@@ -67,7 +88,88 @@ impl Enforcer {
             kernel,
             caps,
             docker_socket,
+            taints: Default::default(),
         }
+    }
+
+    /// A taint rule matched `ev`: its subject loses the network (in the
+    /// kernel's map, which the sock_addr hooks read, even when the kernel
+    /// already wrote it itself). Returns the reason for the alert.
+    pub fn taint(&mut self, ev: &Event, d: &Decision, time: &str) -> String {
+        let (keys, enforced) = match self.kernel.as_mut() {
+            Some(k) if self.caps.network_deny => (k.taint(ev, &d.rule), true),
+            _ => (kernel::taint_keys(ev, None), false),
+        };
+        let subject = match ev
+            .identity
+            .as_ref()
+            .and_then(|i| i.container.as_ref())
+            .filter(|_| {
+                keys.first()
+                    .is_some_and(|k| k & agentguard_common::enforce::TAINT_CGROUP != 0)
+            }) {
+            Some(c) => format!(
+                "container {}",
+                c.info.as_ref().map_or(c.id.as_ref(), |i| i.name.as_str())
+            ),
+            None => format!("pid {}", keys.last().copied().unwrap_or(u64::from(ev.pid))),
+        };
+        if self.taints.len() >= TAINTS_KEPT {
+            self.taints.clear();
+        }
+        for k in &keys {
+            self.taints.insert(
+                *k,
+                TaintInfo {
+                    subject: subject.clone(),
+                    policy: d.policy.clone(),
+                    rule: d.rule.clone(),
+                    since: time.to_string(),
+                    what: ev.path().map(str::to_string),
+                    enforced,
+                },
+            );
+        }
+        if enforced {
+            format!("network taken away from {subject}: every later connect or send is refused in the kernel")
+        } else {
+            format!("taint of {subject} not enforced: no cgroup sock_addr hooks on this host")
+        }
+    }
+
+    /// The taint `ev`'s process is under, if any (its own, its container's
+    /// or an ancestor's: children inherit it in the kernel).
+    pub fn tainted(&self, ev: &Event) -> Option<&TaintInfo> {
+        use agentguard_common::enforce::TAINT_CGROUP;
+        if self.taints.is_empty() {
+            return None;
+        }
+        if let Some(t) = self.taints.get(&(TAINT_CGROUP | ev.cgroup_id)) {
+            return Some(t);
+        }
+        let ancestry = ev
+            .identity
+            .as_ref()
+            .map(|i| &i.ancestry[..])
+            .unwrap_or_default();
+        std::iter::once(ev.pid)
+            .chain(ancestry.iter().map(|a| a.pid))
+            .find_map(|p| self.taints.get(&u64::from(p)))
+    }
+
+    /// A process exited: the kernel dropped its taint, so does this record.
+    pub fn forget(&mut self, pid: u32) {
+        if !self.taints.is_empty() {
+            self.taints.remove(&u64::from(pid));
+        }
+    }
+
+    /// Tainted subjects now, one per subject (for `status`).
+    pub fn taints(&self) -> Vec<TaintInfo> {
+        let mut v: Vec<TaintInfo> = self.taints.values().cloned().collect();
+        v.sort_by(|a, b| a.subject.cmp(&b.subject));
+        v.dedup_by(|a, b| a.subject == b.subject);
+        v
     }
 
     /// What the kernel did about `ev`, if it did it for this decision's rule.

@@ -254,6 +254,7 @@ pub(crate) mod tests {
                 rule: "shadow-read".into(),
                 action: Action::Alert,
                 kill_scope: Default::default(),
+                taint: false,
                 severity: Severity::High,
                 message: "cat read /etc/shadow".into(),
                 mode: Mode::Enforce,

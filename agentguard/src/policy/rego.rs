@@ -288,11 +288,16 @@ impl RegoPolicy {
             Some(s) => serde_json::from_str(&format!("\"{s}\"")).ok()?,
             None => KillScope::Process,
         };
+        let taint = o
+            .get(&Value::from("taint"))
+            .and_then(|v| v.as_bool().ok().copied())
+            .unwrap_or(false);
         Some(Decision {
             policy: Arc::clone(&self.name),
             rule: Arc::from(get("rule")?.as_ref()),
             action,
             kill_scope,
+            taint,
             severity,
             message: get("message").map(|m| m.to_string()).unwrap_or_default(),
             mode: self.mode,

@@ -299,6 +299,7 @@ impl Rule {
             rule: Arc::clone(&self.name),
             action: self.spec.action,
             kill_scope: self.kill_scope,
+            taint: self.spec.taint,
             severity: self.spec.severity,
             message: self.spec.message.render(ev),
             mode: self.mode,

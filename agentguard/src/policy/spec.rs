@@ -56,6 +56,10 @@ pub struct RuleSpec {
     /// For `kill`: the process (default) or its whole container.
     #[serde(default)]
     pub kill_scope: Option<KillScope>,
+    /// A match takes the subject's network away (every later connect or
+    /// send refused in the kernel) until it exits or is cleared.
+    #[serde(default)]
+    pub taint: bool,
     pub severity: Severity,
     pub message: Template,
 }

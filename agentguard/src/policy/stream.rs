@@ -63,6 +63,15 @@ pub fn stream_plan(set: &PolicySet, plan: Option<(&Plan, Backend)>) -> StreamPla
     };
     for (index, r) in set.rules().iter().enumerate() {
         add_kinds(r.kinds(), &mut kinds);
+        if r.spec().taint && r.mode() == Mode::Enforce {
+            // The connects a taint refuses are reported (a tainted
+            // subject's records pass the kernel's prefilter), and a match
+            // userspace decides taints at once, not after a batch.
+            add_kinds(&[Kind::Connect, Kind::Send], &mut kinds);
+            for k in r.kinds() {
+                urgent |= bit(*k);
+            }
+        }
         if !matches!(
             r.spec().selector.agent,
             Some(AgentSel::Any | AgentSel::Names(_))
@@ -319,10 +328,14 @@ mod tests {
             assert!(s.agents_only, "{backend:?}");
             for k in [Kind::Open, Kind::Connect, Kind::Send] {
                 assert_ne!(s.prefilter & bit(k), 0, "{k} {backend:?}: {:?}", s.notes);
-                // Opens and inet connects are decided in the kernel (or
-                // only alerted): they need not wake the daemon.
+            }
+            // Inet connects are decided in the kernel: they need not wake
+            // the daemon. Opens that leave the kernel do (credential-read
+            // taints: userspace sets it for container paths).
+            for k in [Kind::Connect, Kind::Send] {
                 assert_eq!(s.urgent & bit(k), 0, "{k} {backend:?}");
             }
+            assert_ne!(s.urgent & bit(Kind::Open), 0, "{backend:?}");
             // Userspace decides execs (argv, ancestors).
             assert_ne!(s.urgent & bit(Kind::Exec), 0);
             assert!(

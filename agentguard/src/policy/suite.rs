@@ -71,6 +71,9 @@ struct Expected {
     /// Exact rendered message, when given.
     #[serde(default)]
     message: Option<String>,
+    /// Whether the match takes the subject's network away, when given.
+    #[serde(default)]
+    taint: Option<bool>,
 }
 
 impl Expected {
@@ -80,6 +83,7 @@ impl Expected {
             && self.policy.as_deref().is_none_or(|p| *d.policy == *p)
             && self.severity.is_none_or(|s| d.severity == s)
             && self.message.as_deref().is_none_or(|m| d.message == m)
+            && self.taint.is_none_or(|t| d.taint == t)
     }
 
     fn show(&self) -> String {
