@@ -67,6 +67,7 @@ mkdir -p /srv/vol/sub /root/secret /var/ag /run
 i=1; while [ $i -le 30 ]; do echo data > /srv/vol/f$i; i=$((i+1)); done
 echo deep > /srv/vol/sub/g
 echo TOPSECRET > /root/secret/key
+mkdir -p /root/.ssh; echo GUESTKEY > /root/.ssh/guest_key
 echo DECOYDATA > /var/ag/decoy000
 ln /root/secret/key /var/ag/hardlink
 ln -s /root/secret /var/ag/symdir
@@ -130,6 +131,11 @@ echo "R bpf $(got evade bpf-prog)"
 evade race-open /root/secret/key /var/ag/decoy000 1 > /var/ag/race.out 2>/dev/null &
 echo $! > /var/ag/race.pid; wait
 echo "R race $(cat /var/ag/race.out)"
+# The pack's credential-read taints (matched in the file_open hook): the
+# agent's next connect, even to loopback, is refused.
+echo "R taint_before $(got evade connect 127.0.0.1 9)"
+cat /root/.ssh/guest_key > /dev/null
+echo "R taint_loopback $(got evade connect 127.0.0.1 9)"
 echo "R agent_done 1"
 AGENT_EOF
 
@@ -306,6 +312,9 @@ fn check(kernel: &str) {
     }
     // Loopback stays open (nothing listens there).
     expect("loopback_allowed", "err ECONNREFUSED");
+    // Until the agent reads a key: then it is tainted, in the hook.
+    expect("taint_before", "err ECONNREFUSED");
+    expect("taint_loopback", "err EPERM");
     // The control: a non-agent does all of it freely.
     expect("ctl_unlink", "ok");
     expect("ctl_cat", "TOPSECRET");
