@@ -472,6 +472,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 metrics.containers_watched.set(container_map.read().map_or(0, |m| m.len()) as i64);
                 metrics.agents_watched.set(pipe.widened.len() as i64);
                 if let Ok(mut s) = status.write() {
+                    pipe.enforcer.sync_taints();
                     s.tainted = pipe.enforcer.taints();
                     s.counters.insert("events".into(), pipe.events);
                     s.counters.insert("alerts".into(), pipe.alerts);

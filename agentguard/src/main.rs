@@ -100,6 +100,8 @@ enum Cmd {
     Replay(agentguard::policy::cli::ReplayArgs),
     /// Show what the running daemon is doing (read from its status socket; root).
     Status(agentguard::status::StatusArgs),
+    /// Give tainted subjects their network back (a taint rule took it; root).
+    Untaint(agentguard::enforcement::untaint::UntaintArgs),
     /// The daemon: watch, decide with the policies, act (kill/deny), report alerts.
     Run {
         #[command(flatten)]
@@ -170,6 +172,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Policy { cmd } => agentguard::policy::cli::run(cmd),
         Cmd::Replay(args) => agentguard::policy::cli::run_replay(args),
         Cmd::Status(args) => agentguard::status::run_cli(args),
+        Cmd::Untaint(args) => agentguard::enforcement::untaint::run(&args),
         Cmd::Ps {
             json,
             docker_socket,

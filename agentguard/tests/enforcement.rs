@@ -1180,3 +1180,85 @@ fn a_host_agents_credential_read_taints_it_in_the_kernel() {
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A taint lasts for the container's life unless cleared: `status` lists
+/// it, `agentguard untaint --pid` (a process of the container) gives the
+/// network back in the kernel, and `status` then drops it.
+#[test]
+fn a_taint_lasts_until_agentguard_untaint_clears_it() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "untaint");
+    let vol = volume("untaint", 0);
+    let name = format!("agtest-untaint-{}", std::process::id());
+    let _c = common::ContainerGuard(name.clone());
+    let script = "sleep 1; mkdir -p /root/.ssh; echo k > /root/.ssh/id_rsa; sleep 1; \
+        nc -w 1 127.0.0.1 9 </dev/null 2>&1; echo tainted; \
+        n=0; while [ ! -e /data/go ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; \
+        nc -w 1 127.0.0.1 9 </dev/null 2>&1; echo end";
+    let data = format!("{}:/data", vol.display());
+    let out = Command::new("docker")
+        .args(["run", "-d", "--name", &name, "-v", &data])
+        .args(["--label", "agentguard.io/agent=claude"])
+        .args([common::TEST_IMAGE, "sh", "-c", script])
+        .output()
+        .expect("docker run -d");
+    assert!(out.status.success(), "{out:?}");
+    d.wait_alert("credential-read", |a| a["decision"]["taint"] == true);
+    // Listed while it lasts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.status()["tainted"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["subject"] == format!("container {name}"))
+    }) {
+        assert!(Instant::now() < deadline, "not listed: {}", d.status());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The tainted connect has run (the container waits for /data/go).
+    let logs = || {
+        let l = Command::new("docker")
+            .args(["logs", &name])
+            .output()
+            .expect("docker logs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&l.stdout),
+            String::from_utf8_lossy(&l.stderr)
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs().contains("tainted") {
+        assert!(Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &name])
+        .output()
+        .expect("docker inspect");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let st = Command::new(BIN)
+        .args(["untaint", "--pid", &pid])
+        .output()
+        .expect("agentguard untaint");
+    assert!(st.status.success(), "{st:?}");
+    let said = String::from_utf8_lossy(&st.stderr);
+    assert!(said.contains("cleared 1 taint entry"), "{said}");
+    std::fs::write(vol.join("go"), "").expect("go");
+    let _ = Command::new("docker").args(["wait", &name]).output();
+    let logs = logs();
+    let (before, after) = logs.split_once("tainted").expect("ran");
+    assert!(before.contains("Operation not permitted"), "{logs}");
+    assert!(after.contains("Connection refused"), "{logs}");
+    assert!(after.contains("end"), "{logs}");
+    // Dropped from status at the next housekeeping tick.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.status()["tainted"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty())
+    {
+        assert!(Instant::now() < deadline, "still listed: {}", d.status());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&vol);
+}

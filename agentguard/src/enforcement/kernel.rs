@@ -696,10 +696,9 @@ impl KernelEnforcer {
         keys
     }
 
-    /// Forgets a taint (`agentguard` told to clear it, or the subject
-    /// is gone).
-    pub fn untaint(&mut self, key: u64) {
-        let _ = self.taints.remove(&key);
+    /// The `TAINTS` keys in the kernel now.
+    pub fn taint_keys_live(&self) -> HashSet<u64> {
+        self.taints.keys().filter_map(|k| k.ok()).collect()
     }
 
     /// Updates which rules cover the event's process and container, and

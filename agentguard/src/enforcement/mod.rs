@@ -9,6 +9,7 @@
 
 pub mod kernel;
 pub mod kill;
+pub mod untaint;
 
 use crate::alert::Action;
 use crate::alert::{ActionResult, Decision, Enforcer as By, KillScope, Mechanism, Mode, Outcome};
@@ -161,6 +162,17 @@ impl Enforcer {
     pub fn forget(&mut self, pid: u32) {
         if !self.taints.is_empty() {
             self.taints.remove(&u64::from(pid));
+        }
+    }
+
+    /// Drops the record of taints whose kernel entry is gone (cleared by
+    /// `agentguard untaint`, or evicted).
+    pub fn sync_taints(&mut self) {
+        if self.taints.is_empty() {
+            return;
+        }
+        if let Some(live) = self.kernel.as_ref().map(|k| k.taint_keys_live()) {
+            self.taints.retain(|k, t| !t.enforced || live.contains(k));
         }
     }
 
