@@ -122,6 +122,7 @@ pub fn current_exit_code() -> u32 {
 }
 
 /// A `struct path`: (vfsmount, dentry).
+#[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KPath {
     pub mnt: u64,
@@ -136,14 +137,52 @@ pub fn read_path(addr: u64) -> Result<KPath, i32> {
     })
 }
 
-/// The current task's (root, cwd).
+/// Each cgroup's root at its first exec: for a container, the root its
+/// entrypoint was started in (after the runtime's pivot_root). Compared,
+/// never dereferenced.
+#[aya_ebpf::macros::map]
+static CGROUP_ROOTS: aya_ebpf::maps::LruHashMap<u64, KPath> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(16384, 0);
+
+/// At an exec: records the cgroup's root if it has none yet.
+#[inline(always)]
+pub fn note_cgroup_root() {
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
+    // SAFETY: presence test only.
+    if unsafe { CGROUP_ROOTS.get(&cg) }.is_some() {
+        return;
+    }
+    if let Ok(root) = task_root() {
+        let _ = CGROUP_ROOTS.insert(&cg, &root, 0);
+    }
+}
+
+/// The current task's (root, cwd). The root where walks stop: for a task
+/// of a guarded container, the container's root even if the task
+/// chroot()ed below it, so `chroot /root; cat /.ssh/id_rsa` still reads
+/// as `/root/.ssh/id_rsa`. Other tasks (a chrooted build on the host)
+/// keep their own root.
 #[inline(always)]
 fn fs_paths(task: u64) -> Result<(KPath, KPath), i32> {
     let fs = read_u64(task + OFF_TASK_FS.load())?;
-    Ok((
-        read_path(fs + OFF_FS_ROOT.load())?,
-        read_path(fs + OFF_FS_PWD.load())?,
-    ))
+    let root = read_path(fs + OFF_FS_ROOT.load())?;
+    let cwd = read_path(fs + OFF_FS_PWD.load())?;
+    Ok((container_root().unwrap_or(root), cwd))
+}
+
+/// The recorded root of the current task's cgroup, when the cgroup is a
+/// guarded container.
+#[inline(always)]
+fn container_root() -> Option<KPath> {
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
+    // SAFETY: presence test only.
+    if unsafe { crate::enforce::ENFORCE_CGROUPS.get(&cg) }.is_none_or(|m| *m == 0) {
+        return None;
+    }
+    // SAFETY: value copied out at once.
+    unsafe { CGROUP_ROOTS.get(&cg) }.copied()
 }
 
 /// `f_path` of the current task's open file `fd`.
@@ -375,6 +414,15 @@ pub fn top_component(start: KPath, root: KPath) -> Option<Top> {
 pub fn task_root() -> Result<KPath, i32> {
     let fs = read_u64(current_task() + OFF_TASK_FS.load())?;
     read_path(fs + OFF_FS_ROOT.load())
+}
+
+/// Where the current task's path walks stop (see `fs_paths`).
+#[inline(always)]
+pub fn walk_root() -> Result<KPath, i32> {
+    match container_root() {
+        Some(r) => Ok(r),
+        None => task_root(),
+    }
 }
 
 /// A file's first component below the root (see `top_component`).

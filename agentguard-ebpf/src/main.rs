@@ -630,7 +630,7 @@ fn path_gen() -> u64 {
 /// rule's path (`BASENAMES` entry `/name`)? Unknown counts as yes.
 #[inline(always)]
 fn top_may_match(p: kernel::KPath, dir: u64) -> bool {
-    let Ok(root) = kernel::task_root() else {
+    let Ok(root) = kernel::walk_root() else {
         return true;
     };
     let Ok(dir_inode) = kernel::read_u64(dir + kernel::OFF_DENTRY_INODE.load()) else {
@@ -1448,11 +1448,14 @@ static TP_EXEC_PID: Global<u64> = Global::new(12);
 #[no_mangle]
 static TP_EXEC_OLD_PID: Global<u64> = Global::new(16);
 
-/// An exec from a thread that is not the group leader takes over the
-/// leader's id (de_thread): move its pending exec record to the new id, or
-/// sys_exit_execve (which runs under the new id) would never find it.
+/// Every exec: the first one in a cgroup records the cgroup's root (see
+/// `kernel::fs_paths`). An exec from a thread that is not the group
+/// leader takes over the leader's id (de_thread): move its pending exec
+/// record to the new id, or sys_exit_execve (which runs under the new id)
+/// would never find it.
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    kernel::note_cgroup_root();
     // SAFETY: reads inside the tracepoint record.
     let pid = unsafe { ctx.read_at::<i32>(TP_EXEC_PID.load() as usize) }.unwrap_or(0) as u32;
     let old = unsafe { ctx.read_at::<i32>(TP_EXEC_OLD_PID.load() as usize) }.unwrap_or(0) as u32;

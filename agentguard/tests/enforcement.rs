@@ -1265,3 +1265,36 @@ fn a_taint_lasts_until_agentguard_untaint_clears_it() {
     cleanup();
     let _ = std::fs::remove_dir_all(&vol);
 }
+
+/// An agent container that chroot()s below its root (Docker grants
+/// CAP_SYS_CHROOT) and reads a key under the path its new root gives it
+/// (`/.ssh/id_rsa`) is still seen reading `/root/.ssh/id_rsa`: walks stop
+/// at the container's root recorded at its first exec, not at the task's.
+/// The control container's chroot is not an agent's and raises nothing.
+#[test]
+fn a_chroot_inside_an_agent_container_does_not_hide_a_credential_read() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "chroot");
+    let script = "mkdir -p /root/.ssh /root/bin; echo k > /root/.ssh/id_rsa; cp /bin/busybox /root/bin/; \
+        sleep 1; chroot /root /bin/busybox cat /.ssh/id_rsa >/dev/null; \
+        chroot /root /bin/busybox sh -c 'cd /.ssh && /bin/busybox cat id_rsa' >/dev/null; echo done";
+    let (agent, avol, _plain, pvol) = agent_and_control("chroot", 0, script);
+    assert!(agent.contains("done"), "{agent}");
+    for raw in ["/.ssh/id_rsa", "id_rsa"] {
+        let a = d.wait_alert("credential-read", |a| {
+            a["event"]["file"]["raw"] == raw && a["event"]["comm"] == "busybox"
+        });
+        assert_eq!(a["event"]["file"]["path"], "/root/.ssh/id_rsa", "{a}");
+    }
+    let agents: Vec<_> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| a["decision"]["rule"] == "credential-read")
+        .map(|a| a["event"]["identity"]["agent"]["name"].clone())
+        .collect();
+    assert!(agents.iter().all(|n| n == "claude"), "{agents:?}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
