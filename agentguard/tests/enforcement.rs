@@ -76,14 +76,17 @@ impl Daemon {
 
     /// The daemon's status counters (`agentguard status --json`).
     fn counters(&self) -> serde_json::Value {
+        self.status()["counters"].clone()
+    }
+
+    /// `agentguard status --json`, whole.
+    fn status(&self) -> serde_json::Value {
         let out = Command::new(BIN)
             .args(["status", "--json", "--socket"])
             .arg(self.dir.join("status.sock"))
             .output()
             .expect("agentguard status");
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        v["counters"].clone()
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
     fn log(&self) -> String {
@@ -1048,16 +1051,6 @@ fn container_opens_no_rule_can_match_stay_in_the_kernel() {
 }
 
 impl Daemon {
-    /// `agentguard status --json`, whole.
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--socket"])
-            .arg(self.dir.join("status.sock"))
-            .output()
-            .expect("agentguard status");
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
     /// SIGSTOP (`true`) or SIGCONT the daemon: what the kernel does alone.
     fn pause(&self, stop: bool) {
         let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
