@@ -330,31 +330,69 @@ extern "C" fn walk_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
     }
 }
 
+/// Where one step up from `(dentry, vfsmnt)` leads, in the kernel's d_path
+/// order (up the dentries, across mount points), for both walks.
+enum Up {
+    /// At the root the walk stops at.
+    Root,
+    /// At the top of the mount tree without meeting that root (a detached
+    /// mount, or an object outside the root).
+    TopOfTree,
+    /// At a mount's root: the cursor moved to its mount point (no name).
+    Crossed,
+    /// At a filesystem's root dentry (its own parent).
+    FsRoot,
+    /// An ordinary dentry; its parent (the cursor has not moved).
+    Parent(u64),
+}
+
+#[inline(always)]
+fn up(
+    dentry: &mut u64,
+    vfsmnt: &mut u64,
+    mnt: &mut u64,
+    root_dentry: u64,
+    root_mnt: u64,
+) -> Result<Up, i32> {
+    if *dentry == root_dentry && *vfsmnt == root_mnt {
+        return Ok(Up::Root);
+    }
+    let mnt_root = read_u64(*vfsmnt + OFF_VFSMOUNT_ROOT.load())?;
+    if *dentry == mnt_root {
+        let parent = read_u64(*mnt + OFF_MOUNT_PARENT.load())?;
+        if parent == *mnt {
+            return Ok(Up::TopOfTree);
+        }
+        *dentry = read_u64(*mnt + OFF_MOUNT_MOUNTPOINT.load())?;
+        *mnt = parent;
+        *vfsmnt = parent + OFF_MOUNT_MNT.load();
+        return Ok(Up::Crossed);
+    }
+    let parent = read_u64(*dentry + OFF_DENTRY_PARENT.load())?;
+    if parent == *dentry {
+        return Ok(Up::FsRoot);
+    }
+    Ok(Up::Parent(parent))
+}
+
 #[inline(always)]
 fn step(c: &mut WalkCtx) -> Result<bool, i32> {
-    if c.dentry == c.root_dentry && c.vfsmnt == c.root_mnt {
-        c.status = u64::from(dir_status::COMPLETE);
-        return Ok(true);
-    }
-    let mnt_root = read_u64(c.vfsmnt + OFF_VFSMOUNT_ROOT.load())?;
-    if c.dentry == mnt_root {
-        let parent = read_u64(c.mnt + OFF_MOUNT_PARENT.load())?;
-        if parent == c.mnt {
-            // Top of the mount tree without meeting the task's root (a
-            // detached mount or a chroot escape): the chain is all there is.
+    let parent = match up(
+        &mut c.dentry,
+        &mut c.vfsmnt,
+        &mut c.mnt,
+        c.root_dentry,
+        c.root_mnt,
+    )? {
+        // The top of the mount tree without meeting the task's root (a
+        // detached mount or a chroot escape): the chain is all there is.
+        Up::Root | Up::TopOfTree | Up::FsRoot => {
             c.status = u64::from(dir_status::COMPLETE);
             return Ok(true);
         }
-        c.dentry = read_u64(c.mnt + OFF_MOUNT_MOUNTPOINT.load())?;
-        c.mnt = parent;
-        c.vfsmnt = parent + OFF_MOUNT_MNT.load();
-        return Ok(false);
-    }
-    let parent = read_u64(c.dentry + OFF_DENTRY_PARENT.load())?;
-    if parent == c.dentry {
-        c.status = u64::from(dir_status::COMPLETE);
-        return Ok(true);
-    }
+        Up::Crossed => return Ok(false),
+        Up::Parent(p) => p,
+    };
     if c.len >= DIR_LEN as u64 {
         // Out of room: status stays TRUNCATED.
         return Ok(true);
@@ -463,34 +501,33 @@ extern "C" fn top_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
     }
 }
 
-/// The same order as `step` (up the dentries, across mount points), but
-/// keeping no names: only which dentry was last before the root.
+/// The same steps as `step`, but keeping no names: only which dentry was
+/// last before the root.
 #[inline(always)]
 fn top_step_in(c: &mut TopCtx, first: bool) -> Result<bool, i32> {
-    if c.dentry == c.root_dentry && c.vfsmnt == c.root_mnt {
-        c.done = 1;
-        return Ok(true);
-    }
-    let mnt_root = read_u64(c.vfsmnt + OFF_VFSMOUNT_ROOT.load())?;
-    if c.dentry == mnt_root {
-        let parent = read_u64(c.mnt + OFF_MOUNT_PARENT.load())?;
-        if parent == c.mnt {
-            // Outside the task's root: no container path to compare.
-            return Err(-1);
+    match up(
+        &mut c.dentry,
+        &mut c.vfsmnt,
+        &mut c.mnt,
+        c.root_dentry,
+        c.root_mnt,
+    )? {
+        Up::Root => {
+            c.done = 1;
+            Ok(true)
         }
-        c.dentry = read_u64(c.mnt + OFF_MOUNT_MOUNTPOINT.load())?;
-        c.mnt = parent;
-        c.vfsmnt = parent + OFF_MOUNT_MNT.load();
-        if first {
-            c.crossed_first = 1;
+        // Outside the root: no container path to compare.
+        Up::TopOfTree | Up::FsRoot => Err(-1),
+        Up::Crossed => {
+            if first {
+                c.crossed_first = 1;
+            }
+            Ok(false)
         }
-        return Ok(false);
+        Up::Parent(p) => {
+            c.last = c.dentry;
+            c.dentry = p;
+            Ok(false)
+        }
     }
-    let parent = read_u64(c.dentry + OFF_DENTRY_PARENT.load())?;
-    if parent == c.dentry {
-        return Err(-1);
-    }
-    c.last = c.dentry;
-    c.dentry = parent;
-    Ok(false)
 }
