@@ -190,6 +190,9 @@ pub struct RuleSlot {
     /// Set: a kernel match of this rule (an open of a protected file)
     /// takes the subject's network away from that moment (`taint: true`).
     pub taint: u32,
+    /// Set: the rule has a domain list (`except.domains`): an address a
+    /// DNS answer for a listed name gave the subject is let through.
+    pub domains: u32,
     /// Identity of the rule in this slot (a hash of its content; 0: none).
     /// A restarted daemon keeps a slot whose rule is unchanged and clears
     /// every entry of one that changed, so no stale entry fires another rule.
@@ -210,3 +213,88 @@ pub struct Taint {
     pub _pad: u32,
     pub ts_ns: u64,
 }
+
+// ------------------------------------------------ egress by domain name
+//
+// A rule with `except.domains` lets its subjects reach an address only
+// if a DNS answer they received for an allowed name gave it. The cgroup
+// skb programs read DNS on the wire (UDP and TCP port 53): queries of a
+// subject for names outside its rules' lists are dropped at egress;
+// answers for allowed names write `DNS_ALLOW` at ingress, before the
+// socket can deliver them, so the connect right after the lookup passes.
+
+/// Dotted name bytes a `DNS_NAMES` key holds (with its terminating NUL):
+/// longer names never match an allowlist.
+pub const DNS_NAME_LEN: usize = 252;
+
+/// LPM key data of `DNS_NAMES`: rule index (big-endian, always matched in
+/// full), then the dotted, lower-case name written back to front
+/// ("api.example.com" -> "moc.elpmaxe.ipa"). An exact name is stored with
+/// its NUL (matches only itself); `*.example.com` as "moc.elpmaxe." with
+/// no NUL (matches every name below it, not the name itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsKey {
+    pub rule: [u8; 4],
+    pub name: [u8; DNS_NAME_LEN],
+}
+
+/// Bits of a `DNS_NAMES` prefix that the rule index takes.
+pub const DNS_KEY_RULE_BITS: u32 = 32;
+
+/// `DNS_NAMES` entries (names of every rule together).
+pub const DNS_NAME_ENTRIES: u32 = 4096;
+
+/// Key of `DNS_ALLOW`: a subject (`TAINT_CGROUP | cgroup id` for a guarded
+/// container, else the agent's tgid) and an address it resolved (IPv6,
+/// IPv4 mapped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsAllowKey {
+    pub subject: u64,
+    pub addr: [u8; 16],
+}
+
+/// Until when (boot clock, ns) which rules let the subject reach the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsAllow {
+    pub expires_ns: u64,
+    pub rules: u32,
+    pub _pad: u32,
+}
+
+/// `DNS_ALLOW` entries (LRU: the least recently used addresses go first).
+pub const DNS_ALLOW_ENTRIES: u32 = 65536;
+
+/// An answer's TTL is clamped to this range: a name with TTL 0 still lets
+/// the connect right after the lookup through; a week-long TTL does not
+/// keep an address open after its owner moved.
+pub const DNS_TTL_FLOOR_S: u32 = 5;
+pub const DNS_TTL_CEILING_S: u32 = 3600;
+
+/// A socket of a subject under a domain rule that talked to port 53
+/// (recorded by the connect/sendmsg hooks, in the process's context): the
+/// skb programs, which run where the process is not known, read it by
+/// socket cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsSock {
+    pub subject: u64,
+    /// The subject's domain rules (bits).
+    pub rules: u32,
+    /// The process that last sent on it.
+    pub tgid: u32,
+    /// The resolver it last addressed (IPv6, IPv4 mapped): answers from
+    /// anywhere else are not believed.
+    pub resolver: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+/// `DNS_SOCKS` entries (LRU).
+pub const DNS_SOCK_ENTRIES: u32 = 16384;
+
+/// Most addresses of one answer written to `DNS_ALLOW` (and reported).
+pub const DNS_MAX_ADDRS: usize = 8;
+/// Most answer records read from one response.
+pub const DNS_MAX_ANSWERS: u32 = 16;

@@ -53,8 +53,11 @@ pub mod kind {
     /// tracepoints, so every other probe is blind to them. `ProcEvent::arg`
     /// holds the (32-bit) syscall number.
     pub const COMPAT_SYSCALL: u16 = 13;
+    /// A DNS query or answer of a subject under a domain rule, read on the
+    /// wire by the cgroup skb programs ([`DnsEvent`]).
+    pub const DNS: u16 = 14;
     /// One past the largest kind; sizes bitmasks.
-    pub const MAX: u16 = 14;
+    pub const MAX: u16 = 15;
 }
 
 /// Which syscall (or kernel event) produced a record (`Header::syscall`).
@@ -96,6 +99,10 @@ pub mod syscall {
     pub const LSM_SOCKET_SENDMSG: u16 = 41;
     pub const LSM_UNIX_CONNECT: u16 = 42;
     pub const LSM_FILE_TRUNCATE: u16 = 43;
+    /// cgroup skb egress: a DNS query of a subject under a domain rule.
+    pub const DNS_QUERY: u16 = 48;
+    /// cgroup skb ingress: a DNS answer it received.
+    pub const DNS_ANSWER: u16 = 49;
 }
 
 /// Bits of `Header::flags`.
@@ -283,5 +290,58 @@ pub struct NetEvent {
     pub addr: [u8; 16],
     /// AF_UNIX `sun_path` (abstract names start with NUL).
     pub unix_path: [u8; UNIX_PATH_LEN],
-    pub _pad: [u8; 4],
+    /// Rules (bits) whose domain list let the task's subject reach this
+    /// address: a DNS answer for an allowed name gave it, and its TTL has
+    /// not run out.
+    pub dns_rules: u32,
+    /// The task's subject under domain rules (see
+    /// `enforce::DnsAllowKey`); 0 when it has none.
+    pub subject: u64,
+}
+
+/// Bits of [`DnsEvent::status`].
+pub mod dns_status {
+    /// The query was dropped: its name is outside a domain rule's list (or
+    /// could not be read, which counts as outside).
+    pub const DROPPED: u32 = 1 << 0;
+    /// The name could not be read (compressed, too long, odd bytes, more
+    /// than one question, a TCP message split over segments).
+    pub const UNREADABLE: u32 = 1 << 1;
+    /// Answer: the addresses were written to `DNS_ALLOW`.
+    pub const ALLOWED: u32 = 1 << 2;
+    /// Answer: from an address other than the one the socket queried.
+    pub const FOREIGN: u32 = 1 << 3;
+    /// Over TCP.
+    pub const TCP: u32 = 1 << 4;
+}
+
+/// A DNS message of a subject under a domain rule (`kind::DNS`). The
+/// header's tgid and comm are those of the last process that sent on the
+/// socket (the skb programs run where no process is known).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: Header,
+    pub subject: u64,
+    /// [`dns_status`] bits.
+    pub status: u32,
+    /// Domain rules (bits) whose list holds the name.
+    pub rules: u32,
+    /// Rules (bits) of the subject's domain rules.
+    pub subject_rules: u32,
+    pub qtype: u16,
+    /// DNS transaction id.
+    pub txid: u16,
+    /// Smallest TTL of the answer's addresses, seconds (as sent).
+    pub ttl: u32,
+    /// Addresses in `addrs` (IPv6, IPv4 mapped).
+    pub n_addrs: u32,
+    /// The resolver (destination of a query, source of an answer).
+    pub peer: [u8; 16],
+    pub addrs: [[u8; 16]; crate::enforce::DNS_MAX_ADDRS],
+    /// Length of `name`.
+    pub name_len: u32,
+    pub _pad: u32,
+    /// The question's name, dotted, lower case.
+    pub name: [u8; 256],
 }

@@ -66,6 +66,10 @@ pub mod config {
     /// per-CPU cache of directories whose first component starts no rule
     /// path is then stale.
     pub const TOP_EPOCH: u32 = 12;
+    /// Rule mask of the slots holding a rule with a domain list
+    /// (`except.domains`): 0 keeps the cgroup skb programs to one lookup
+    /// per packet.
+    pub const DNS_RULES: u32 = 13;
 
     pub const MAX: u32 = 16;
 }
@@ -115,6 +119,8 @@ pub mod counter {
     /// Records of guarded tasks the prefilter kept in the kernel (no rule
     /// could match them).
     pub const PREFILTERED: u32 = 14;
+    /// DNS queries of subjects under a domain rule dropped at egress.
+    pub const DNS_DROPPED: u32 = 15;
     pub const MAX: u32 = 16;
 }
 

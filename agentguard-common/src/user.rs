@@ -15,6 +15,7 @@ unsafe impl Record for FileEvent {}
 unsafe impl Record for RenameEvent {}
 unsafe impl Record for ExecEvent {}
 unsafe impl Record for NetEvent {}
+unsafe impl Record for DnsEvent {}
 
 // SAFETY: plain-old-data, `#[repr(C)]`, no pointers, every bit pattern valid.
 unsafe impl aya::Pod for Header {}
@@ -43,6 +44,10 @@ mod enforce_pod {
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for InodeRules {}
     unsafe impl aya::Pod for Taint {}
+    unsafe impl aya::Pod for DnsKey {}
+    unsafe impl aya::Pod for DnsAllowKey {}
+    unsafe impl aya::Pod for DnsAllow {}
+    unsafe impl aya::Pod for DnsSock {}
 }
 
 /// Copies a `T` out of a ring-buffer record, or `None` when the record is too

@@ -7,7 +7,10 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_send_signal},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_socket_cookie, bpf_send_signal,
+    },
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap},
     programs::{SockAddrContext, SockContext},
@@ -270,6 +273,7 @@ fn in_ranges(ranges: &[PortRange; MAX_PORT_RANGES], n: u32, port: u16) -> bool {
 /// that rule's action. `addr` is IPv6 (IPv4 mapped).
 #[inline(always)]
 pub fn net_decide(rules: u32, addr: &[u8; 16], port: u16) -> Option<(u32, u32)> {
+    let mut subject = 0u64;
     let mut r: u32 = 0;
     while r < MAX_RULES {
         if rules & (1 << r) != 0 {
@@ -290,7 +294,15 @@ pub fn net_decide(rules: u32, addr: &[u8; 16], port: u16) -> Option<(u32, u32)> 
                         let fire = !pass
                             && v.flags & net_flags::MATCH != 0
                             && in_ranges(&v.match_ports, v.n_match, port);
-                        if fire {
+                        // A domain rule lets through what a DNS answer for
+                        // one of its names gave this subject.
+                        let resolved = fire && slot.domains != 0 && {
+                            if subject == 0 {
+                                subject = subject_key();
+                            }
+                            crate::dns::allowed(subject, addr) & (1 << r) != 0
+                        };
+                        if fire && !resolved {
                             return Some((r, slot.action));
                         }
                     }
@@ -431,6 +443,45 @@ pub fn tainted(tgid: u32) -> bool {
     }
 }
 
+/// The current task's subject for domain rules and their DNS answers: its
+/// guarded container (`TAINT_CGROUP | cgroup id`), else the agent process
+/// its guarded ancestry leads to (the topmost guarded one if no agent is
+/// marked), so one agent's lookups serve its whole tree and no other.
+#[inline(always)]
+pub fn subject_key() -> u64 {
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: presence test only.
+    if unsafe { ENFORCE_CGROUPS.get(&cg) }.is_some_and(|m| *m != 0) {
+        return TAINT_CGROUP | cg;
+    }
+    let own = u64::from((bpf_get_current_pid_tgid() >> 32) as u32);
+    let mut last = own;
+    let mut task = crate::kernel::current_task();
+    let mut i = 0;
+    while i < 8 {
+        let Ok(tgid) = crate::kernel::read_u32(task + crate::kernel::OFF_TASK_TGID.load()) else {
+            break;
+        };
+        // SAFETY: presence tests only.
+        if tgid <= 1 || unsafe { ENFORCE_TASKS.get(&tgid) }.is_none_or(|m| *m == 0) {
+            break;
+        }
+        last = u64::from(tgid);
+        // SAFETY: as above.
+        if unsafe { AGENT_ROOTS.get(&tgid) }.is_some() {
+            break;
+        }
+        let Ok(parent) = crate::kernel::read_u64(task + crate::kernel::OFF_TASK_REAL_PARENT.load())
+        else {
+            break;
+        };
+        task = parent;
+        i += 1;
+    }
+    last
+}
+
 /// At fork: a tainted process's child is tainted too.
 #[inline(always)]
 pub fn inherit_taint(parent: u32, child: u32) {
@@ -484,10 +535,54 @@ fn sock_verdict(ctx: &SockAddrContext, v6: bool) -> i32 {
     }
     // user_port holds the port in network byte order in its low 16 bits.
     let port = u16::from_be(sa.user_port as u16);
+    let dns = rules & crate::dns::domain_rules();
+    if port == 53 && dns != 0 {
+        note_dns_sock(ctx, dns, &addr);
+    }
     match net_decide(rules, &addr, port) {
         Some((_, rule_action::DENY)) => 0,
         _ => 1,
     }
+}
+
+/// A subject under a domain rule talks to a resolver on this socket: the
+/// skb programs read its queries and answers by socket cookie.
+#[inline(always)]
+fn note_dns_sock(ctx: &SockAddrContext, rules: u32, resolver: &[u8; 16]) {
+    // SAFETY: helper taking the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
+    let s = DnsSock {
+        subject: subject_key(),
+        rules,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        resolver: *resolver,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    let _ = crate::dns::DNS_SOCKS.insert(&cookie, &s, 0);
+}
+
+/// bind(2) to port 53 by a subject under a domain rule is refused: from
+/// such a socket it could answer its own query with a forged address.
+#[inline(always)]
+fn bind_verdict(ctx: &SockAddrContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the kernel passes a valid bpf_sock_addr context.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    if u16::from_be(sa.user_port as u16) != 53 {
+        return 1;
+    }
+    let rules = subject_rules_always(tgid);
+    i32::from(rules & crate::dns::domain_rules() == 0)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn agentguard_bind4(ctx: SockAddrContext) -> i32 {
+    bind_verdict(&ctx)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn agentguard_bind6(ctx: SockAddrContext) -> i32 {
+    bind_verdict(&ctx)
 }
 
 #[cgroup_sock_addr(connect4)]

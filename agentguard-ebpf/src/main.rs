@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod enforce;
 mod kernel;
 mod lsm;
@@ -35,7 +36,7 @@ use agentguard_common::{
 
 /// Ring buffer to userspace. Userspace may resize it before load.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
 /// tgid -> kind mask; see agentguard_common::filter.
 #[map]
@@ -144,7 +145,7 @@ fn output_prefix<T>(rec: &T, used: usize) {
 }
 
 #[inline(always)]
-fn bump(idx: u32) {
+pub(crate) fn bump(idx: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(idx) {
         // SAFETY: per-CPU slot; nothing else on this CPU runs concurrently
         // with a tracepoint program.
@@ -1087,6 +1088,8 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
     ev.port = 0;
     ev.addr = [0; 16];
     ev.unix_path[0] = 0;
+    ev.dns_rules = 0;
+    ev.subject = 0;
     let ok = match family {
         AF_INET => {
             // sockaddr_in: family(2) port(2, BE) addr(4)
@@ -1135,6 +1138,12 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
             a = [
                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
             ];
+        }
+        if rules & dns::domain_rules() != 0 {
+            // Said in the record so userspace judges a domain rule as the
+            // sock_addr hook will (a DNS answer let this address through).
+            ev.subject = enforce::subject_key();
+            ev.dns_rules = dns::allowed(ev.subject, &a);
         }
         let (verdict, matched) = enforce::check_net(rules, &a, ev.port);
         ev.header.verdict = verdict;

@@ -303,6 +303,7 @@ fn main() {
                 kernel_kill: true,
                 network_deny: false,
                 lsm: false,
+                dns: false,
             },
             None,
         );

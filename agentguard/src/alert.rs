@@ -155,6 +155,8 @@ pub enum Mechanism {
     SockAddr,
     /// The cgroup sock_create hook (a raw or packet socket refused).
     SockCreate,
+    /// The cgroup skb egress program (a DNS query dropped).
+    CgroupSkb,
     /// The daemon, after the event (pidfd kill).
     Userspace,
     /// The container runtime, asked by the daemon.

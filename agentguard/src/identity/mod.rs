@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod containerd;
 pub mod containerd_watch;
+pub mod dns;
 pub mod docker;
 pub mod procfs;
 pub mod resolver;

@@ -24,6 +24,7 @@ fn class_of(kind: Kind) -> (u32, &'static str, u32, &'static str) {
         // No OCSF class says "set up an io_uring": the base event keeps it
         // visible without pretending.
         Kind::IoUringSetup | Kind::CompatSyscall => (0, "Base Event", 0, "Uncategorized"),
+        Kind::Dns => (4003, "DNS Activity", 4, "Network Activity"),
     }
 }
 
@@ -41,6 +42,10 @@ fn activity_of(ev: &Event) -> (u32, &'static str) {
         Kind::Connect => (1, "Open"),
         Kind::Send => (6, "Traffic"),
         Kind::IoUringSetup | Kind::Socket | Kind::CompatSyscall => (99, "Other"),
+        Kind::Dns => match &ev.detail {
+            Detail::Dns(d) if d.direction == "answer" => (2, "Response"),
+            _ => (1, "Query"),
+        },
     }
 }
 
@@ -198,12 +203,34 @@ pub fn to_ocsf(alert: &Alert, native: Option<Value>) -> Value {
             if let Some(a) = &x.addr {
                 dst.insert("ip".into(), json!(a));
             }
+            if let Some(d) = &x.domain {
+                dst.insert("hostname".into(), json!(d));
+            }
             if let Some(p) = x.port {
                 dst.insert("port".into(), json!(p));
             }
             o.insert("dst_endpoint".into(), Value::Object(dst));
             // direction_id 2: Outbound (connect and send are ours).
             o.insert("connection_info".into(), json!({ "direction_id": 2 }));
+        }
+        Detail::Dns(x) => {
+            let mut q = Map::new();
+            if let Some(n) = &x.name {
+                q.insert("hostname".into(), json!(n));
+            }
+            if let Some(t) = &x.qtype {
+                q.insert("type".into(), json!(t));
+            }
+            o.insert("query".into(), Value::Object(q));
+            o.insert("dst_endpoint".into(), json!({ "ip": x.resolver }));
+            if !x.addrs.is_empty() {
+                let answers: Vec<Value> = x
+                    .addrs
+                    .iter()
+                    .map(|a| json!({ "rdata": a, "ttl": x.ttl }))
+                    .collect();
+                o.insert("answers".into(), Value::Array(answers));
+            }
         }
         Detail::IoUring(_) | Detail::Compat(_) => {}
     }
@@ -231,6 +258,7 @@ pub(crate) mod tests {
                 addr_unreadable: false,
                 socket_type: None,
                 protocol: None,
+                ..Default::default()
             }),
             _ => Detail::File(FileDetail {
                 file: PathInfo {

@@ -237,6 +237,18 @@ fn load_yaml(
         if r.kinds.is_empty() {
             err(format!("rule {:?}: `kinds` is empty", r.name));
         }
+        if !r.when.except.domains.is_empty()
+            && (r.when.dest.is_none()
+                || !r
+                    .kinds
+                    .iter()
+                    .all(|k| matches!(k, Kind::Connect | Kind::Send)))
+        {
+            err(format!(
+                "rule {:?}: `except.domains` needs kinds connect/send and a `dest` (e.g. dest: {{cidrs: [0.0.0.0/0, \"::/0\"]}})",
+                r.name
+            ));
+        }
         if r.kill_scope.is_some() && r.action != Action::Kill {
             err(format!(
                 "rule {:?}: `kill_scope` only applies to action kill",

@@ -253,6 +253,7 @@ fn no_exceptions(ex: &crate::policy::spec::Exceptions) -> bool {
         && ex.ports.is_empty()
         && !ex.loopback
         && !ex.dns_resolver
+        && ex.domains.is_empty()
         && ex.paths.is_empty()
         && ex.exec.is_empty()
 }

@@ -472,6 +472,13 @@ impl Rule {
                         return false;
                     }
                 }
+                // The address came from a DNS answer for a listed name.
+                if n.domain
+                    .as_deref()
+                    .is_some_and(|d| self.spec.when.except.domains.iter().any(|p| p.matches(d)))
+                {
+                    return false;
+                }
                 if let Some(ip) = ip {
                     if self.ex_cidrs.iter().any(|c| c.contains(ip)) {
                         return false;
@@ -487,7 +494,11 @@ impl Rule {
                 }
                 true
             }
-            Detail::Fork(_) | Detail::Exit(_) | Detail::IoUring(_) | Detail::Compat(_) => true,
+            Detail::Fork(_)
+            | Detail::Exit(_)
+            | Detail::IoUring(_)
+            | Detail::Compat(_)
+            | Detail::Dns(_) => true,
         }
     }
 

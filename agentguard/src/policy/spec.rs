@@ -209,6 +209,11 @@ pub struct Exceptions {
     /// The configured DNS resolvers, port 53.
     #[serde(default)]
     pub dns_resolver: bool,
+    /// Names (`api.example.com`) and name suffixes (`*.example.com`: every
+    /// name below it, not itself): an address a DNS answer the subject
+    /// received for one of them gave it, until the answer's TTL runs out.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub domains: Vec<DomainPattern>,
     #[serde(default, deserialize_with = "one_or_many")]
     pub paths: Vec<PathGlob>,
     #[serde(default, deserialize_with = "one_or_many")]
@@ -232,7 +237,12 @@ impl Conditions {
             Kind::Connect | Kind::Send => {
                 self.dest.is_some() as usize + !self.unix_path.is_empty() as usize
             }
-            Kind::Fork | Kind::Exit | Kind::IoUringSetup | Kind::Socket | Kind::CompatSyscall => 0,
+            Kind::Fork
+            | Kind::Exit
+            | Kind::IoUringSetup
+            | Kind::Socket
+            | Kind::CompatSyscall
+            | Kind::Dns => 0,
         }
     }
 
@@ -407,6 +417,75 @@ impl fmt::Display for Cidr {
             Cidr::V4 { addr, prefix } => write!(f, "{addr}/{prefix}"),
             Cidr::V6 { addr, prefix } => write!(f, "{addr}/{prefix}"),
         }
+    }
+}
+
+/// A DNS name or `*.` name suffix, lower case, as `except.domains` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DomainPattern {
+    /// The name without `*.`.
+    pub name: String,
+    /// `*.name`: names below `name`, not `name` itself.
+    pub suffix: bool,
+}
+
+/// Longest name the kernel matches (its key holds 252 bytes with the NUL).
+pub const MAX_DOMAIN_LEN: usize = 251;
+
+impl DomainPattern {
+    pub fn parse(s: &str) -> Result<DomainPattern, String> {
+        let lower = s.trim_end_matches('.').to_ascii_lowercase();
+        let (name, suffix) = match lower.strip_prefix("*.") {
+            Some(rest) => (rest.to_owned(), true),
+            None => (lower, false),
+        };
+        if name.is_empty() || name.len() > MAX_DOMAIN_LEN {
+            return Err(format!(
+                "bad domain {s:?}: a name of 1 to {MAX_DOMAIN_LEN} characters, or `*.` and a name"
+            ));
+        }
+        for label in name.split('.') {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                return Err(format!(
+                    "bad domain {s:?}: labels of 1 to 63 letters, digits, '-' or '_' (only a leading `*.` is a wildcard)"
+                ));
+            }
+        }
+        Ok(DomainPattern { name, suffix })
+    }
+
+    /// Does `name` (any case, an optional trailing dot) match?
+    pub fn matches(&self, name: &str) -> bool {
+        let n = name.trim_end_matches('.');
+        if self.suffix {
+            n.len() > self.name.len() + 1
+                && n[n.len() - self.name.len()..].eq_ignore_ascii_case(&self.name)
+                && n.as_bytes()[n.len() - self.name.len() - 1] == b'.'
+        } else {
+            n.eq_ignore_ascii_case(&self.name)
+        }
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.suffix {
+            write!(f, "*.{}", self.name)
+        } else {
+            f.write_str(&self.name)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DomainPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DomainPattern::parse(&s).map_err(de::Error::custom)
     }
 }
 

@@ -56,6 +56,8 @@ fn syscall_name(n: u16) -> &'static str {
         syscall::SENDMSG => "sendmsg",
         syscall::SOCKET => "socket",
         syscall::COMPAT => "int80",
+        syscall::DNS_QUERY => "dns:query",
+        syscall::DNS_ANSWER => "dns:answer",
         syscall::IO_URING_SETUP => "io_uring_setup",
         syscall::LSM_FILE_OPEN => "lsm:file_open",
         syscall::LSM_PATH_UNLINK => "lsm:path_unlink",
@@ -187,6 +189,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let n: raw::NetEvent = get(bytes, h.kind)?;
             Detail::Net(net_detail(&n))
         }
+        kind::DNS => {
+            let d: raw::DnsEvent = get(bytes, h.kind)?;
+            Detail::Dns(dns_detail(&d))
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(base(&h, k, detail))
@@ -290,6 +296,47 @@ fn file_detail(f: &raw::FileEvent) -> FileDetail {
     }
 }
 
+/// An address as the kernel maps keep it (IPv6, IPv4 mapped).
+fn addr16(a: &[u8; 16]) -> String {
+    let v6 = Ipv6Addr::from(*a);
+    v6.to_ipv4_mapped()
+        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+}
+
+fn dns_detail(d: &raw::DnsEvent) -> DnsDetail {
+    use raw::dns_status as st;
+    let len = (d.name_len as usize).min(d.name.len());
+    let unreadable = d.status & st::UNREADABLE != 0;
+    let n = (d.n_addrs as usize).min(d.addrs.len());
+    DnsDetail {
+        direction: if d.header.syscall == syscall::DNS_QUERY {
+            "query"
+        } else {
+            "answer"
+        }
+        .into(),
+        name: (!unreadable && len > 0)
+            .then(|| String::from_utf8_lossy(&d.name[..len]).into_owned()),
+        qtype: (d.qtype != 0).then(|| match d.qtype {
+            1 => "A".to_owned(),
+            28 => "AAAA".to_owned(),
+            5 => "CNAME".to_owned(),
+            16 => "TXT".to_owned(),
+            other => other.to_string(),
+        }),
+        resolver: addr16(&d.peer),
+        dropped: d.status & st::DROPPED != 0,
+        unreadable,
+        foreign: d.status & st::FOREIGN != 0,
+        tcp: d.status & st::TCP != 0,
+        addrs: d.addrs[..n].iter().map(addr16).collect(),
+        ttl: (d.status & st::ALLOWED != 0).then_some(d.ttl),
+        subject: d.subject,
+        rules: d.rules,
+        subject_rules: d.subject_rules,
+    }
+}
+
 fn net_detail(n: &raw::NetEvent) -> NetDetail {
     let mut d = NetDetail {
         family: String::new(),
@@ -302,6 +349,9 @@ fn net_detail(n: &raw::NetEvent) -> NetDetail {
         addr_unreadable: n.header.flags & flags::ADDR_UNREADABLE != 0,
         socket_type: None,
         protocol: None,
+        domain: None,
+        dns_subject: n.subject,
+        dns_rules: n.dns_rules,
     };
     if n.header.kind == kind::SOCKET {
         // Only created, never addressed: the type and protocol are what
@@ -397,7 +447,8 @@ mod tests {
             addrlen: 16,
             addr,
             unix_path: [0; UNIX_PATH_LEN],
-            _pad: [0; 4],
+            dns_rules: 0,
+            subject: 0,
         }
     }
 

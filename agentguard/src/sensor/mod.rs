@@ -131,6 +131,14 @@ pub const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "agentguard_connect6",
     "agentguard_sendmsg4",
     "agentguard_sendmsg6",
+    "agentguard_bind4",
+    "agentguard_bind6",
+];
+
+/// The cgroup skb programs reading DNS for domain rules (egress, ingress).
+pub const DNS_PROGRAMS: &[(&str, bool)] = &[
+    ("agentguard_dns_egress", true),
+    ("agentguard_dns_ingress", false),
 ];
 
 /// The cgroup sock_create program refusing raw and packet sockets.
@@ -302,6 +310,12 @@ impl Sensor {
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pin_dir);
         loader.map_max_entries("EVENTS", opts.ring_buffer_bytes);
+        // AGENTGUARD_VERIFIER_LOG=1: the verifier's whole log in a load
+        // error (to debug a program a kernel refuses).
+        if std::env::var_os("AGENTGUARD_VERIFIER_LOG").is_some() {
+            loader
+                .verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
+        }
         for (name, n) in &opts.map_sizes {
             loader.map_max_entries(name, *n);
         }
@@ -571,14 +585,39 @@ impl Sensor {
         root: &std::path::Path,
         pin_dir: &std::path::Path,
     ) -> Result<Vec<String>> {
-        use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr};
+        let names: Vec<&str> = SOCK_ADDR_PROGRAMS
+            .iter()
+            .copied()
+            .chain([SOCK_CREATE_PROGRAM])
+            .collect();
+        self.attach_cgroup_programs(root, pin_dir, &names)
+    }
+
+    /// Loads and attaches the DNS skb programs of domain rules, pinned
+    /// like [`Sensor::attach_sock_addr`]'s.
+    pub fn attach_dns(
+        &mut self,
+        root: &std::path::Path,
+        pin_dir: &std::path::Path,
+    ) -> Result<Vec<String>> {
+        let names: Vec<&str> = DNS_PROGRAMS.iter().map(|(n, _)| *n).collect();
+        self.attach_cgroup_programs(root, pin_dir, &names)
+    }
+
+    fn attach_cgroup_programs(
+        &mut self,
+        root: &std::path::Path,
+        pin_dir: &std::path::Path,
+        names: &[&str],
+    ) -> Result<Vec<String>> {
+        use aya::programs::{
+            links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+            CgroupSockAddr,
+        };
         let cgroup = std::fs::File::open(root)
             .with_context(|| format!("opening cgroup v2 root {}", root.display()))?;
         let mut attached = Vec::new();
-        for name in SOCK_ADDR_PROGRAMS
-            .iter()
-            .chain([SOCK_CREATE_PROGRAM].iter())
-        {
+        for name in names {
             let pin = pin_dir.join(format!("link_{name}"));
             if pin.exists() {
                 continue;
@@ -589,7 +628,23 @@ impl Sensor {
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
             // bpf_link_create refuses attach flags: cgroup links always
             // coexist with other programs, so "Single" (no flag) is right.
-            let link: FdLink = if *name == SOCK_CREATE_PROGRAM {
+            let skb = DNS_PROGRAMS.iter().find(|(n, _)| n == name);
+            let link: FdLink = if let Some((_, egress)) = skb {
+                let prog: &mut CgroupSkb = program.try_into()?;
+                prog.load()
+                    .with_context(|| format!("verifier rejected program {name}"))?;
+                let ty = if *egress {
+                    CgroupSkbAttachType::Egress
+                } else {
+                    CgroupSkbAttachType::Ingress
+                };
+                let id = prog
+                    .attach(&cgroup, ty, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", root.display()))?;
+                prog.take_link(id)?
+                    .try_into()
+                    .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?
+            } else if *name == SOCK_CREATE_PROGRAM {
                 let prog: &mut CgroupSock = program.try_into()?;
                 prog.load()
                     .with_context(|| format!("verifier rejected program {name}"))?;

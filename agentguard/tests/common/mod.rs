@@ -1,6 +1,7 @@
 //! Shared helpers for the privileged integration tests.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod evade;
 
 use std::process::{Command, Stdio};

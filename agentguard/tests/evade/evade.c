@@ -60,7 +60,7 @@ static const struct {
 	E(EOPNOTSUPP), E(EAFNOSUPPORT), E(EADDRINUSE), E(EADDRNOTAVAIL),
 	E(ENETDOWN), E(ENETUNREACH), E(ECONNABORTED), E(ECONNRESET),
 	E(ETIMEDOUT), E(ECONNREFUSED), E(EHOSTUNREACH), E(EALREADY),
-	E(EINPROGRESS), E(EDQUOT), E(ECANCELED), E(EKEYREJECTED),
+	E(EINPROGRESS), E(EDQUOT), E(ECANCELED), E(EKEYREJECTED), E(ENODATA),
 };
 #undef E
 
@@ -800,6 +800,134 @@ static int cmd_connect(char **av)
 	return rc < 0 ? report_err(e) : report_ok(NULL);
 }
 
+/*
+ * A DNS lookup of NAME (type A) sent straight to SERVER:53 over UDP or TCP
+ * ("tcp"), as a resolver library would. Returns 0 with *out set to the
+ * first A record, or an errno: ETIMEDOUT (no answer in 3 s), ENODATA (a
+ * TCP server closed without answering), ENOENT (an answer without an A
+ * record), or the socket call's error (EPERM: the query was refused).
+ */
+static int dns_lookup(const char *server, const char *name, int tcp, struct in_addr *out)
+{
+	unsigned char q[300], r[1024];
+	size_t n = 0;
+	int off = tcp ? 2 : 0;
+	uint16_t id = (uint16_t)getpid();
+	memset(q, 0, sizeof(q));
+	q[off + 0] = id >> 8;
+	q[off + 1] = id & 0xff;
+	q[off + 2] = 0x01; /* RD */
+	q[off + 5] = 1;    /* one question */
+	n = off + 12;
+	const char *p = name;
+	while (*p) {
+		const char *dot = strchr(p, '.');
+		size_t len = dot ? (size_t)(dot - p) : strlen(p);
+		if (len == 0 || len > 63 || n + len + 6 > sizeof(q))
+			die_setup("bad name: %s", name);
+		q[n++] = (unsigned char)len;
+		memcpy(q + n, p, len);
+		n += len;
+		p += len;
+		if (*p == '.')
+			p++;
+	}
+	q[n++] = 0;
+	q[n++] = 0; q[n++] = 1; /* A */
+	q[n++] = 0; q[n++] = 1; /* IN */
+	if (tcp) {
+		q[0] = (unsigned char)((n - 2) >> 8);
+		q[1] = (unsigned char)((n - 2) & 0xff);
+	}
+	struct sockaddr_in sa = parse_ipv4(server, "53");
+	int fd = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+	if (fd < 0)
+		return errno;
+	struct timeval tv = { 3, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || send(fd, q, n, 0) < 0) {
+		int e = errno;
+		close(fd);
+		return e == EINPROGRESS || e == EAGAIN ? ETIMEDOUT : e;
+	}
+	ssize_t got = recv(fd, r, sizeof(r), 0);
+	close(fd);
+	if (got < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno;
+	if (got == 0)
+		return ENODATA; /* TCP: the server closed without an answer */
+	unsigned char *m = r + off;
+	size_t len = (size_t)got - off;
+	if ((size_t)got < (size_t)off + 12)
+		return ENOENT;
+	size_t i = 12;
+	while (i < len && m[i] != 0) /* question name */
+		i += m[i] + 1;
+	i += 5;
+	unsigned an = (unsigned)(m[6] << 8 | m[7]);
+	for (unsigned k = 0; k < an && i < len; k++) {
+		if ((m[i] & 0xc0) == 0xc0)
+			i += 2;
+		else {
+			while (i < len && m[i] != 0)
+				i += m[i] + 1;
+			i++;
+		}
+		if (i + 10 > len)
+			break;
+		unsigned type = (unsigned)(m[i] << 8 | m[i + 1]);
+		unsigned rdlen = (unsigned)(m[i + 8] << 8 | m[i + 9]);
+		i += 10;
+		if (type == 1 && rdlen == 4 && i + 4 <= len) {
+			memcpy(out, m + i, 4);
+			return 0;
+		}
+		i += rdlen;
+	}
+	return ENOENT;
+}
+
+static int cmd_dns_query(char **av)
+{
+	struct in_addr a;
+	int e = dns_lookup(av[0], av[1], av[2] && !strcmp(av[2], "tcp"), &a);
+	return e ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
+}
+
+/* Looks NAME up at SERVER, then connects to the answer on PORT. */
+static int cmd_dns_connect(char **av)
+{
+	struct in_addr a;
+	int e = dns_lookup(av[0], av[1], av[3] && !strcmp(av[3], "tcp"), &a);
+	if (e)
+		return report_err(e);
+	struct sockaddr_in sa = parse_ipv4(inet_ntoa(a), av[2]);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return report_err(errno);
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	e = errno;
+	close(fd);
+	return rc < 0 ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
+}
+
+/* A UDP socket bound to port 53 (to answer one's own DNS queries). */
+static int cmd_bind53(char **av)
+{
+	(void)av;
+	struct sockaddr_in sa = parse_ipv4("0.0.0.0", "53");
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return report_err(errno);
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	close(fd);
+	return rc < 0 ? report_err(e) : report_ok(NULL);
+}
+
 static int cmd_unix_connect(char **av)
 {
 	struct sockaddr_un sa;
@@ -920,6 +1048,9 @@ static const struct command commands[] = {
 	{ "open-trunc", 1, 1, cmd_open_trunc, "PATH" },
 	{ "connect", 2, 2, cmd_connect, "IPV4 PORT" },
 	{ "unix-connect", 1, 1, cmd_unix_connect, "PATH" },
+	{ "dns-query", 2, 3, cmd_dns_query, "SERVER NAME [tcp]" },
+	{ "dns-connect", 3, 4, cmd_dns_connect, "SERVER NAME PORT [tcp]" },
+	{ "bind53", 0, 0, cmd_bind53, "" },
 	{ "kill", 2, 2, cmd_kill, "PID SIGNUM" },
 	{ "ptrace", 1, 1, cmd_ptrace, "PID" },
 	{ "bpf-prog", 0, 0, cmd_bpf_prog, "" },
