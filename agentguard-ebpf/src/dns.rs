@@ -278,13 +278,21 @@ fn read_name(ctx: &SkBuffContext, off: u32, s: &mut Scratch) -> Option<u32> {
         if k >= nlen {
             break;
         }
-        let c = *s.ev.name.get(nlen - 1 - k)?;
+        // Through memory and checked where it is used: LLVM would turn
+        // the index into a pointer walk the 6.1 verifier cannot bound.
+        set_off(s, (nlen - 1 - k) as u32);
+        let at = get_off(s) as usize;
+        let c = *s.ev.name.get(at)?;
         if let Some(d) = s.key.data.name.get_mut(k) {
             *d = c;
         }
         k += 1;
     }
-    if let Some(d) = s.key.data.name.get_mut(nlen) {
+    // Re-read: after the loop the 6.1 verifier may hold contradictory
+    // bounds for nlen on a dead path and refuse the pointer it makes.
+    set_off(s, nlen as u32);
+    let at = get_off(s) as usize;
+    if let Some(d) = s.key.data.name.get_mut(at) {
         *d = 0;
     }
     s.key.prefix_len = DNS_KEY_RULE_BITS + (nlen as u32 + 1) * 8;

@@ -45,6 +45,15 @@ rules:
     action: deny
     severity: high
     message: "{comm} ({agent}) connected to {addr}:{port}"
+  - name: named-egress
+    kinds: [connect, send]
+    match: { agent: any }
+    when:
+      dest: { cidrs: [127.0.0.64/26] }
+      except: { domains: [api.agent.test] }
+    action: deny
+    severity: high
+    message: "{comm} ({agent}) connected to {addr}:{port}"
 "#;
 
 /// The guest scenario. Lines `R NAME VALUE` are results; `A {json}` alerts.
@@ -76,6 +85,10 @@ ln -s /srv/vol /var/ag/volink
 echo other > /var/ag/other
 cp /bin/busybox /tmp/bb
 ln -s /tmp/bb /var/ag/true
+# A resolver and a server for the domain rule (named-egress).
+evade dns-serve 127.0.0.1 api.agent.test=127.0.0.66 other.test=127.0.0.67 &
+httpd -p 127.0.0.66:8080 -h /var/ag
+httpd -p 127.0.0.67:8080 -h /var/ag
 
 agentguard run --policies /etc/ag/pol --alerts /var/ag/alerts.jsonl \
   --status-socket /run/docker.sock --ready-file /var/ag/ready 2>/var/ag/daemon.log &
@@ -131,6 +144,13 @@ echo "R bpf $(got evade bpf-prog)"
 evade race-open /root/secret/key /var/ag/decoy000 1 > /var/ag/race.out 2>/dev/null &
 echo $! > /var/ag/race.pid; wait
 echo "R race $(cat /var/ag/race.out)"
+# Egress by name for a host agent (its process tree): the address of an
+# allowed name only once this agent's own lookup gave it.
+echo "R dns_hard $(got evade connect 127.0.0.66 8080)"
+echo "R dns_api $(got evade dns-connect 127.0.0.1 api.agent.test 8080)"
+echo "R dns_again $(got evade connect 127.0.0.66 8080)"
+echo "R dns_other $(got evade dns-query 127.0.0.1 other.test)"
+echo "R dns_bind $(got evade bind53)"
 # The pack's credential-read taints (matched in the file_open hook): the
 # agent's next connect, even to loopback, is refused.
 echo "R taint_before $(got evade connect 127.0.0.1 9)"
@@ -153,6 +173,8 @@ echo "R ctl_raw $(got evade raw-socket)"
 echo "R ctl_connect $(got evade connect 127.0.0.2 9)"
 echo "R ctl_docker $(got evade unix-connect /run/docker.sock)"
 echo "R ctl_rm_rf $(rm -rf /srv/vol && echo gone)"
+echo "R ctl_dns_other $(got evade dns-query 127.0.0.1 other.test)"
+echo "R ctl_dns_hard $(got evade connect 127.0.0.67 8080)"
 
 # Reload: the secret rule becomes a rule about another directory, the port
 # moves. The changed rules must stop at once, and no entry left from them
@@ -313,6 +335,16 @@ fn check(kernel: &str) {
     // Loopback stays open (nothing listens there).
     expect("loopback_allowed", "err ECONNREFUSED");
     // Until the agent reads a key: then it is tainted, in the hook.
+    // Egress by name: the hardcoded address is refused until the agent's
+    // own lookup of the allowed name gave it; an unlisted name's query is
+    // refused at its send; so is a bind to port 53.
+    expect("dns_hard", "err EPERM");
+    expect("dns_api", "ok addr=127.0.0.66");
+    expect("dns_again", "ok");
+    expect("dns_other", "err EPERM");
+    expect("dns_bind", "err EPERM");
+    expect("ctl_dns_other", "ok addr=127.0.0.67");
+    expect("ctl_dns_hard", "ok");
     expect("taint_before", "err ECONNREFUSED");
     expect("taint_loopback", "err EPERM");
     // The control: a non-agent does all of it freely.
@@ -390,6 +422,16 @@ fn check(kernel: &str) {
     assert!(
         by("exec-from-temp").iter().any(lsm),
         "{kernel}: exec through a symlink into /tmp not alerted by lsm"
+    );
+    // The dropped query is alerted with its name, as a kernel deny.
+    assert!(
+        by("named-egress")
+            .iter()
+            .any(|a| a["event"]["dns"]["name"] == "other.test"
+                && a["result"]["outcome"] == "denied"
+                && a["result"]["mechanism"] == "cgroup_skb"),
+        "{kernel}: no named-egress alert for the query of other.test: {:#?}",
+        by("named-egress")
     );
     // The control raised nothing.
     assert!(

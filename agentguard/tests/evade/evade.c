@@ -914,6 +914,60 @@ static int cmd_dns_connect(char **av)
 	return rc < 0 ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
 }
 
+/*
+ * A minimal DNS server on ADDR:53 (UDP) for guests without one: answers
+ * NAME=IPV4 entries with an A record, TTL 1; other names get NXDOMAIN.
+ * Runs until killed; prints nothing.
+ */
+static int cmd_dns_serve(char **av)
+{
+	struct sockaddr_in sa = parse_ipv4(av[0], "53");
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return report_err(errno);
+	for (;;) {
+		unsigned char m[512];
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t n = recvfrom(fd, m, sizeof(m) - 16, 0, (struct sockaddr *)&from, &fl);
+		if (n < 17)
+			continue;
+		char name[256];
+		size_t i = 12, o = 0;
+		while (i < (size_t)n && m[i] != 0 && o + m[i] + 1 < sizeof(name)) {
+			if (o)
+				name[o++] = '.';
+			memcpy(name + o, m + i + 1, m[i]);
+			o += m[i];
+			i += m[i] + 1;
+		}
+		name[o] = 0;
+		i += 5; /* root, type, class */
+		if (i > (size_t)n)
+			continue;
+		struct in_addr ip;
+		int found = 0;
+		for (char **e = av + 1; *e; e++) {
+			const char *eq = strchr(*e, '=');
+			if (eq && (size_t)(eq - *e) == o && !strncmp(*e, name, o) &&
+			    inet_pton(AF_INET, eq + 1, &ip) == 1)
+				found = 1;
+		}
+		m[2] = 0x81;
+		m[3] = found ? 0x80 : 0x83;
+		m[6] = 0; m[7] = (unsigned char)found;
+		m[8] = m[9] = m[10] = m[11] = 0;
+		size_t len = i;
+		if (found) {
+			unsigned char rr[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4 };
+			memcpy(rr + 12, &ip, 4);
+			memcpy(m + len, rr, 16);
+			len += 16;
+		}
+		sendto(fd, m, len, 0, (struct sockaddr *)&from, fl);
+	}
+}
+
 /* A UDP socket bound to port 53 (to answer one's own DNS queries). */
 static int cmd_bind53(char **av)
 {
@@ -1051,6 +1105,7 @@ static const struct command commands[] = {
 	{ "dns-query", 2, 3, cmd_dns_query, "SERVER NAME [tcp]" },
 	{ "dns-connect", 3, 4, cmd_dns_connect, "SERVER NAME PORT [tcp]" },
 	{ "bind53", 0, 0, cmd_bind53, "" },
+	{ "dns-serve", 2, -1, cmd_dns_serve, "ADDR NAME=IPV4..." },
 	{ "kill", 2, 2, cmd_kill, "PID SIGNUM" },
 	{ "ptrace", 1, 1, cmd_ptrace, "PID" },
 	{ "bpf-prog", 0, 0, cmd_bpf_prog, "" },
