@@ -203,13 +203,6 @@ impl Pipeline {
                 });
             }
         }
-        if let crate::event::Detail::Dns(d) = &ev.detail {
-            if d.dropped {
-                if let Some(dec) = self.dns_drop(&ev, d) {
-                    self.decisions.push(dec);
-                }
-            }
-        }
         if ev.kind == Kind::Exit {
             self.enforcer.forget(ev.pid);
         }
@@ -239,44 +232,6 @@ impl Pipeline {
             self.outputs.send(&alert);
             self.alerts += 1;
         }
-    }
-}
-
-impl Pipeline {
-    /// The alert for a DNS query the kernel dropped, under the first
-    /// domain rule of the subject whose list lacks the name.
-    fn dns_drop(&self, ev: &Event, d: &crate::event::DnsDetail) -> Option<Decision> {
-        let missing = d.subject_rules & !d.rules;
-        let bit = if missing != 0 {
-            missing.trailing_zeros()
-        } else {
-            d.subject_rules.trailing_zeros()
-        };
-        let slot = self.enforcer.kernel.as_ref()?.slot(bit)?;
-        let rule = self.policy.rules().get(slot.plan.index)?;
-        let name = d.name.as_deref().unwrap_or("(unreadable name)");
-        let who = ev
-            .identity
-            .as_ref()
-            .and_then(|i| i.agent.as_ref())
-            .map_or_else(String::new, |a| format!(" ({})", a.name));
-        Some(Decision {
-            policy: rule.policy().into(),
-            rule: rule.name().into(),
-            action: crate::alert::Action::Deny,
-            kill_scope: Default::default(),
-            taint: false,
-            severity: rule.severity(),
-            message: format!(
-                "{}{} DNS query for {} via {} dropped: not in {}'s domains",
-                ev.comm,
-                who,
-                name,
-                d.resolver,
-                rule.name()
-            ),
-            mode: crate::alert::Mode::Enforce,
-        })
     }
 }
 

@@ -333,6 +333,7 @@ pub struct NetDetail {
 
 /// A DNS message read on the wire for a subject under a domain rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DnsDetail {
     /// "query" (egress) or "answer" (ingress).
     pub direction: String,

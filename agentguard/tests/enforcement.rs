@@ -1384,6 +1384,8 @@ fn agents_reach_only_what_allowed_names_resolved_to() {
         echo \"hard $(got evade connect {t2} 8080)\"; \
         echo \"api $(got evade dns-connect {gw} api.agent.test 8080)\"; \
         echo \"cname $(got evade dns-connect {gw} mirror.pkg.test 8080)\"; \
+        echo \"upper $(got evade dns-connect {gw} API.Agent.TEST 8080)\"; \
+        echo \"resolver $(got evade dns-query {t3} api.agent.test)\"; \
         echo \"evil $(got evade dns-query {gw} evil.test)\"; \
         echo \"exfil $(got evade dns-query {gw} {exfil} tcp)\"; \
         echo \"bind $(got evade bind53)\"; \
@@ -1399,6 +1401,10 @@ fn agents_reach_only_what_allowed_names_resolved_to() {
         ("hard", "err EPERM".to_owned()),
         ("api", format!("ok addr={t1}")),
         ("cname", format!("ok addr={t2}")),
+        // Names are matched without regard to case.
+        ("upper", format!("ok addr={t1}")),
+        // Port 53 of anything but the configured resolver is refused.
+        ("resolver", "err EPERM".to_owned()),
         // A UDP query dropped at egress fails its send; over TCP the
         // segment never arrives and the server gives up on the stream.
         ("evil", "err EPERM".to_owned()),

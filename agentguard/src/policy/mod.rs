@@ -370,7 +370,24 @@ impl PolicySet {
             }
             by.map(Vec::into_boxed_slice)
         };
-        let by_kind = index(&mut rules.iter().enumerate().map(|(i, r)| (i, r.kinds())));
+        // A rule with a domain list also judges the DNS queries of its
+        // subjects (a name outside the list is dropped in the kernel).
+        let with_dns: Vec<Vec<Kind>> = rules
+            .iter()
+            .map(|r| {
+                let mut k = r.kinds().to_vec();
+                if !r.spec().when.except.domains.is_empty() {
+                    k.push(Kind::Dns);
+                }
+                k
+            })
+            .collect();
+        let by_kind = index(
+            &mut with_dns
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (i, k.as_slice())),
+        );
         let rego_by_kind = index(&mut rego.iter().enumerate().map(|(i, r)| (i, r.kinds())));
         Ok(PolicySet {
             rules,

@@ -301,7 +301,21 @@ impl Rule {
             kill_scope: self.kill_scope,
             taint: self.spec.taint,
             severity: self.spec.severity,
-            message: self.spec.message.render(ev),
+            message: match &ev.detail {
+                // The rule's template speaks of connects.
+                Detail::Dns(d) => format!(
+                    "{}{} DNS query for {} via {} dropped: not in {}'s domains",
+                    ev.comm,
+                    ev.identity
+                        .as_ref()
+                        .and_then(|i| i.agent.as_ref())
+                        .map_or_else(String::new, |a| format!(" ({})", a.name)),
+                    d.name.as_deref().unwrap_or("(an unreadable name)"),
+                    d.resolver,
+                    self.name
+                ),
+                _ => self.spec.message.render(ev),
+            },
             mode: self.mode,
         }
     }
@@ -494,11 +508,15 @@ impl Rule {
                 }
                 true
             }
-            Detail::Fork(_)
-            | Detail::Exit(_)
-            | Detail::IoUring(_)
-            | Detail::Compat(_)
-            | Detail::Dns(_) => true,
+            // A query for a name outside the rule's domain list (an
+            // unreadable name is outside every list).
+            Detail::Dns(d) => {
+                d.direction == "query"
+                    && !d.name.as_deref().is_some_and(|n| {
+                        self.spec.when.except.domains.iter().any(|p| p.matches(n))
+                    })
+            }
+            Detail::Fork(_) | Detail::Exit(_) | Detail::IoUring(_) | Detail::Compat(_) => true,
         }
     }
 
