@@ -31,7 +31,7 @@ use aya_ebpf::{
 use agentguard_common::{
     enforce::*,
     event::{dns_status, kind, syscall, DnsEvent},
-    filter::counter,
+    filter::{config, counter},
 };
 
 use crate::enforce::ENFORCE_CGROUPS;
@@ -379,10 +379,25 @@ fn start_event(ctx: &SkBuffContext, s: &mut Scratch, sock: &DnsSock, call: u16, 
 
 #[inline(always)]
 fn emit(s: &Scratch, wake: bool) {
+    // A dropped query is an alert: wake the reader. An answer only names
+    // later connects, which come after it in the ring: batched, like the
+    // other records (a wakeup per lookup cost more than the lookup).
     let flags = if wake {
         aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
     } else {
-        0
+        let threshold = u64::from(
+            crate::CONFIG
+                .get(config::WAKEUP_BYTES)
+                .copied()
+                .unwrap_or(0),
+        );
+        if threshold != 0
+            && crate::EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64) < threshold
+        {
+            aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
+        } else {
+            aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+        }
     };
     if crate::EVENTS.output::<DnsEvent>(&s.ev, flags).is_err() {
         crate::bump(counter::LOST);

@@ -44,7 +44,7 @@ static TASK_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(TASK_FILTER_EN
 
 /// Runtime settings, indexed by agentguard_common::filter::config.
 #[map]
-static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
+pub(crate) static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
 
 /// Per-CPU counters, indexed by agentguard_common::filter::counter.
 #[map]

@@ -46,9 +46,9 @@ const AUDIT_RULE: &[&str] = &[
 const AUDIT_BACKLOG: u64 = 8192;
 /// The agent container's image: a static busybox, enough to chroot into
 /// the host's root and run this (dynamically linked) binary from there.
-const AGENT_IMAGE: &str = "agentguard-bench/busybox:1";
+pub(crate) const AGENT_IMAGE: &str = "agentguard-bench/busybox:1";
 /// The label that makes the container an agent for agentguard.
-const AGENT_LABEL: &str = "agentguard.io/agent=bench";
+pub(crate) const AGENT_LABEL: &str = "agentguard.io/agent=bench";
 /// Untimed wait in the container before the warm-up, so a monitor that
 /// learns about containers from the Docker API knows this one already.
 const AGENT_SETTLE_MS: u64 = 500;

@@ -4,6 +4,7 @@
 //! for whatever the commands themselves print.
 
 mod bench;
+mod bench_dns;
 mod bench_lsm;
 mod bench_throughput;
 mod guest;
@@ -130,6 +131,9 @@ enum BenchCmd {
     /// Events per second `agentguard events --kind open` takes in, with its
     /// losses, under parallel open loops; against the loops alone.
     Throughput(bench_throughput::ThroughputArgs),
+    /// Egress by domain name: lookups and connects of an agent container
+    /// with no daemon, a CIDR exception, and a domain list of 1,000 names.
+    Dns(bench_dns::DnsArgs),
 }
 
 fn main() -> ExitCode {
@@ -151,6 +155,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             bench: BenchCmd::Throughput(args),
         } => bench_throughput::throughput(&args),
+        Cmd::Bench {
+            bench: BenchCmd::Dns(args),
+        } => bench_dns::dns(&args),
         Cmd::Ci => lint().and_then(|()| test(&[])),
         Cmd::Guest(args) => guest::run(&args),
         Cmd::Loadgen {

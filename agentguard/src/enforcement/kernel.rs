@@ -275,13 +275,27 @@ pub fn net_entries(slot: u32, r: &Rule) -> Vec<(Key<NetKey>, NetVerdict)> {
             v.match_ports = match_ports;
             v.n_match = n_match;
         }
-        if let Some((_, _, p)) = excepts
+        // The longest covering exceptions decide; several of that length
+        // (a CIDR exception that is also the DNS resolver) add up: one
+        // without ports covers every port.
+        let best = excepts
             .iter()
             .filter(|(e, el, _)| covers(e, *el, &a, l))
-            .max_by_key(|(_, el, _)| *el)
-        {
+            .map(|(_, el, _)| *el)
+            .max();
+        if let Some(best) = best {
+            let same: Vec<&Vec<PortRange>> = excepts
+                .iter()
+                .filter(|(e, el, _)| *el == best && covers(e, *el, &a, l))
+                .map(|(_, _, p)| p)
+                .collect();
+            let p: Vec<PortRange> = if same.iter().any(|p| p.is_empty()) {
+                Vec::new()
+            } else {
+                same.into_iter().flatten().copied().collect()
+            };
             v.flags |= net_flags::EXCEPT;
-            let (ep, n) = ports(p);
+            let (ep, n) = ports(&p);
             v.except_ports = ep;
             v.n_except = n;
         }
@@ -1009,6 +1023,43 @@ mod tests {
         assert!(covers(&a, 120, &b, 128));
         assert!(!covers(&a, 128, &b, 128));
         assert!(!covers(&b, 128, &a, 0));
+    }
+
+    #[test]
+    fn a_cidr_exception_that_is_also_the_resolver_covers_every_port() {
+        let dir = std::env::temp_dir().join(format!("ag-netent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("n.yaml"),
+            "name: n\ndns_resolvers: [10.0.0.2]\nrules:\n  - name: r\n    kinds: [connect]\n    match: { agent: any }\n    when:\n      dest: { cidrs: [0.0.0.0/0] }\n      except: { dns_resolver: true, cidrs: [10.0.0.2/32] }\n    action: deny\n    severity: high\n    message: m\n",
+        )
+        .expect("write");
+        let set = PolicySet::load_dir(&dir).expect("load");
+        let _ = std::fs::remove_dir_all(&dir);
+        let entries = net_entries(0, &set.rules()[0]);
+        let (_, v) = entries
+            .iter()
+            .find(|(k, _)| k.prefix_len() == NET_KEY_RULE_BITS + 128)
+            .expect("the /32 entry");
+        assert!(v.flags & net_flags::EXCEPT != 0);
+        // Every port, not only the resolver's 53.
+        assert_eq!(v.n_except, 0);
+    }
+
+    #[test]
+    fn dns_keys_reverse_the_name_and_mark_suffixes() {
+        let exact = dns_key(3, &DomainPattern::parse("API.example.com").expect("p")).expect("k");
+        assert_eq!(exact.prefix_len(), DNS_KEY_RULE_BITS + 8 * 16);
+        assert_eq!(&exact.data().name[..16], b"moc.elpmaxe.ipa\0");
+        assert_eq!(exact.data().rule, 3u32.to_be_bytes());
+        let suffix = dns_key(3, &DomainPattern::parse("*.example.com").expect("p")).expect("k");
+        assert_eq!(suffix.prefix_len(), DNS_KEY_RULE_BITS + 8 * 12);
+        assert_eq!(&suffix.data().name[..12], b"moc.elpmaxe.");
+        let long = DomainPattern {
+            name: "a".repeat(DNS_NAME_LEN),
+            suffix: false,
+        };
+        assert!(dns_key(0, &long).is_none());
     }
 
     #[test]

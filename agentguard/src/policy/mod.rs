@@ -382,12 +382,7 @@ impl PolicySet {
                 k
             })
             .collect();
-        let by_kind = index(
-            &mut with_dns
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (i, k.as_slice())),
-        );
+        let by_kind = index(&mut with_dns.iter().enumerate().map(|(i, k)| (i, k.as_slice())));
         let rego_by_kind = index(&mut rego.iter().enumerate().map(|(i, r)| (i, r.kinds())));
         Ok(PolicySet {
             rules,

@@ -512,9 +512,10 @@ impl Rule {
             // unreadable name is outside every list).
             Detail::Dns(d) => {
                 d.direction == "query"
-                    && !d.name.as_deref().is_some_and(|n| {
-                        self.spec.when.except.domains.iter().any(|p| p.matches(n))
-                    })
+                    && !d
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| self.spec.when.except.domains.iter().any(|p| p.matches(n)))
             }
             Detail::Fork(_) | Detail::Exit(_) | Detail::IoUring(_) | Detail::Compat(_) => true,
         }

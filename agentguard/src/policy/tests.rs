@@ -734,3 +734,38 @@ fn rego_input_equals_the_json_form() {
         assert_eq!(rego::input_for(ev).unwrap(), want);
     }
 }
+
+#[test]
+fn domain_patterns_parse_and_match() {
+    use crate::policy::spec::DomainPattern;
+    let exact = DomainPattern::parse("API.Example.com.").expect("exact");
+    assert!(exact.matches("api.example.com"));
+    assert!(exact.matches("API.EXAMPLE.COM."));
+    assert!(!exact.matches("x.api.example.com"));
+    assert!(!exact.matches("example.com"));
+    let suffix = DomainPattern::parse("*.npmjs.org").expect("suffix");
+    assert!(suffix.matches("registry.npmjs.org"));
+    assert!(suffix.matches("a.b.npmjs.org"));
+    assert!(!suffix.matches("npmjs.org"));
+    assert!(!suffix.matches("evilnpmjs.org"));
+    for bad in [
+        "",
+        "*",
+        "a..b",
+        "*.",
+        "a.*.b",
+        "exa mple.com",
+        "ex%ample.com",
+    ] {
+        assert!(DomainPattern::parse(bad).is_err(), "{bad:?}");
+    }
+    assert!(DomainPattern::parse(&"a".repeat(252)).is_err());
+}
+
+#[test]
+fn domains_need_a_network_rule_with_dest() {
+    let e = err_of(
+        "rules:\n  - name: r\n    kinds: [open]\n    match: { agent: any }\n    when: { path: [/x], except: { domains: [a.example] } }\n    action: alert\n    severity: low\n    message: m\n",
+    );
+    assert!(e.message.contains("except.domains"), "{e}");
+}

@@ -916,7 +916,7 @@ static int cmd_dns_connect(char **av)
 
 /*
  * A minimal DNS server on ADDR:53 (UDP) for guests without one: answers
- * NAME=IPV4 entries with an A record, TTL 1; other names get NXDOMAIN.
+ * NAME=IPV4 entries with an A record, TTL 60; other names get NXDOMAIN.
  * Runs until killed; prints nothing.
  */
 static int cmd_dns_serve(char **av)
@@ -959,13 +959,51 @@ static int cmd_dns_serve(char **av)
 		m[8] = m[9] = m[10] = m[11] = 0;
 		size_t len = i;
 		if (found) {
-			unsigned char rr[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4 };
+			unsigned char rr[16] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4 };
 			memcpy(rr + 12, &ip, 4);
 			memcpy(m + len, rr, 16);
 			len += 16;
 		}
 		sendto(fd, m, len, 0, (struct sockaddr *)&from, fl);
 	}
+}
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * Benchmark loop (xtask bench dns): N lookups of NAME at SERVER, then N
+ * connects to the answer on PORT (refused or accepted both count; EPERM
+ * fails). Prints "ok lookup_ns=T connect_ns=T" (totals).
+ */
+static int cmd_dns_bench(char **av)
+{
+	long n = parse_long(av[0], "count");
+	struct in_addr a;
+	long long t0 = now_ns();
+	for (long i = 0; i < n; i++) {
+		int e = dns_lookup(av[1], av[2], 0, &a);
+		if (e)
+			return report_err(e);
+	}
+	long long t1 = now_ns();
+	struct sockaddr_in sa = parse_ipv4(inet_ntoa(a), av[3]);
+	for (long i = 0; i < n; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0)
+			return report_err(errno);
+		int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		int e = errno;
+		close(fd);
+		if (rc < 0 && e != ECONNREFUSED)
+			return report_err(e);
+	}
+	long long t2 = now_ns();
+	return report_ok("lookup_ns=%lld connect_ns=%lld", t1 - t0, t2 - t1);
 }
 
 /* A UDP socket bound to port 53 (to answer one's own DNS queries). */
@@ -1106,6 +1144,7 @@ static const struct command commands[] = {
 	{ "dns-connect", 3, 4, cmd_dns_connect, "SERVER NAME PORT [tcp]" },
 	{ "bind53", 0, 0, cmd_bind53, "" },
 	{ "dns-serve", 2, -1, cmd_dns_serve, "ADDR NAME=IPV4..." },
+	{ "dns-bench", 4, 4, cmd_dns_bench, "N SERVER NAME PORT" },
 	{ "kill", 2, 2, cmd_kill, "PID SIGNUM" },
 	{ "ptrace", 1, 1, cmd_ptrace, "PID" },
 	{ "bpf-prog", 0, 0, cmd_bpf_prog, "" },
