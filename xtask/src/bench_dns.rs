@@ -8,6 +8,7 @@
 //!   (everything but the domain machinery);
 //! - `domains`: agent-egress with a domain list of `--names` names (the
 //!   address only reachable because the lookup returned it).
+//!
 //! Reported as medians, ratios to `none` of the same run, and the time each
 //! lookup and connect gained. Never asserts anything.
 
