@@ -320,15 +320,19 @@ fn lists_holding(rules: u32, s: &mut Scratch) -> u32 {
 }
 
 /// The subject of the socket the packet belongs to, if it is under a
-/// domain rule: recorded by the sock_addr hooks, or (a socket opened
-/// before the rules came) its guarded container.
+/// domain rule: recorded by the sock_addr hooks when it addressed port 53,
+/// or (a socket opened before the rules came, sending to port 53) its
+/// guarded container.
 #[inline(always)]
-fn sock_of(ctx: &SkBuffContext, mask: u32, resolver: &[u8; 16]) -> Option<(u64, DnsSock)> {
+fn sock_of(ctx: &SkBuffContext, mask: u32, p: &Packet) -> Option<(u64, DnsSock)> {
     // SAFETY: helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
     // SAFETY: value copied out at once.
     if let Some(s) = unsafe { DNS_SOCKS.get(&cookie) }.copied() {
         return Some((cookie, s));
+    }
+    if p.dport != DNS_PORT || p.odd {
+        return None;
     }
     // SAFETY: helper taking the program's own context.
     let cg = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
@@ -341,7 +345,7 @@ fn sock_of(ctx: &SkBuffContext, mask: u32, resolver: &[u8; 16]) -> Option<(u64, 
         subject: TAINT_CGROUP | cg,
         rules,
         tgid: 0,
-        resolver: *resolver,
+        resolver: p.dst,
         comm: [0; 16],
     };
     Some((cookie, s))
@@ -414,10 +418,10 @@ fn egress(ctx: &SkBuffContext) -> bool {
     let Some(p) = packet(ctx) else {
         return true;
     };
-    if p.dport != DNS_PORT && !p.odd {
-        return true;
-    }
-    let Some((cookie, sock)) = sock_of(ctx, mask, &p.dst) else {
+    // Any packet of a socket that addressed port 53, whatever its port
+    // here: Docker's embedded DNS (127.0.0.11:53) is rewritten to another
+    // port (nat OUTPUT) before egress sees it.
+    let Some((cookie, sock)) = sock_of(ctx, mask, &p) else {
         return true;
     };
     if p.odd {

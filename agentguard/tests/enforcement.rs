@@ -1478,3 +1478,109 @@ fn agents_reach_only_what_allowed_names_resolved_to() {
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Removes a Docker network when dropped.
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// On a user-defined network, containers resolve through Docker's
+/// embedded DNS at 127.0.0.11, whose port 53 the kernel rewrites (nat
+/// OUTPUT) before the egress program sees the packet. The query is still
+/// judged by its socket: an agent reaches the container whose name is
+/// listed, its query for another container's name is refused, and an
+/// unlabelled container resolves both. Only container names are asked
+/// (Docker answers them itself; nothing leaves the host).
+#[test]
+fn dockers_embedded_dns_on_a_user_defined_network_is_judged_too() {
+    let Some(_g) = ready() else { return };
+    let pid = std::process::id();
+    let net = format!("agtest-dnsnet-{pid}");
+    common::docker(&["network", "create", &net]);
+    let _net = NetworkGuard(net.clone());
+    let mut guards = Vec::new();
+    let mut names = Vec::new();
+    for t in ["t1", "t2"] {
+        let name = format!("agtest-dnsnet-{t}-{pid}");
+        guards.push(common::ContainerGuard(name.clone()));
+        common::docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            common::TEST_IMAGE,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+        ]);
+        names.push(name);
+    }
+    let dir = std::env::temp_dir().join(format!("agtest-dnsnetpol-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("net.yaml"),
+        format!(
+            "name: egress\nrules:\n  - name: agent-egress\n    kinds: [connect, send]\n    match: {{ agent: any }}\n    when:\n      dest: {{ cidrs: [0.0.0.0/0, \"::/0\"] }}\n      except: {{ loopback: true, domains: [{}] }}\n    action: deny\n    severity: high\n    message: \"{{comm}} ({{agent}}) connected to {{addr}}:{{port}}\"\n",
+            names[0]
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir, "dnsnet");
+    let evade = common::evade::evade_bin();
+    let mount = format!("{}:/bin/evade:ro", evade.display());
+    let script = format!(
+        "{GOT} echo \"listed $(got evade dns-connect 127.0.0.11 {} 8080)\"; \
+        echo \"other $(got evade dns-query 127.0.0.11 {})\"",
+        names[0], names[1]
+    );
+    let mut outs = Vec::new();
+    for agent in [true, false] {
+        let name = format!(
+            "agtest-dnsnet-{}-{pid}",
+            if agent { "agent" } else { "plain" }
+        );
+        let _c = common::ContainerGuard(name.clone());
+        let mut args = vec![
+            "--name",
+            name.as_str(),
+            "--network",
+            net.as_str(),
+            "-v",
+            mount.as_str(),
+        ];
+        if agent {
+            args.extend(["--label", "agentguard.io/agent=claude"]);
+        }
+        args.extend([common::TEST_IMAGE, "sh", "-c", script.as_str()]);
+        outs.push(docker_run(&args));
+    }
+    let (agent, plain) = (&outs[0], &outs[1]);
+    assert!(
+        line(agent, "listed").starts_with("ok addr="),
+        "{agent}\n{}",
+        d.log()
+    );
+    assert_eq!(line(agent, "other"), "err EPERM", "{agent}");
+    assert!(line(plain, "listed").starts_with("ok addr="), "{plain}");
+    assert!(line(plain, "other").starts_with("ok addr="), "{plain}");
+    d.wait_alert("agent-egress", |a| {
+        a["event"]["kind"] == "dns" && a["event"]["dns"]["name"] == names[1].as_str()
+    });
+    d.stop();
+    cleanup();
+    drop(guards);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -769,3 +769,32 @@ fn domains_need_a_network_rule_with_dest() {
     );
     assert!(e.message.contains("except.domains"), "{e}");
 }
+
+/// The name a DNS answer gave a connect's address is in the Rego input
+/// (`input.net.domain`), and a YAML rule's `except.domains` sees it too.
+#[test]
+fn the_resolved_domain_reaches_rego_and_yaml_rules() {
+    let d = Dir::new("regodomain");
+    d.write(
+        "r.rego",
+        "# kinds: connect\npackage agentguard\nimport rego.v1\n\ndecisions contains {\"rule\": \"by-name\", \"action\": \"alert\", \"severity\": \"low\", \"message\": input.net.domain} if {\n\tendswith(input.net.domain, \".attacker.example\")\n}\n",
+    );
+    d.write(
+        "n.yaml",
+        "rules:\n  - name: egress\n    kinds: [connect]\n    match: { agent: any }\n    when:\n      dest: { cidrs: [0.0.0.0/0] }\n      except: { domains: [\"*.example.com\"] }\n    action: deny\n    severity: high\n    message: m\n",
+    );
+    let set = PolicySet::load_dir(&d.0).unwrap();
+    let named = |domain: Option<&str>| {
+        let mut ev = connect("203.0.113.9", 443);
+        if let Detail::Net(n) = &mut ev.detail {
+            n.domain = domain.map(str::to_owned);
+        }
+        let mut out = Vec::new();
+        set.evaluate(&ev, &mut out);
+        out.iter().map(|d| d.rule.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(named(Some("api.example.com")), Vec::<String>::new());
+    assert_eq!(named(Some("x.attacker.example")), ["egress", "by-name"]);
+    assert_eq!(named(None), ["egress"]);
+    assert_eq!(set.rego_errors(), 0);
+}

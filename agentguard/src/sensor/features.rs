@@ -85,6 +85,11 @@ const CAPABILITIES: &[(&str, &[&str], &str)] = &[
         "connect/sendmsg refused with EPERM before any packet leaves",
     ),
     (
+        "egress by domain name (cgroup skb reads DNS)",
+        &["cgroup_v2", "sock_addr", "cgroup_skb"],
+        "except.domains: DNS answers allow addresses, other queries dropped",
+    ),
+    (
         "block file ops before they happen (BPF-LSM)",
         &["bpf_lsm"],
         "without it, file policy can only kill after the fact",
@@ -172,6 +177,7 @@ pub fn detect() -> FeatureReport {
         Err(e) => Status::Error(e),
     });
     run("sock_addr", &probe_sock_addr);
+    run("cgroup_skb", &probe_cgroup_skb);
     run("kprobes", &probe_kprobes);
     run("fentry", &|| probe_fentry(btf_ok));
     run("bpf_lsm", &|| probe_bpf_lsm(btf_ok));
@@ -441,10 +447,12 @@ const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 
 const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_PROG_TYPE_LSM: u32 = 29;
 
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
 const BPF_TRACE_RAW_TP: u32 = 23;
 const BPF_TRACE_FENTRY: u32 = 24;
 const BPF_LSM_MAC: u32 = 27;
@@ -966,17 +974,28 @@ fn lockdown_mode(text: &str) -> Option<&str> {
 }
 
 fn probe_sock_addr() -> Status {
+    probe_cgroup_prog(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT)
+}
+
+/// The cgroup skb programs reading DNS for domain rules.
+fn probe_cgroup_skb() -> Status {
+    probe_cgroup_prog(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS)
+}
+
+/// Loads a program of `prog_type` that allows everything and attaches it
+/// at `attach_type` of a private child cgroup, then takes it away.
+fn probe_cgroup_prog(prog_type: u32, attach_type: u32) -> Status {
     let mount = match find_cgroup2_mount() {
         Ok(Some(m)) => m,
         Ok(None) => return Status::Unsupported("no cgroup2 mount to attach to".into()),
         Err(e) => return Status::Error(e),
     };
     let opts = LoadOpts {
-        expected_attach_type: BPF_CGROUP_INET4_CONNECT,
+        expected_attach_type: attach_type,
         attach_btf_id: 0,
     };
     // return 1: allow.
-    let prog = match load_prog(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, &ret(1), opts) {
+    let prog = match load_prog(prog_type, &ret(1), opts) {
         Ok(fd) => fd,
         Err(e) => return load_failure(&e),
     };
@@ -988,7 +1007,7 @@ fn probe_sock_addr() -> Status {
     if let Err(e) = std::fs::create_dir(&dir) {
         return Status::Error(format!("creating probe cgroup {}: {e}", dir.display()));
     }
-    let status = attach_detach_cgroup(&dir, &prog);
+    let status = attach_detach_cgroup(&dir, &prog, attach_type);
     // The directory must go even when attaching failed; rmdir of an empty
     // cgroup is the only way to remove it.
     if let Err(e) = std::fs::remove_dir(&dir) {
@@ -1000,7 +1019,7 @@ fn probe_sock_addr() -> Status {
     status
 }
 
-fn attach_detach_cgroup(dir: &Path, prog: &OwnedFd) -> Status {
+fn attach_detach_cgroup(dir: &Path, prog: &OwnedFd, attach_type: u32) -> Status {
     let cg = match std::fs::File::open(dir) {
         Ok(f) => f,
         Err(e) => return Status::Error(format!("opening {}: {e}", dir.display())),
@@ -1008,7 +1027,7 @@ fn attach_detach_cgroup(dir: &Path, prog: &OwnedFd) -> Status {
     let mut attr = ProgAttachAttr {
         target_fd: cg.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_INET4_CONNECT,
+        attach_type,
         attach_flags: BPF_F_ALLOW_MULTI,
         ..Default::default()
     };
@@ -1022,7 +1041,7 @@ fn attach_detach_cgroup(dir: &Path, prog: &OwnedFd) -> Status {
     let mut attr = ProgAttachAttr {
         target_fd: cg.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_INET4_CONNECT,
+        attach_type,
         ..Default::default()
     };
     match sys_bpf(BPF_PROG_DETACH, &mut attr) {
@@ -1194,6 +1213,7 @@ mod tests {
         "probe_write_user",
         "cgroup_v2",
         "sock_addr",
+        "cgroup_skb",
         "kprobes",
         "fentry",
         "bpf_lsm",
@@ -1351,6 +1371,7 @@ mod tests {
             "probe_read_kernel",
             "cgroup_v2",
             "sock_addr",
+            "cgroup_skb",
         ] {
             assert!(
                 r.is_supported(yes),
