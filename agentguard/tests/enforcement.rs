@@ -349,6 +349,9 @@ fn audit_mode_only_reports_what_it_would_do() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Our cgroup sock_addr programs: connect4/6, sendmsg4/6, bind4/6.
+const SOCK_PROGRAMS: usize = 6;
+
 /// Names of loaded cgroup sock_addr programs of ours.
 fn our_sock_programs() -> usize {
     aya::programs::loaded_programs()
@@ -398,7 +401,7 @@ fn network_deny_outlives_kill_9_and_a_restart_adopts_it() {
         assert!(Instant::now() < deadline, "never denied: {e}\n{}", d.log());
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(our_sock_programs(), 4);
+    assert_eq!(our_sock_programs(), SOCK_PROGRAMS);
     d.kill9();
     let e = exec_nc(&name, &gw);
     assert!(
@@ -408,7 +411,7 @@ fn network_deny_outlives_kill_9_and_a_restart_adopts_it() {
     // A new daemon adopts the pinned links: no second set of programs.
     let d = Daemon::start(&pack(), "persist2");
     assert!(d.log().contains("adopted"), "{}", d.log());
-    assert_eq!(our_sock_programs(), 4, "programs attached twice");
+    assert_eq!(our_sock_programs(), SOCK_PROGRAMS, "programs attached twice");
     let e = exec_nc(&name, &gw);
     assert!(e.contains("Operation not permitted"), "{e}");
     d.stop();
