@@ -476,6 +476,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             _ = housekeeping.tick() => {
                 metrics.set_events_lost(sensor.lost_events());
                 metrics.prefiltered.set(sensor.prefiltered() as i64);
+                metrics.dns_dropped.set(sensor.dns_dropped() as i64);
                 for (map, n) in sensor.map_full() {
                     metrics.map_full.with_label_values(&[map]).set(n as i64);
                     if n > 0 && map_full_said.insert(map) {
@@ -494,6 +495,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                     s.counters.insert("alerts".into(), pipe.alerts);
                     s.counters.insert("events_lost".into(), sensor.lost_events());
                     s.counters.insert("events_prefiltered".into(), sensor.prefiltered());
+                    s.counters.insert("dns_dropped".into(), sensor.dns_dropped());
                     s.counters.insert("docker_connected".into(),
                         u64::from(docker_status.connected.load(std::sync::atomic::Ordering::Relaxed)));
                     s.touch();

@@ -411,7 +411,11 @@ fn network_deny_outlives_kill_9_and_a_restart_adopts_it() {
     // A new daemon adopts the pinned links: no second set of programs.
     let d = Daemon::start(&pack(), "persist2");
     assert!(d.log().contains("adopted"), "{}", d.log());
-    assert_eq!(our_sock_programs(), SOCK_PROGRAMS, "programs attached twice");
+    assert_eq!(
+        our_sock_programs(),
+        SOCK_PROGRAMS,
+        "programs attached twice"
+    );
     let e = exec_nc(&name, &gw);
     assert!(e.contains("Operation not permitted"), "{e}");
     d.stop();

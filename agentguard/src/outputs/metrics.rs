@@ -89,6 +89,9 @@ pub struct Metrics {
     /// agentguard_events_prefiltered_total: records of guarded processes
     /// the kernel prefilter kept (no rule could match them).
     pub prefiltered: IntGauge,
+    /// agentguard_dns_queries_dropped_total: DNS queries of subjects under
+    /// a domain rule the kernel dropped (name outside the list).
+    pub dns_dropped: IntGauge,
     lost: Arc<AtomicU64>,
     sinks: SinkList,
 }
@@ -155,6 +158,11 @@ impl Metrics {
             "Records of guarded processes the kernel kept because no rule could match them.",
         )?;
         registry.register(Box::new(prefiltered.clone()))?;
+        let dns_dropped = IntGauge::new(
+            "agentguard_dns_queries_dropped_total",
+            "DNS queries of subjects under a domain rule the kernel dropped (name outside the list).",
+        )?;
+        registry.register(Box::new(dns_dropped.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("agentguard_build_info", "Always 1; the version as a label."),
             &["version"],
@@ -194,6 +202,7 @@ impl Metrics {
             policy_reloads,
             map_full,
             prefiltered,
+            dns_dropped,
             lost,
             sinks,
         })

@@ -554,6 +554,11 @@ impl Sensor {
         self.counter(counter::PREFILTERED)
     }
 
+    /// DNS queries the egress program dropped (domain rules).
+    pub fn dns_dropped(&mut self) -> u64 {
+        self.counter(counter::DNS_DROPPED)
+    }
+
     /// Writes a `CONFIG` slot (agentguard_common::filter::config).
     pub fn config(&mut self, idx: u32) -> Result<u32> {
         let cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
