@@ -66,6 +66,10 @@ cp /etc/agentguard/policies/*.yaml /etc/agentguard/policies/*.rego /etc/ag/pol/
 # agent set one up, so the hooks are what stops it.
 sed -i '/name: io-uring/,/message/ s/action: kill/action: alert/' /etc/ag/pol/exec.yaml
 grep -A12 'name: io-uring' /etc/ag/pol/exec.yaml | grep -q 'action: alert' || { echo "io-uring rule not relaxed"; exit 1; }
+# Every domain rule of a subject must list a name for its query to leave:
+# the test's name joins the pack's agent-egress list too.
+sed -i 's/^\( *\)- api.anthropic.com/\1- api.agent.test\n\1- api.anthropic.com/' /etc/ag/pol/network.yaml
+grep -q -- '- api.agent.test' /etc/ag/pol/network.yaml || { echo "test name not added to agent-egress"; exit 1; }
 cat > /etc/ag/pol/guest.yaml <<'POLICY_EOF'
 @POLICY@
 POLICY_EOF
