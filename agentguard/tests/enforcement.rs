@@ -677,7 +677,10 @@ fn exec_from_a_non_leader_thread_is_reported() {
 fn removals_through_symlinked_directories_are_detected_and_contained() {
     let Some(_g) = ready() else { return };
     let d = Daemon::start(&pack(), "symrm");
-    let script = "sleep 1; ln -s /data /tmp/volink; \
+    // The loop starts once the daemon has had time to learn the container
+    // (its first events wait for the runtime's answer): what is measured
+    // is the reaction to the removals, not the container's start.
+    let script = "sleep 3; ln -s /data /tmp/volink; \
         for f in /data/*; do rm /tmp/volink/$(basename $f); done; \
         rm /proc/self/root/data/f029; echo loop-survived";
     let (agent, avol, plain, pvol) = agent_and_control("symrm", 30, script);
