@@ -208,10 +208,23 @@ fn packet(ctx: &SkBuffContext) -> Option<Packet> {
             p.tcp = true;
             p.sport = be16(&t, 0);
             p.dport = be16(&t, 2);
-            // Skip the 2-byte length prefix of DNS over TCP.
-            p.dns = l4 + u32::from(t[12] >> 4) * 4 + 2;
-            if ctx.len() < p.dns {
+            let start = l4 + u32::from(t[12] >> 4) * 4;
+            let total = ctx.len();
+            // No payload (handshake, acks): nothing to read.
+            if total <= start {
                 return None;
+            }
+            // Skip the 2-byte length prefix of DNS over TCP.
+            p.dns = start + 2;
+            // A segment must hold exactly one whole message: a query split
+            // over segments (or two in one) could show this program one
+            // name and the server another, so it counts as unreadable.
+            let whole = match load::<2>(ctx, start) {
+                Some(l) => total - start >= 2 && u32::from(be16(&l, 0)) == total - start - 2,
+                None => false,
+            };
+            if !whole {
+                p.odd = true;
             }
         }
         _ => return None,
@@ -331,7 +344,7 @@ fn sock_of(ctx: &SkBuffContext, mask: u32, p: &Packet) -> Option<(u64, DnsSock)>
     if let Some(s) = unsafe { DNS_SOCKS.get(&cookie) }.copied() {
         return Some((cookie, s));
     }
-    if p.dport != DNS_PORT || p.odd {
+    if p.dport != DNS_PORT {
         return None;
     }
     // SAFETY: helper taking the program's own context.

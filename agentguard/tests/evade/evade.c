@@ -24,6 +24,7 @@
 #include <linux/io_uring.h>
 #include <linux/openat2.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -846,7 +847,19 @@ static int dns_lookup(const char *server, const char *name, int tcp, struct in_a
 	struct timeval tv = { 3, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || send(fd, q, n, 0) < 0) {
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		return e == EINPROGRESS || e == EAGAIN ? ETIMEDOUT : e;
+	}
+	/* tcp == 2: the message split over two segments (one byte, then the
+	 * rest), as an agent hiding the name from a per-segment reader would. */
+	size_t first = tcp == 2 ? 1 : n;
+	if (tcp == 2) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	if (send(fd, q, first, 0) < 0 || (first < n && (usleep(100000), send(fd, q + first, n - first, 0) < 0))) {
 		int e = errno;
 		close(fd);
 		return e == EINPROGRESS || e == EAGAIN ? ETIMEDOUT : e;
@@ -891,7 +904,8 @@ static int dns_lookup(const char *server, const char *name, int tcp, struct in_a
 static int cmd_dns_query(char **av)
 {
 	struct in_addr a;
-	int e = dns_lookup(av[0], av[1], av[2] && !strcmp(av[2], "tcp"), &a);
+	int tcp = !av[2] ? 0 : !strcmp(av[2], "tcp") ? 1 : !strcmp(av[2], "tcp-split") ? 2 : 0;
+	int e = dns_lookup(av[0], av[1], tcp, &a);
 	return e ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
 }
 
@@ -1140,7 +1154,7 @@ static const struct command commands[] = {
 	{ "open-trunc", 1, 1, cmd_open_trunc, "PATH" },
 	{ "connect", 2, 2, cmd_connect, "IPV4 PORT" },
 	{ "unix-connect", 1, 1, cmd_unix_connect, "PATH" },
-	{ "dns-query", 2, 3, cmd_dns_query, "SERVER NAME [tcp]" },
+	{ "dns-query", 2, 3, cmd_dns_query, "SERVER NAME [tcp|tcp-split]" },
 	{ "dns-connect", 3, 4, cmd_dns_connect, "SERVER NAME PORT [tcp]" },
 	{ "bind53", 0, 0, cmd_bind53, "" },
 	{ "dns-serve", 2, -1, cmd_dns_serve, "ADDR NAME=IPV4..." },
