@@ -31,7 +31,7 @@ use aya_ebpf::{
 use agentguard_common::{
     enforce::*,
     event::{dns_status, kind, syscall, DnsEvent},
-    filter::{config, counter},
+    filter::counter,
 };
 
 use crate::enforce::ENFORCE_CGROUPS;
@@ -400,21 +400,9 @@ fn emit(s: &Scratch, wake: bool) {
     // later connects, which come after it in the ring: batched, like the
     // other records (a wakeup per lookup cost more than the lookup).
     let flags = if wake {
-        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+        crate::BPF_RB_FORCE_WAKEUP
     } else {
-        let threshold = u64::from(
-            crate::CONFIG
-                .get(config::WAKEUP_BYTES)
-                .copied()
-                .unwrap_or(0),
-        );
-        if threshold != 0
-            && crate::EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64) < threshold
-        {
-            aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
-        } else {
-            aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
-        }
+        crate::batch_flags()
     };
     if crate::EVENTS.output::<DnsEvent>(&s.ev, flags).is_err() {
         crate::bump(counter::LOST);

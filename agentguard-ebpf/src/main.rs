@@ -44,7 +44,7 @@ static TASK_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(TASK_FILTER_EN
 
 /// Runtime settings, indexed by agentguard_common::filter::config.
 #[map]
-pub(crate) static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
+static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
 
 /// Per-CPU counters, indexed by agentguard_common::filter::counter.
 #[map]
@@ -96,7 +96,7 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
+pub(crate) const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Wake the reader only when enough is queued (userspace also drains on a
@@ -113,6 +113,13 @@ fn out_flags(bit: u32) -> u64 {
             return BPF_RB_FORCE_WAKEUP;
         }
     }
+    batch_flags()
+}
+
+/// Output flags of a record that need not wake the reader at once: a
+/// wakeup only once `WAKEUP_BYTES` are queued.
+#[inline(always)]
+pub(crate) fn batch_flags() -> u64 {
     let threshold = match CONFIG.get(config::WAKEUP_BYTES) {
         Some(t) => *t as u64,
         None => 0,

@@ -604,36 +604,14 @@ impl KernelEnforcer {
         }
         // Stale entries out: network entries of other rules, static paths
         // no longer wanted.
-        let stale_net: Vec<Key<NetKey>> = self
-            .net
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want_net.contains(&key_bytes(k)))
-            .collect();
-        for k in stale_net {
-            let _ = self.net.remove(&k);
-        }
-        let stale_dns: Vec<Key<DnsKey>> = self
-            .dns_names
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want_dns.contains(&key_bytes(k)))
-            .collect();
-        for k in stale_dns {
-            let _ = self.dns_names.remove(&k);
-        }
+        remove_where(&mut self.net, |k| !want_net.contains(&key_bytes(k)));
+        remove_where(&mut self.dns_names, |k| !want_dns.contains(&key_bytes(k)));
         self.dns_config
             .set(0, dns_rules, 0)
             .context("writing DNS_CONFIG")?;
-        let stale_paths: Vec<Key<PathKey>> = self
-            .paths
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.data().cgroup_id == 0 && !want_paths.contains(&key_bytes(k)))
-            .collect();
-        for k in stale_paths {
-            let _ = self.paths.remove(&k);
-        }
+        remove_where(&mut self.paths, |k| {
+            k.data().cgroup_id == 0 && !want_paths.contains(&key_bytes(k))
+        });
         self.mounts_done.retain(|_, v| {
             v.retain(|(_, bit, _)| stale & (1 << bit) == 0);
             true
@@ -676,15 +654,7 @@ impl KernelEnforcer {
                 }
             }
         }
-        let net: Vec<Key<NetKey>> = self
-            .net
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| bits & (1 << u32::from_be_bytes(k.data().rule).min(31)) != 0)
-            .collect();
-        for k in net {
-            let _ = self.net.remove(&k);
-        }
+        remove_where(&mut self.net, |k| rule_in(k.data().rule, bits));
         // What DNS answers allowed for a rule that changed goes with it.
         let allow: Vec<(DnsAllowKey, DnsAllow)> =
             self.dns_allow.iter().filter_map(|e| e.ok()).collect();
@@ -702,15 +672,7 @@ impl KernelEnforcer {
         for k in socks {
             let _ = self.dns_socks.remove(&k);
         }
-        let names: Vec<Key<DnsKey>> = self
-            .dns_names
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| bits & (1 << u32::from_be_bytes(k.data().rule).min(31)) != 0)
-            .collect();
-        for k in names {
-            let _ = self.dns_names.remove(&k);
-        }
+        remove_where(&mut self.dns_names, |k| rule_in(k.data().rule, bits));
         let inodes: Vec<(InodeKey, InodeRules)> =
             self.inodes.iter().filter_map(|e| e.ok()).collect();
         for (k, mut v) in inodes {
@@ -969,6 +931,27 @@ impl KernelEnforcer {
         self.task_masks.remove(&pid);
         self.roots_written.remove(&pid);
     }
+}
+
+/// Removes the entries of `trie` whose key `pick` selects (keys collected
+/// first: removing while iterating would skip some).
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, K, V>,
+    pick: impl Fn(&Key<K>) -> bool,
+) {
+    let keys: Vec<Key<K>> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| pick(k))
+        .collect();
+    for k in keys {
+        let _ = trie.remove(&k);
+    }
+}
+
+/// Is the rule index of a trie key (big-endian) one of `bits`?
+fn rule_in(rule: [u8; 4], bits: u32) -> bool {
+    bits & (1 << u32::from_be_bytes(rule).min(31)) != 0
 }
 
 fn key_bytes<K: aya::Pod>(k: &Key<K>) -> Vec<u8> {

@@ -786,19 +786,26 @@ static int cmd_open_trunc(char **av)
 	return report_ok(NULL);
 }
 
-static int cmd_connect(char **av)
+/* A TCP connect to sa; 0 or the errno. */
+static int tcp_connect(const struct sockaddr_in *sa)
 {
-	struct sockaddr_in sa = parse_ipv4(av[0], av[1]);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	if (fd < 0)
-		return report_err(errno);
+		return errno;
 	/* Bound a blackholed connect (reported as EINPROGRESS) instead of ~2 min. */
 	struct timeval tv = { 5, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
 	int e = errno;
 	close(fd);
-	return rc < 0 ? report_err(e) : report_ok(NULL);
+	return rc < 0 ? e : 0;
+}
+
+static int cmd_connect(char **av)
+{
+	struct sockaddr_in sa = parse_ipv4(av[0], av[1]);
+	int e = tcp_connect(&sa);
+	return e ? report_err(e) : report_ok(NULL);
 }
 
 /*
@@ -901,11 +908,16 @@ static int dns_lookup(const char *server, const char *name, int tcp, struct in_a
 	return ENOENT;
 }
 
+/* dns_lookup's transport for an optional "tcp" / "tcp-split" argument. */
+static int transport(const char *arg)
+{
+	return !arg ? 0 : !strcmp(arg, "tcp") ? 1 : !strcmp(arg, "tcp-split") ? 2 : 0;
+}
+
 static int cmd_dns_query(char **av)
 {
 	struct in_addr a;
-	int tcp = !av[2] ? 0 : !strcmp(av[2], "tcp") ? 1 : !strcmp(av[2], "tcp-split") ? 2 : 0;
-	int e = dns_lookup(av[0], av[1], tcp, &a);
+	int e = dns_lookup(av[0], av[1], transport(av[2]), &a);
 	return e ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
 }
 
@@ -913,19 +925,12 @@ static int cmd_dns_query(char **av)
 static int cmd_dns_connect(char **av)
 {
 	struct in_addr a;
-	int e = dns_lookup(av[0], av[1], av[3] && !strcmp(av[3], "tcp"), &a);
+	int e = dns_lookup(av[0], av[1], transport(av[3]), &a);
 	if (e)
 		return report_err(e);
 	struct sockaddr_in sa = parse_ipv4(inet_ntoa(a), av[2]);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd < 0)
-		return report_err(errno);
-	struct timeval tv = { 5, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	e = errno;
-	close(fd);
-	return rc < 0 ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
+	e = tcp_connect(&sa);
+	return e ? report_err(e) : report_ok("addr=%s", inet_ntoa(a));
 }
 
 /*
@@ -1155,7 +1160,7 @@ static const struct command commands[] = {
 	{ "connect", 2, 2, cmd_connect, "IPV4 PORT" },
 	{ "unix-connect", 1, 1, cmd_unix_connect, "PATH" },
 	{ "dns-query", 2, 3, cmd_dns_query, "SERVER NAME [tcp|tcp-split]" },
-	{ "dns-connect", 3, 4, cmd_dns_connect, "SERVER NAME PORT [tcp]" },
+	{ "dns-connect", 3, 4, cmd_dns_connect, "SERVER NAME PORT [tcp|tcp-split]" },
 	{ "bind53", 0, 0, cmd_bind53, "" },
 	{ "dns-serve", 2, -1, cmd_dns_serve, "ADDR NAME=IPV4..." },
 	{ "dns-bench", 4, 4, cmd_dns_bench, "N SERVER NAME PORT" },
