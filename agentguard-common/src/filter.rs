@@ -85,6 +85,24 @@ pub const URGENT_UNIX: u32 = 1 << 31;
 pub const BASENAME_LEN: usize = 64;
 /// `BASENAMES` entries.
 pub const BASENAME_ENTRIES: u32 = 256;
+/// u32 words of the bit set of the entries' first two bytes (65536 bits).
+pub const BASENAME_PAIR_WORDS: u32 = 2048;
+
+/// The bits of `BASENAME_PAIRS` a `BASENAMES` entry sets: its first two
+/// bytes (an exact one-byte name: the byte and the NUL after it); a
+/// one-byte prefix, every pair it starts. Yields (word, bit mask).
+pub fn basename_pairs(name: &[u8], exact: bool) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let first = u32::from(name.first().copied().unwrap_or(0));
+    let seconds: core::ops::RangeInclusive<u32> = match (name.get(1), exact) {
+        (Some(&b), _) => u32::from(b)..=u32::from(b),
+        (None, true) => 0..=0,
+        (None, false) => 0..=255,
+    };
+    seconds.map(move |b| {
+        let pair = first << 8 | b;
+        (pair >> 5, 1 << (pair & 31))
+    })
+}
 
 /// `LSM_TIMES` buckets: decision time in units of `LSM_TIME_BUCKET_NS`,
 /// the last bucket holding everything longer.
@@ -179,3 +197,32 @@ pub const OFFSET_GLOBALS: &[&str] = &[
     "OFF_MSGHDR_NAME",
     "OFF_FILE_FLAGS",
 ];
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn bits(name: &str, exact: bool) -> Vec<u32> {
+        basename_pairs(name.as_bytes(), exact)
+            .map(|(w, b)| w * 32 + b.trailing_zeros())
+            .collect()
+    }
+
+    #[test]
+    fn basename_pairs_are_the_first_two_bytes() {
+        let pair = |a: u8, b: u8| u32::from(a) << 8 | u32::from(b);
+        assert_eq!(bits(".env", true), [pair(b'.', b'e')]);
+        assert_eq!(bits(".env.", false), [pair(b'.', b'e')]);
+        assert_eq!(bits("/root", true), [pair(b'/', b'r')]);
+        // An exact one-byte name: the byte and its NUL.
+        assert_eq!(bits("x", true), [pair(b'x', 0)]);
+        // A one-byte prefix starts every pair.
+        let all = bits("x", false);
+        assert_eq!(all.len(), 256);
+        assert!(all.contains(&pair(b'x', 0)) && all.contains(&pair(b'x', 255)));
+        // Every bit lands inside the map.
+        assert!(all.iter().all(|b| b / 32 < BASENAME_PAIR_WORDS));
+    }
+}

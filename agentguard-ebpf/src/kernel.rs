@@ -131,6 +131,12 @@ pub struct KPath {
 
 #[inline(always)]
 pub fn read_path(addr: u64) -> Result<KPath, i32> {
+    if OFF_PATH_MNT.load() == 0 && OFF_PATH_DENTRY.load() == 8 {
+        // Every kernel's layout: one read for both.
+        // SAFETY: bpf_probe_read_kernel tolerates any address.
+        let [mnt, dentry] = unsafe { bpf_probe_read_kernel(addr as *const [u64; 2]) }?;
+        return Ok(KPath { mnt, dentry });
+    }
     Ok(KPath {
         mnt: read_u64(addr + OFF_PATH_MNT.load())?,
         dentry: read_u64(addr + OFF_PATH_DENTRY.load())?,
@@ -193,11 +199,20 @@ pub fn fd_path(task: u64, fd: i32) -> Result<KPath, i32> {
     }
     let files = read_u64(task + OFF_TASK_FILES.load())?;
     let fdt = read_u64(files + OFF_FILES_FDT.load())?;
-    let max = read_u32(fdt + OFF_FDT_MAX_FDS.load())?;
+    let (max, fds) = if OFF_FDT_MAX_FDS.load() == 0 && OFF_FDT_FD.load() == 8 {
+        // Every kernel's layout: one read for both.
+        // SAFETY: bpf_probe_read_kernel tolerates any address.
+        let [max, fds] = unsafe { bpf_probe_read_kernel(fdt as *const [u64; 2]) }?;
+        (max as u32, fds)
+    } else {
+        (
+            read_u32(fdt + OFF_FDT_MAX_FDS.load())?,
+            read_u64(fdt + OFF_FDT_FD.load())?,
+        )
+    };
     if fd as u32 >= max {
         return Err(-9);
     }
-    let fds = read_u64(fdt + OFF_FDT_FD.load())?;
     let file = read_u64(fds + (fd as u64) * 8)?;
     if file == 0 {
         return Err(-9);
@@ -454,11 +469,15 @@ pub fn task_root() -> Result<KPath, i32> {
     read_path(fs + OFF_FS_ROOT.load())
 }
 
-/// Where the current task's path walks stop (see `fs_paths`).
+/// Where the path walks of a task its container's rules guard (the
+/// caller knows) stop, as in `fs_paths`: its container's root.
 #[inline(always)]
-pub fn walk_root() -> Result<KPath, i32> {
-    match container_root() {
-        Some(r) => Ok(r),
+pub fn guarded_container_root() -> Result<KPath, i32> {
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
+    // SAFETY: value copied out at once.
+    match unsafe { CGROUP_ROOTS.get(&cg) } {
+        Some(r) => Ok(*r),
         None => task_root(),
     }
 }

@@ -97,24 +97,43 @@ extern "C" fn inode_step(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
 /// else an ancestor (subtree rules).
 #[inline(always)]
 pub fn inode_hit(dentry: u64, rules: u32, ops: u64, own: bool) -> Result<Option<Hit>, i32> {
+    match inode_key(dentry, None)? {
+        Some(key) => Ok(key_hit(key, rules, ops, own)),
+        None => Ok(None),
+    }
+}
+
+/// The (device, inode number) of `dentry`, None for a negative dentry.
+/// `dev`: the device when already known (a dentry's parent is always on
+/// its superblock), which spares two reads.
+#[inline(always)]
+pub fn inode_key(dentry: u64, dev: Option<u32>) -> Result<Option<InodeKey>, i32> {
     let inode = read_u64(dentry + kernel::OFF_DENTRY_INODE.load())?;
     if inode == 0 {
         return Ok(None);
     }
     let ino = read_u64(inode + kernel::OFF_INODE_INO.load())?;
-    let sb = read_u64(inode + kernel::OFF_INODE_SB.load())?;
-    let dev = read_u32(sb + kernel::OFF_SB_DEV.load())?;
-    let key = InodeKey { dev, _pad: 0, ino };
-    // SAFETY: value read in place and not kept past this call.
-    let Some(v) = (unsafe { INODE_RULES.get(&key) }) else {
-        return Ok(None);
+    let dev = match dev {
+        Some(d) => d,
+        None => {
+            let sb = read_u64(inode + kernel::OFF_INODE_SB.load())?;
+            read_u32(sb + kernel::OFF_SB_DEV.load())?
+        }
     };
+    Ok(Some(InodeKey { dev, _pad: 0, ino }))
+}
+
+/// [`inode_hit`] for a key already read.
+#[inline(always)]
+pub fn key_hit(key: InodeKey, rules: u32, ops: u64, own: bool) -> Option<Hit> {
+    // SAFETY: value read in place and not kept past this call.
+    let v = unsafe { INODE_RULES.get(&key) }?;
     let level = if own { v.self_rules } else { v.sub_rules };
     let m = level & rules & op_mask(v, ops);
-    Ok((m != 0).then(|| Hit {
+    (m != 0).then(|| Hit {
         rule: m.trailing_zeros(),
         entry: key,
-    }))
+    })
 }
 
 /// One ancestor. The callback holds no state the verifier could take for

@@ -19,9 +19,11 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_user,
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
-    macros::{map, tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
+    programs::{RawTracePointContext, TracePointContext},
     Global,
 };
 use aya_log_ebpf::debug;
@@ -30,7 +32,7 @@ use agentguard_common::{
     event::*,
     filter::{
         config, counter, kind_bit, pending, ALL_KINDS, BASENAME_ENTRIES, BASENAME_LEN,
-        TASK_FILTER_ENTRIES, URGENT_UNIX,
+        BASENAME_PAIR_WORDS, TASK_FILTER_ENTRIES, URGENT_UNIX,
     },
 };
 
@@ -54,6 +56,12 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAX, 
 /// names and name prefixes, see `BASENAME_LEN`.
 #[map]
 static BASENAMES: LpmTrie<[u8; BASENAME_LEN], u8> = LpmTrie::with_max_entries(BASENAME_ENTRIES, 0);
+
+/// The first two bytes of every `BASENAMES` entry, as a bit set (bit
+/// `b0 * 256 + b1`): most names start no entry, and this one array read
+/// spares them the name copy and the trie walk.
+#[map]
+static BASENAME_PAIRS: Array<u32> = Array::with_max_entries(BASENAME_PAIR_WORDS, 0);
 
 /// The lookup key for `BASENAMES` (64 bytes: too big for the stack budget
 /// next to the rest).
@@ -194,26 +202,297 @@ fn wants_with(tgid: u32, k: u16, rules: Option<u32>) -> bool {
     mask & bit != 0
 }
 
+/// Where a syscall handler gets the syscall's arguments and result: a
+/// per-syscall tracepoint's record, or (raw dispatch) the task's saved
+/// registers. Every handler is written once over this.
+trait Sys {
+    fn arg(&self, n: usize) -> u64;
+    fn ret(&self) -> i64;
+    /// The exit can read the call's arguments again (`open_at_exit`).
+    fn args_at_exit(&self) -> bool {
+        false
+    }
+    /// At an open's exit: what it was called with (from the registers
+    /// the syscall saved at entry, unchanged during the call).
+    fn open_at_exit(&self) -> Option<OpenCall> {
+        None
+    }
+}
+
+/// An open's arguments, normalised over open, openat, openat2 and creat.
+#[derive(Clone, Copy)]
+struct OpenCall {
+    syscall: u16,
+    dirfd: i32,
+    path: u64,
+    flags: u32,
+    mode: u32,
+}
+
+/// Normalises the arguments of open-like syscall `syscall` (as the
+/// handlers `enter_open`.. pass them to `file_enter`).
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // Syscall tracepoint records: 8-byte common header, 4-byte nr + pad,
-    // then six 8-byte arguments from offset 16 (ABI-stable).
-    // SAFETY: an aligned load inside the tracepoint record, which the
-    // verifier lets a tracepoint program read directly (no helper call).
-    unsafe {
-        core::ptr::read(
-            (aya_ebpf::EbpfContext::as_ptr(ctx) as *const u8).add(16 + 8 * n) as *const u64,
-        )
+fn open_call(syscall: u16, ctx: &impl Sys) -> OpenCall {
+    match syscall {
+        syscall::OPEN => OpenCall {
+            syscall,
+            dirfd: AT_FDCWD,
+            path: arg(ctx, 0),
+            flags: arg(ctx, 1) as u32,
+            mode: arg(ctx, 2) as u32,
+        },
+        syscall::CREAT => OpenCall {
+            syscall,
+            dirfd: AT_FDCWD,
+            path: arg(ctx, 0),
+            flags: O_CREAT_WRONLY_TRUNC,
+            mode: arg(ctx, 1) as u32,
+        },
+        syscall::OPENAT2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+            let how = arg(ctx, 2);
+            // SAFETY: user read through the helper; faults become errors.
+            let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+            // SAFETY: as above.
+            let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
+            OpenCall {
+                syscall,
+                dirfd: arg(ctx, 0) as i32,
+                path: arg(ctx, 1),
+                flags: flags as u32,
+                mode: mode as u32,
+            }
+        }
+        _ => OpenCall {
+            syscall,
+            dirfd: arg(ctx, 0) as i32,
+            path: arg(ctx, 1),
+            flags: arg(ctx, 2) as u32,
+            mode: arg(ctx, 3) as u32,
+        },
+    }
+}
+
+impl Sys for TracePointContext {
+    #[inline(always)]
+    fn arg(&self, n: usize) -> u64 {
+        // Syscall tracepoint records: 8-byte common header, 4-byte nr + pad,
+        // then six 8-byte arguments from offset 16 (ABI-stable).
+        // SAFETY: an aligned load inside the tracepoint record, which the
+        // verifier lets a tracepoint program read directly (no helper call).
+        unsafe {
+            core::ptr::read(
+                (aya_ebpf::EbpfContext::as_ptr(self) as *const u8).add(16 + 8 * n) as *const u64,
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn ret(&self) -> i64 {
+        // SAFETY: sys_exit records hold `long ret` at offset 16; a direct,
+        // aligned load as in `arg`.
+        unsafe {
+            core::ptr::read((aya_ebpf::EbpfContext::as_ptr(self) as *const u8).add(16) as *const i64)
+        }
+    }
+}
+
+/// x86-64 `struct pt_regs` from `r10` (offset 56) to `di` (offset 112):
+/// the six syscall argument registers in one kernel read.
+const REGS_FROM: u64 = 56;
+/// x86-64 numbers of the open-like syscalls (`open_at_exit`).
+const NR_OPEN: u64 = 2;
+const NR_CREAT: u64 = 85;
+const NR_OPENAT: u64 = 257;
+const NR_OPENAT2: u64 = 437;
+/// Index in that window of each syscall argument (di, si, dx, r10, r8, r9).
+const ARG_REG: [usize; 6] = [7, 6, 5, 0, 2, 1];
+/// `orig_ax`: the syscall number, kept for the exit.
+const REGS_ORIG_AX: u64 = 120;
+
+/// A raw `sys_enter` program's view (see `raw_sys_enter`): the arguments
+/// as the task passed them in its registers (x86-64 only: userspace picks
+/// this backend on x86-64 alone).
+struct RawEnter {
+    regs: [u64; 8],
+}
+
+impl RawEnter {
+    #[inline(always)]
+    fn new(ctx: &RawTracePointContext) -> RawEnter {
+        let regs: u64 = ctx.arg(0);
+        // SAFETY: the helper checks the kernel address and reports faults;
+        // a fault leaves zeroes (an argument nothing matches).
+        let regs = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_kernel((regs + REGS_FROM) as *const [u64; 8])
+        }
+        .unwrap_or([0; 8]);
+        RawEnter { regs }
+    }
+}
+
+impl Sys for RawEnter {
+    #[inline(always)]
+    fn arg(&self, n: usize) -> u64 {
+        match ARG_REG.get(n) {
+            Some(&i) => self.regs.get(i).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    fn ret(&self) -> i64 {
+        0
+    }
+
+    fn args_at_exit(&self) -> bool {
+        true
+    }
+}
+
+/// A raw `sys_exit` program's view: the result, and the saved registers
+/// (read only when needed).
+struct RawExit {
+    ret: i64,
+    regs: u64,
+}
+
+impl Sys for RawExit {
+    fn arg(&self, _n: usize) -> u64 {
+        0
+    }
+
+    #[inline(always)]
+    fn ret(&self) -> i64 {
+        self.ret
+    }
+
+    fn args_at_exit(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn open_at_exit(&self) -> Option<OpenCall> {
+        // The argument window and orig_ax (the syscall number) after it.
+        // SAFETY: the helper checks the kernel address and reports faults.
+        let w = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_kernel((self.regs + REGS_FROM) as *const [u64; 9])
+        }
+        .ok()?;
+        let syscall = match w[8] {
+            NR_OPEN => syscall::OPEN,
+            NR_CREAT => syscall::CREAT,
+            NR_OPENAT => syscall::OPENAT,
+            NR_OPENAT2 => syscall::OPENAT2,
+            _ => return None,
+        };
+        let mut regs = [0u64; 8];
+        regs.copy_from_slice(&w[..8]);
+        Some(open_call(syscall, &RawEnter { regs }))
     }
 }
 
 #[inline(always)]
-fn ret_of(ctx: &TracePointContext) -> i64 {
-    // SAFETY: sys_exit records hold `long ret` at offset 16; a direct,
-    // aligned load as in `arg`.
-    unsafe {
-        core::ptr::read((aya_ebpf::EbpfContext::as_ptr(ctx) as *const u8).add(16) as *const i64)
+fn arg(ctx: &impl Sys, n: usize) -> u64 {
+    ctx.arg(n)
+}
+
+#[inline(always)]
+fn ret_of(ctx: &impl Sys) -> i64 {
+    ctx.ret()
+}
+
+/// Syscall handlers by x86-64 syscall number (`SYS_SLOTS` covers the
+/// highest one handled, openat2 = 437), filled by userspace with the raw
+/// programs of the kinds it streams.
+#[map]
+static SYS_ENTER_PROGS: ProgramArray = ProgramArray::with_max_entries(SYS_SLOTS, 0);
+#[map]
+static SYS_EXIT_PROGS: ProgramArray = ProgramArray::with_max_entries(SYS_SLOTS, 0);
+const SYS_SLOTS: u32 = 448;
+const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+
+/// Raw dispatch (the cheaper backend): one raw tracepoint on every
+/// syscall's entry, which skips the record a per-syscall tracepoint builds
+/// before its program runs, and jumps to the handler of that syscall, if
+/// any (an empty slot: nothing to do). The 32-bit ABI is judged here: its
+/// numbers are another table, never dispatched.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
+    let nr: i64 = ctx.arg(1);
+    // The x32 ABI (64-bit registers, numbers with bit 30) is another table
+    // too, which per-syscall tracepoints never see: judged as the 32-bit ABI
+    // is (where the kernel has no x32, the call fails with ENOSYS anyway).
+    if kernel::in_compat_syscall() || nr & X32_SYSCALL_BIT != 0 {
+        compat_enter(nr);
+        return 0;
     }
+    if (0..i64::from(SYS_SLOTS)).contains(&nr) {
+        // SAFETY: ctx is this program's own context; a missing slot
+        // returns and we fall through.
+        unsafe { SYS_ENTER_PROGS.tail_call(&ctx, nr as u32) };
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
+    // The 32-bit ABI's numbers are another table: the handlers jumped to
+    // check (`exits!`), so an unhooked call costs one read here.
+    let regs: u64 = ctx.arg(0);
+    let Ok(nr) = kernel::read_u64(regs + REGS_ORIG_AX) else {
+        return 0;
+    };
+    if nr < u64::from(SYS_SLOTS) {
+        // SAFETY: as in raw_sys_enter.
+        unsafe { SYS_EXIT_PROGS.tail_call(&ctx, nr as u32) };
+    }
+    0
+}
+
+/// Both programs of a syscall's entry handler: the per-syscall tracepoint
+/// and the raw one jumped to by `raw_sys_enter`.
+macro_rules! enters {
+    ($($tp:ident / $raw:ident => $handler:ident),* $(,)?) => {
+        $(
+            #[tracepoint]
+            pub fn $tp(ctx: TracePointContext) -> u32 {
+                $handler(&ctx);
+                0
+            }
+
+            #[raw_tracepoint]
+            pub fn $raw(ctx: RawTracePointContext) -> u32 {
+                $handler(&RawEnter::new(&ctx));
+                0
+            }
+        )*
+    };
+}
+
+/// As `enters!`, for exits (the raw `sys_exit`'s second argument is the
+/// result).
+macro_rules! exits {
+    ($handler:ident: $($tp:ident / $raw:ident),* $(,)?) => {
+        $(
+            #[tracepoint]
+            pub fn $tp(ctx: TracePointContext) -> u32 {
+                $handler(&ctx);
+                0
+            }
+
+            #[raw_tracepoint]
+            pub fn $raw(ctx: RawTracePointContext) -> u32 {
+                if kernel::in_compat_syscall() {
+                    return 0;
+                }
+                $handler(&RawExit {
+                    ret: ctx.arg(1),
+                    regs: ctx.arg(0),
+                });
+                0
+            }
+        )*
+    };
 }
 
 #[inline(always)]
@@ -301,7 +580,16 @@ fn fill_dir(first: u8, dirfd: i32, slot: u32) {
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: u32, size: u64) {
+fn file_enter(
+    args_at_exit: bool,
+    kind: u16,
+    syscall: u16,
+    dirfd: i32,
+    path: u64,
+    flags: u32,
+    mode: u32,
+    size: u64,
+) {
     if kind == kind::RMDIR {
         bump_path_gen();
     }
@@ -332,14 +620,14 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
             rules,
             rooted: u32::from(how == Prefilter::Rooted),
             path,
-            // SAFETY: helper without preconditions.
-            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
             dirfd,
             flags,
             mode,
             syscall: u32::from(syscall),
         };
-        if OPEN_ARGS.insert(&(pid_tgid as u32), &args, 0).is_ok() {
+        // Raw dispatch reads them again at exit from the saved registers:
+        // no map write at all.
+        if args_at_exit || OPEN_ARGS.insert(&(pid_tgid as u32), &args, 0).is_ok() {
             return;
         }
         // Full (threads leaked by a kernel path that skips the exit
@@ -378,6 +666,7 @@ fn file_enter(kind: u16, syscall: u16, dirfd: i32, path: u64, flags: u32, mode: 
 
 /// What a guarded task's open passed, kept from entry to exit (see
 /// `file_enter`): small, so the common case costs one small map write.
+/// No clock read: the record, if one is built, is stamped at exit.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct OpenArgs {
@@ -385,7 +674,6 @@ struct OpenArgs {
     rules: u32,
     /// 1: `Prefilter::Rooted`, else `Prefilter::Host`.
     rooted: u32,
-    ts_ns: u64,
     dirfd: i32,
     flags: u32,
     mode: u32,
@@ -425,7 +713,6 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let ev = unsafe { &mut *ev };
     fill_header(&mut ev.header, kind::OPEN, args.syscall as u16, pid_tgid);
-    ev.header.ts_ns = args.ts_ns;
     ev.header.ret = ret;
     ev.header.verdict = verdict;
     ev.dirfd = args.dirfd;
@@ -454,18 +741,48 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
     output_prefix(&*ev, FILE_EVENT_MIN + used);
 }
 
+/// Raw dispatch, an exit with no record parked at entry: a prefiltered
+/// open is decided as `file_enter` would have parked it, with the
+/// arguments read again from the registers and the rules as they are now.
 #[inline(always)]
-fn file_exit(ctx: &TracePointContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    if let Some(args) = OPEN_ARGS.get_ptr(&tid) {
-        // SAFETY: this thread's own entry, copied out before removal.
-        let args = unsafe { *args };
-        let _ = OPEN_ARGS.remove(&tid);
-        open_exit_prefiltered(ret_of(ctx), &args, pid_tgid);
+fn open_exit_from_regs(ctx: &impl Sys, pid_tgid: u64) {
+    let (by_task, by_cgroup) = enforce::subject_rules_split((pid_tgid >> 32) as u32);
+    let how = open_prefiltered(by_task, by_cgroup);
+    if how == Prefilter::No || enforce::config_value(config::LSM_ACTIVE) != 0 {
         return;
     }
+    let Some(call) = ctx.open_at_exit() else {
+        return;
+    };
+    let args = OpenArgs {
+        path: call.path,
+        rules: by_task | by_cgroup,
+        rooted: u32::from(how == Prefilter::Rooted),
+        dirfd: call.dirfd,
+        flags: call.flags,
+        mode: call.mode,
+        syscall: u32::from(call.syscall),
+    };
+    open_exit_prefiltered(ret_of(ctx), &args, pid_tgid);
+}
+
+#[inline(always)]
+fn file_exit(ctx: &impl Sys) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if !ctx.args_at_exit() {
+        if let Some(args) = OPEN_ARGS.get_ptr(&tid) {
+            // SAFETY: this thread's own entry, copied out before removal.
+            let args = unsafe { *args };
+            let _ = OPEN_ARGS.remove(&tid);
+            open_exit_prefiltered(ret_of(ctx), &args, pid_tgid);
+            return;
+        }
+    }
     let Some(evp) = PENDING_FILE.get_ptr_mut(&tid) else {
+        if ctx.args_at_exit() {
+            open_exit_from_regs(ctx, pid_tgid);
+        }
         return;
     };
     let ret = ret_of(ctx);
@@ -523,15 +840,18 @@ fn judge_open(
     let Some(p) = file else {
         return Some(prior);
     };
+    if prefilter == Prefilter::No {
+        return Some(prior | enforce::check_opened(p, rules));
+    }
     // One lookup of the file's own inode answers both the verdict and the
     // prefilter in the common case: no rule has an entry for it.
     let op = u64::from(enforce::OPEN_OP);
-    if prefilter == Prefilter::No
-        || !matches!(lsm::inode_hit(p.dentry, u32::MAX, op, true), Ok(None))
-    {
-        return Some(prior | enforce::check_opened(p, rules));
-    }
-    if prior == 0 && !open_may_match(p, prefilter) {
+    let dev = match lsm::inode_key(p.dentry, None) {
+        Ok(Some(key)) if lsm::key_hit(key, u32::MAX, op, true).is_none() => Some(key.dev),
+        Ok(None) => None,
+        _ => return Some(prior | enforce::check_opened(p, rules)),
+    };
+    if prior == 0 && !open_may_match(p, prefilter, dev) {
         bump(counter::PREFILTERED);
         return None;
     }
@@ -575,32 +895,35 @@ fn open_prefiltered(by_task: u32, by_cgroup: u32) -> Prefilter {
 /// just exec'd gets its bit only once the daemon has seen the exec. The
 /// file's own inode entry was asked by the caller.
 #[inline(always)]
-fn open_may_match(p: kernel::KPath, how: Prefilter) -> bool {
+fn open_may_match(p: kernel::KPath, how: Prefilter, dev: Option<u32>) -> bool {
     let op = u64::from(enforce::OPEN_OP);
     let Ok(parent) = kernel::read_u64(p.dentry + kernel::OFF_DENTRY_PARENT.load()) else {
         return true;
     };
-    if !matches!(lsm::inode_hit(parent, u32::MAX, op, false), Ok(None)) {
-        return true;
-    }
+    let parent_ino = match lsm::inode_key(parent, dev) {
+        Ok(Some(key)) if lsm::key_hit(key, u32::MAX, op, false).is_some() => return true,
+        Ok(Some(key)) => key.ino,
+        Ok(None) => 0,
+        Err(_) => return true,
+    };
     if basename_hit(p.dentry, false) {
         return true;
     }
-    how == Prefilter::Rooted && top_may_match(p, parent)
+    how == Prefilter::Rooted && top_may_match(p, parent, parent_ino)
 }
 
 /// The last directory (per CPU) whose first component below the task's
 /// root starts no rule path: an agent opens many files of one directory,
 /// and the walk up to the root is the costliest part of the prefilter.
 /// Keyed by everything the answer rests on: the directory (its dentry
-/// and inode), the mount, the task's root, the rules (`TOP_EPOCH`) and
+/// and inode number: a freed dentry reused for another directory differs), the mount, the task's root, the rules (`TOP_EPOCH`) and
 /// every rename or rmdir anywhere since (`PATH_GEN`: they move or free
 /// directories).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct TopCache {
     dir: u64,
-    dir_inode: u64,
+    dir_ino: u64,
     mnt: u64,
     root_dentry: u64,
     root_mnt: u64,
@@ -637,17 +960,14 @@ fn path_gen() -> u64 {
 /// Does the file's first path component below the task's root start a
 /// rule's path (`BASENAMES` entry `/name`)? Unknown counts as yes.
 #[inline(always)]
-fn top_may_match(p: kernel::KPath, dir: u64) -> bool {
-    let Ok(root) = kernel::walk_root() else {
-        return true;
-    };
-    let Ok(dir_inode) = kernel::read_u64(dir + kernel::OFF_DENTRY_INODE.load()) else {
+fn top_may_match(p: kernel::KPath, dir: u64, dir_ino: u64) -> bool {
+    let Ok(root) = kernel::guarded_container_root() else {
         return true;
     };
     // Read before the walk: a rename meanwhile makes the entry stale.
     let now = TopCache {
         dir,
-        dir_inode,
+        dir_ino,
         mnt: p.mnt,
         root_dentry: root.dentry,
         root_mnt: root.mnt,
@@ -681,6 +1001,21 @@ fn basename_hit(dentry: u64, top: bool) -> bool {
     else {
         return true;
     };
+    // A name is at least one byte and its NUL: two bytes are always there.
+    // SAFETY: the helper checks the kernel address and reports faults.
+    let Ok(head) = (unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(name as *const [u8; 2]) })
+    else {
+        return true;
+    };
+    let pair = if top {
+        u32::from(b'/') << 8 | u32::from(head[0])
+    } else {
+        u32::from(head[0]) << 8 | u32::from(head[1])
+    };
+    match BASENAME_PAIRS.get(pair >> 5) {
+        Some(w) if *w & (1 << (pair & 31)) == 0 => return false,
+        _ => {}
+    }
     let Some(key) = BASENAME_KEY.get_ptr_mut(0) else {
         return true;
     };
@@ -703,136 +1038,108 @@ fn basename_hit(dentry: u64, top: bool) -> bool {
     BASENAMES.get(key).is_some()
 }
 
-#[tracepoint]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+/// The open-like syscalls: one set of arguments (`open_call`).
+#[inline(always)]
+fn open_enter(ctx: &impl Sys, syscall: u16) {
+    let c = open_call(syscall, ctx);
     file_enter(
+        ctx.args_at_exit(),
         kind::OPEN,
-        syscall::OPEN,
-        AT_FDCWD,
-        arg(&ctx, 0),
-        arg(&ctx, 1) as u32,
-        arg(&ctx, 2) as u32,
+        c.syscall,
+        c.dirfd,
+        c.path,
+        c.flags,
+        c.mode,
         0,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    file_enter(
-        kind::OPEN,
-        syscall::OPENAT,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
-        arg(&ctx, 2) as u32,
-        arg(&ctx, 3) as u32,
-        0,
-    );
-    0
+#[inline(always)]
+fn enter_open(ctx: &impl Sys) {
+    open_enter(ctx, syscall::OPEN);
 }
 
-#[tracepoint]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
-    let how = arg(&ctx, 2);
-    // SAFETY: user read through the helper; faults become errors.
-    let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
-    // SAFETY: as above.
-    let mode = unsafe { bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
-    file_enter(
-        kind::OPEN,
-        syscall::OPENAT2,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
-        flags as u32,
-        mode as u32,
-        0,
-    );
-    0
+#[inline(always)]
+fn enter_openat(ctx: &impl Sys) {
+    open_enter(ctx, syscall::OPENAT);
 }
 
-#[tracepoint]
-pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    file_enter(
-        kind::OPEN,
-        syscall::CREAT,
-        AT_FDCWD,
-        arg(&ctx, 0),
-        O_CREAT_WRONLY_TRUNC,
-        arg(&ctx, 1) as u32,
-        0,
-    );
-    0
+#[inline(always)]
+fn enter_openat2(ctx: &impl Sys) {
+    open_enter(ctx, syscall::OPENAT2);
 }
 
-#[tracepoint]
-pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_creat(ctx: &impl Sys) {
+    open_enter(ctx, syscall::CREAT);
+}
+
+#[inline(always)]
+fn enter_unlink(ctx: &impl Sys) {
     file_enter(
+        ctx.args_at_exit(),
         kind::UNLINK,
         syscall::UNLINK,
         AT_FDCWD,
-        arg(&ctx, 0),
+        arg(ctx, 0),
         0,
         0,
         0,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
-    let flag = arg(&ctx, 2);
+#[inline(always)]
+fn enter_unlinkat(ctx: &impl Sys) {
+    let flag = arg(ctx, 2);
     let k = if flag & AT_REMOVEDIR != 0 {
         kind::RMDIR
     } else {
         kind::UNLINK
     };
     file_enter(
+        ctx.args_at_exit(),
         k,
         syscall::UNLINKAT,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
+        arg(ctx, 0) as i32,
+        arg(ctx, 1),
         flag as u32,
         0,
         0,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
-    file_enter(kind::RMDIR, syscall::RMDIR, AT_FDCWD, arg(&ctx, 0), 0, 0, 0);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_truncate(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_rmdir(ctx: &impl Sys) {
     file_enter(
+        ctx.args_at_exit(),
+        kind::RMDIR,
+        syscall::RMDIR,
+        AT_FDCWD,
+        arg(ctx, 0),
+        0,
+        0,
+        0,
+    );
+}
+
+#[inline(always)]
+fn enter_truncate(ctx: &impl Sys) {
+    file_enter(
+        ctx.args_at_exit(),
         kind::TRUNCATE,
         syscall::TRUNCATE,
         AT_FDCWD,
-        arg(&ctx, 0),
+        arg(ctx, 0),
         0,
         0,
-        arg(&ctx, 1),
+        arg(ctx, 1),
     );
-    0
 }
 
-macro_rules! exits {
-    ($handler:ident: $($name:ident),* $(,)?) => {
-        $(
-            #[tracepoint]
-            pub fn $name(ctx: TracePointContext) -> u32 {
-                $handler(&ctx);
-                0
-            }
-        )*
-    };
-}
-
-exits!(file_exit: sys_exit_open, sys_exit_openat, sys_exit_openat2, sys_exit_creat,
-    sys_exit_unlink, sys_exit_unlinkat, sys_exit_rmdir, sys_exit_truncate);
+exits!(file_exit: sys_exit_open / raw_exit_open, sys_exit_openat / raw_exit_openat,
+    sys_exit_openat2 / raw_exit_openat2, sys_exit_creat / raw_exit_creat,
+    sys_exit_unlink / raw_exit_unlink, sys_exit_unlinkat / raw_exit_unlinkat,
+    sys_exit_rmdir / raw_exit_rmdir, sys_exit_truncate / raw_exit_truncate);
 
 // --------------------------------------------------------------- rename
 
@@ -880,7 +1187,7 @@ fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, 
 }
 
 #[inline(always)]
-fn rename_exit(ctx: &TracePointContext) {
+fn rename_exit(ctx: &impl Sys) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(ev) = PENDING_RENAME.get_ptr_mut(&tid) else {
         return;
@@ -893,46 +1200,44 @@ fn rename_exit(ctx: &TracePointContext) {
     bump(counter::PENDING_OUT + pending::RENAME);
 }
 
-#[tracepoint]
-pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_rename(ctx: &impl Sys) {
     rename_enter(
         syscall::RENAME,
         AT_FDCWD,
-        arg(&ctx, 0),
+        arg(ctx, 0),
         AT_FDCWD,
-        arg(&ctx, 1),
+        arg(ctx, 1),
         0,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_renameat(ctx: &impl Sys) {
     rename_enter(
         syscall::RENAMEAT,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
-        arg(&ctx, 2) as i32,
-        arg(&ctx, 3),
+        arg(ctx, 0) as i32,
+        arg(ctx, 1),
+        arg(ctx, 2) as i32,
+        arg(ctx, 3),
         0,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_renameat2(ctx: &impl Sys) {
     rename_enter(
         syscall::RENAMEAT2,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
-        arg(&ctx, 2) as i32,
-        arg(&ctx, 3),
-        arg(&ctx, 4) as u32,
+        arg(ctx, 0) as i32,
+        arg(ctx, 1),
+        arg(ctx, 2) as i32,
+        arg(ctx, 3),
+        arg(ctx, 4) as u32,
     );
-    0
 }
 
-exits!(rename_exit: sys_exit_rename, sys_exit_renameat, sys_exit_renameat2);
+exits!(rename_exit: sys_exit_rename / raw_exit_rename, sys_exit_renameat / raw_exit_renameat,
+    sys_exit_renameat2 / raw_exit_renameat2);
 
 // ----------------------------------------------------------------- exec
 
@@ -1022,7 +1327,7 @@ fn read_argv(argv: u64, ev: &mut ExecEvent) {
 }
 
 #[inline(always)]
-fn exec_exit(ctx: &TracePointContext) {
+fn exec_exit(ctx: &impl Sys) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(ev) = PENDING_EXEC.get_ptr_mut(&tid) else {
         return;
@@ -1038,25 +1343,23 @@ fn exec_exit(ctx: &TracePointContext) {
     bump(counter::PENDING_OUT + pending::EXEC);
 }
 
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    exec_enter(syscall::EXECVE, AT_FDCWD, arg(&ctx, 0), arg(&ctx, 1), 0);
-    0
+#[inline(always)]
+fn enter_execve(ctx: &impl Sys) {
+    exec_enter(syscall::EXECVE, AT_FDCWD, arg(ctx, 0), arg(ctx, 1), 0);
 }
 
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_execveat(ctx: &impl Sys) {
     exec_enter(
         syscall::EXECVEAT,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
-        arg(&ctx, 2),
-        arg(&ctx, 4) as u32,
+        arg(ctx, 0) as i32,
+        arg(ctx, 1),
+        arg(ctx, 2),
+        arg(ctx, 4) as u32,
     );
-    0
 }
 
-exits!(exec_exit: sys_exit_execve, sys_exit_execveat);
+exits!(exec_exit: sys_exit_execve / raw_exit_execve, sys_exit_execveat / raw_exit_execveat);
 
 // ------------------------------------------------------------- network
 
@@ -1177,7 +1480,7 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
 }
 
 #[inline(always)]
-fn net_exit(ctx: &TracePointContext) {
+fn net_exit(ctx: &impl Sys) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(ev) = PENDING_NET.get_ptr_mut(&tid) else {
         return;
@@ -1205,16 +1508,23 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
     if !kernel::in_compat_syscall() {
         return 0;
     }
+    // raw_syscalls:sys_enter: `long id` at offset 8.
+    // SAFETY: read inside the tracepoint record via bpf_probe_read.
+    compat_enter(unsafe { ctx.read_at::<i64>(8) }.unwrap_or(-1));
+    0
+}
+
+/// A 32-bit ABI syscall `nr` (the caller checked): a guarded task's is
+/// reported and, under a `compat_syscall` kill rule, killed before it runs.
+#[inline(always)]
+fn compat_enter(nr: i64) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let rules = enforce::subject_rules(tgid);
     if rules == 0 {
         // Only guarded tasks: 32-bit programs of the host are not news.
-        return 0;
+        return;
     }
     let verdict = enforce::check_compat(rules);
-    // raw_syscalls:sys_enter: `long id` at offset 8.
-    // SAFETY: read inside the tracepoint record via bpf_probe_read.
-    let nr = unsafe { ctx.read_at::<i64>(8) }.unwrap_or(-1);
     emit_proc(
         kind::COMPAT_SYSCALL,
         syscall::COMPAT,
@@ -1225,7 +1535,6 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
         0,
         verdict,
     );
-    0
 }
 
 /// A quarantined process must not start another: killed at the entry of
@@ -1237,44 +1546,44 @@ fn fork_enter() -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn sys_enter_clone(_ctx: TracePointContext) -> u32 {
-    fork_enter()
+#[inline(always)]
+fn enter_clone(_ctx: &impl Sys) {
+    fork_enter();
 }
 
-#[tracepoint]
-pub fn sys_enter_clone3(_ctx: TracePointContext) -> u32 {
-    fork_enter()
+#[inline(always)]
+fn enter_clone3(_ctx: &impl Sys) {
+    fork_enter();
 }
 
-#[tracepoint]
-pub fn sys_enter_fork(_ctx: TracePointContext) -> u32 {
-    fork_enter()
+#[inline(always)]
+fn enter_fork(_ctx: &impl Sys) {
+    fork_enter();
 }
 
-#[tracepoint]
-pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
-    fork_enter()
+#[inline(always)]
+fn enter_vfork(_ctx: &impl Sys) {
+    fork_enter();
 }
 
 /// socket(2): only raw and packet sockets are reported (they send around
 /// the address hooks); every other socket costs a compare.
-#[tracepoint]
-pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
-    let family = arg(&ctx, 0) as i32;
-    let ty = arg(&ctx, 1) as i32;
-    let protocol = arg(&ctx, 2) as u32;
+#[inline(always)]
+fn enter_socket(ctx: &impl Sys) {
+    let family = arg(ctx, 0) as i32;
+    let ty = arg(ctx, 1) as i32;
+    let protocol = arg(ctx, 2) as u32;
     if !enforce::raw_socket(family, ty) {
-        return 0;
+        return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let verdict = enforce::check_packet_socket(enforce::subject_rules(tgid), family);
     if !wants(tgid, kind::SOCKET) && verdict == 0 {
-        return 0;
+        return;
     }
     let Some(ev) = SCRATCH_NET.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let ev = unsafe { &mut *ev };
@@ -1291,61 +1600,52 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
     if PENDING_NET.insert(&(pid_tgid as u32), ev, 0).is_ok() {
         bump(counter::PENDING_IN + pending::NET);
     }
-    0
 }
 
-#[tracepoint]
-pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
-    net_exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_connect(ctx: &impl Sys) {
     net_enter(
         syscall::CONNECT,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 1),
-        arg(&ctx, 2) as u32,
+        arg(ctx, 0) as i32,
+        arg(ctx, 1),
+        arg(ctx, 2) as u32,
         0,
         0,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_sendto(ctx: &impl Sys) {
     // sendto(fd, buf, len, flags, addr, addrlen): only with a destination.
     net_enter(
         syscall::SENDTO,
-        arg(&ctx, 0) as i32,
-        arg(&ctx, 4),
-        arg(&ctx, 5) as u32,
-        arg(&ctx, 2),
-        arg(&ctx, 3) as u32,
+        arg(ctx, 0) as i32,
+        arg(ctx, 4),
+        arg(ctx, 5) as u32,
+        arg(ctx, 2),
+        arg(ctx, 3) as u32,
     );
-    0
 }
 
-#[tracepoint]
-pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_sendmsg(ctx: &impl Sys) {
     // struct user_msghdr { void *msg_name; int msg_namelen; ... }
-    let msg = arg(&ctx, 1);
+    let msg = arg(ctx, 1);
     // SAFETY: user reads through the helper.
     let name = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
     let namelen = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
     net_enter(
         syscall::SENDMSG,
-        arg(&ctx, 0) as i32,
+        arg(ctx, 0) as i32,
         name,
         namelen,
         0,
-        arg(&ctx, 2) as u32,
+        arg(ctx, 2) as u32,
     );
-    0
 }
 
-exits!(net_exit: sys_exit_connect, sys_exit_sendto, sys_exit_sendmsg);
+exits!(net_exit: sys_exit_connect / raw_exit_connect, sys_exit_sendto / raw_exit_sendto,
+    sys_exit_sendmsg / raw_exit_sendmsg, sys_exit_socket / raw_exit_socket);
 
 // ------------------------------------------------------ process lifecycle
 
@@ -1491,19 +1791,18 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 #[map]
 static KILLED_AT_ENTRY: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
 
-#[tracepoint]
-pub fn sys_enter_io_uring_setup(_ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn enter_io_uring_setup(_ctx: &impl Sys) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let rules = enforce::subject_rules((pid_tgid >> 32) as u32);
     let v = enforce::check_io_uring(rules);
     if v != 0 {
         let _ = KILLED_AT_ENTRY.insert(&(pid_tgid as u32), &v, 0);
     }
-    0
 }
 
-#[tracepoint]
-pub fn sys_exit_io_uring_setup(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn io_uring_setup_exit(ctx: &impl Sys) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
@@ -1520,12 +1819,38 @@ pub fn sys_exit_io_uring_setup(ctx: TracePointContext) -> u32 {
             0,
             0,
             0,
-            ret_of(&ctx),
+            ret_of(ctx),
             verdict,
         );
     }
-    0
 }
+
+exits!(io_uring_setup_exit: sys_exit_io_uring_setup / raw_exit_io_uring_setup);
+
+enters!(
+    sys_enter_open / raw_enter_open => enter_open,
+    sys_enter_openat / raw_enter_openat => enter_openat,
+    sys_enter_openat2 / raw_enter_openat2 => enter_openat2,
+    sys_enter_creat / raw_enter_creat => enter_creat,
+    sys_enter_unlink / raw_enter_unlink => enter_unlink,
+    sys_enter_unlinkat / raw_enter_unlinkat => enter_unlinkat,
+    sys_enter_rmdir / raw_enter_rmdir => enter_rmdir,
+    sys_enter_truncate / raw_enter_truncate => enter_truncate,
+    sys_enter_rename / raw_enter_rename => enter_rename,
+    sys_enter_renameat / raw_enter_renameat => enter_renameat,
+    sys_enter_renameat2 / raw_enter_renameat2 => enter_renameat2,
+    sys_enter_execve / raw_enter_execve => enter_execve,
+    sys_enter_execveat / raw_enter_execveat => enter_execveat,
+    sys_enter_clone / raw_enter_clone => enter_clone,
+    sys_enter_clone3 / raw_enter_clone3 => enter_clone3,
+    sys_enter_fork / raw_enter_fork => enter_fork,
+    sys_enter_vfork / raw_enter_vfork => enter_vfork,
+    sys_enter_socket / raw_enter_socket => enter_socket,
+    sys_enter_connect / raw_enter_connect => enter_connect,
+    sys_enter_sendto / raw_enter_sendto => enter_sendto,
+    sys_enter_sendmsg / raw_enter_sendmsg => enter_sendmsg,
+    sys_enter_io_uring_setup / raw_enter_io_uring_setup => enter_io_uring_setup,
+);
 
 #[cfg(not(test))]
 #[panic_handler]

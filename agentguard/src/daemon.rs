@@ -453,11 +453,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     eprintln!(
-        "agentguard: running with {} policy rule(s) from {} ({} in the kernel); {} probes; Ctrl-C to stop",
+        "agentguard: running with {} policy rule(s) from {} ({} in the kernel); {} probes (syscall hooks: {}); Ctrl-C to stop",
         pipe.policy.rules().len() + pipe.policy.rego_policies().len(),
         cfg.policies.display(),
         pipe.enforcer.kernel.as_ref().map_or(0, |k| k.slots().len()),
-        sensor.attached().len()
+        sensor.attached().len(),
+        sensor.syscall_hooks().as_str()
     );
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));

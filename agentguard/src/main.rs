@@ -365,13 +365,14 @@ async fn events(args: EventsArgs) -> Result<()> {
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     eprintln!(
-        "agentguard: streaming {} ({} probes attached); Ctrl-C to stop",
+        "agentguard: streaming {} ({} probes attached, syscall hooks: {}); Ctrl-C to stop",
         kinds
             .iter()
             .map(|k| k.as_str())
             .collect::<Vec<_>>()
             .join(","),
-        sensor.attached().len()
+        sensor.attached().len(),
+        sensor.syscall_hooks().as_str()
     );
     if watch == Watch::Agents && pids.is_empty() {
         sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?;

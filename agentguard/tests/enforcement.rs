@@ -585,10 +585,12 @@ fn the_32_bit_syscall_abi_is_detected_and_killed() {
     let Some(_g) = ready() else { return };
     let d = Daemon::start(&pack(), "compat");
     let script = format!(
-        "{GOT} echo \"open $(got evade compat-open /etc/hostname)\"; echo \"exec $(got evade compat-exec /bin/true)\"; echo \"unlink $(got evade compat-unlink /data/f000)\""
+        "{GOT} echo \"open $(got evade compat-open /etc/hostname)\"; echo \"exec $(got evade compat-exec /bin/true)\"; echo \"unlink $(got evade compat-unlink /data/f000)\"; echo \"x32 $(got evade x32-open /etc/hostname)\""
     );
     let (agent, avol, plain, pvol) = agent_and_control("compat", 3, &script);
-    for k in ["open", "exec", "unlink"] {
+    // x32 (raw syscall dispatch only: per-syscall tracepoints never see
+    // it; this kernel has no x32 ABI, so the control gets ENOSYS).
+    for k in ["open", "exec", "unlink", "x32"] {
         assert!(agent.contains(&format!("{k} killed")), "{k}: {agent}");
     }
     // A kill at syscall entry does not stop the syscall in flight: at most
@@ -599,6 +601,10 @@ fn the_32_bit_syscall_abi_is_detected_and_killed() {
     assert_eq!(a["event"]["kind"], "compat_syscall", "{a}");
     assert!(plain.contains("open ok"), "{plain}");
     assert!(plain.contains("unlink ok"), "{plain}");
+    assert!(
+        plain.contains("x32 ok") || plain.contains("x32 err ENOSYS"),
+        "{plain}"
+    );
     assert_eq!(count(&pvol), 2);
     d.stop();
     cleanup();
@@ -763,8 +769,8 @@ fn a_hard_link_to_a_protected_file_is_the_same_file() {
 /// A full kernel map is never silent. With the maps made tiny by
 /// configuration: an agent's fork that its task-filter map can't hold
 /// raises `kernel-map-full` naming the map; opens blocked at once (readers
-/// of a FIFO) beyond the pending-record map's size are counted as evicted
-/// records, in `status` and the log.
+/// of a FIFO, streamed in full) beyond the pending-record map's size are
+/// counted as evicted records, in `status` and the log.
 #[test]
 fn full_kernel_maps_are_counted_and_alerted() {
     let Some(_g) = ready() else { return };
@@ -786,11 +792,19 @@ fn full_kernel_maps_are_counted_and_alerted() {
     d.stop();
     cleanup();
 
-    let d = Daemon::start_with(
-        &pack(),
-        "pending",
-        Some("kernel_maps: { pending_file: 4 }\n"),
-    );
+    // Opens a rule could match by a name glob the kernel's prefilter can't
+    // hold (`*.pem`): every agent open parks a full record at entry (a
+    // prefiltered open parks nothing under raw syscall dispatch).
+    let pol = std::env::temp_dir().join(format!("agentguard-enf-pendpol-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pol);
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    std::fs::write(
+        pol.join("pem.yaml"),
+        "name: pem\nrules:\n  - name: pem-read\n    kinds: [open]\n    match: { agent: any }\n    \
+         when: { path: [\"*.pem\"] }\n    action: alert\n    severity: low\n    message: \"{comm} opened {path}\"\n",
+    )
+    .expect("write policy");
+    let d = Daemon::start_with(&pol, "pending", Some("kernel_maps: { pending_file: 4 }\n"));
     let script = "sleep 1; mkfifo /tmp/p; for i in $(seq 12); do cat /tmp/p >/dev/null & done; \
         sleep 1; echo x > /tmp/p; wait; echo done";
     let (agent, avol2, _plain, pvol2) = agent_and_control("pending", 0, script);
@@ -804,7 +818,7 @@ fn full_kernel_maps_are_counted_and_alerted() {
     );
     d.stop();
     cleanup();
-    for v in [avol, pvol, avol2, pvol2] {
+    for v in [avol, pvol, avol2, pvol2, pol] {
         let _ = std::fs::remove_dir_all(&v);
     }
 }

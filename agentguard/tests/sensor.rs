@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentguard::event::{Detail, Event, Kind, Resolution};
-use agentguard::sensor::{Sensor, SensorOptions};
+use agentguard::sensor::{features, Sensor, SensorOptions, SyscallHooks};
 
 /// A fresh directory, canonical (so expected paths compare exactly).
 fn tempdir(tag: &str) -> PathBuf {
@@ -58,12 +58,33 @@ impl Actor {
 }
 
 async fn start(watch_all: bool) -> Sensor {
-    Sensor::start(&SensorOptions {
+    start_hooked(watch_all, SyscallHooks::Auto).await
+}
+
+/// A sensor on the syscall hooks asked for (`Auto`: what the host picks,
+/// checked against the kernel's own answer for raw tracepoints).
+async fn start_hooked(watch_all: bool, hooks: SyscallHooks) -> Sensor {
+    let sensor = Sensor::start(&SensorOptions {
         watch_all,
         ring_buffer_bytes: 8 << 20,
+        syscall_hooks: hooks,
         ..Default::default()
     })
-    .expect("sensor starts")
+    .expect("sensor starts");
+    let want = match hooks {
+        SyscallHooks::Auto => {
+            let raw = cfg!(target_arch = "x86_64")
+                && features::probe_raw_tracepoint() == features::Status::Supported;
+            if raw {
+                SyscallHooks::Raw
+            } else {
+                SyscallHooks::Tracepoints
+            }
+        }
+        h => h,
+    };
+    assert_eq!(sensor.syscall_hooks(), want);
+    sensor
 }
 
 /// Runs `script` in a watched actor and returns every event of it (and its
@@ -109,10 +130,21 @@ fn file_events<'a>(events: &'a [Event], kind: Kind, path: &str) -> Vec<&'a Event
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_events_have_absolute_paths_and_results() {
+    file_events_on(SyscallHooks::Auto, "files").await;
+}
+
+/// The same handlers behind one tracepoint per syscall (the backend for
+/// hosts without raw dispatch, and `AGENTGUARD_SYSCALL_HOOKS=tracepoints`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_events_on_per_syscall_tracepoints() {
+    file_events_on(SyscallHooks::Tracepoints, "files-tp").await;
+}
+
+async fn file_events_on(hooks: SyscallHooks, tag: &str) {
     if !common::privileged() {
         return;
     }
-    let dir = tempdir("files");
+    let dir = tempdir(tag);
     std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
     std::fs::write(dir.join("data.txt"), b"hello").expect("write");
     let d = dir.display().to_string();
@@ -130,7 +162,7 @@ os.mkdir("gone")
 os.rmdir("gone")
 os.unlink("sub/renamed.txt", dir_fd=fd)
 "#;
-    let mut sensor = start(false).await;
+    let mut sensor = start_hooked(false, hooks).await;
     let unlinked = format!("{d}/sub/renamed.txt");
     let (pid, events) = run_actor(&mut sensor, &dir, script, |evs| {
         !file_events(evs, Kind::Unlink, &unlinked).is_empty()
@@ -208,10 +240,19 @@ const UNIX_TARGET: &str = "/nonexistent/agentguard.sock";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_events_carry_destination_and_result() {
+    network_events_on(SyscallHooks::Auto, "net").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_events_on_per_syscall_tracepoints() {
+    network_events_on(SyscallHooks::Tracepoints, "net-tp").await;
+}
+
+async fn network_events_on(hooks: SyscallHooks, tag: &str) {
     if !common::privileged() {
         return;
     }
-    let dir = tempdir("net");
+    let dir = tempdir(tag);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let open_port = listener.local_addr().expect("addr").port();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -251,7 +292,7 @@ except OSError:
     pass
 "#
     );
-    let mut sensor = start(false).await;
+    let mut sensor = start_hooked(false, hooks).await;
     let (pid, events) = run_actor(&mut sensor, &dir, &script, |evs| {
         evs.iter().any(
             |e| matches!(&e.detail, Detail::Net(n) if n.unix_path.as_deref() == Some(UNIX_TARGET)),

@@ -74,12 +74,15 @@ pub enum Config {
     Run,
     /// `agentguard run --watch agents` with the repository's policy pack.
     RunAgents,
+    /// `run` with one tracepoint per hooked syscall instead of the raw
+    /// dispatch `run` picks where it can (AGENTGUARD_SYSCALL_HOOKS).
+    RunTracepoints,
     /// auditd with a rule on openat and connect.
     Auditd,
 }
 
 impl Config {
-    const ALL: [Config; 8] = [
+    const ALL: [Config; 9] = [
         Config::Baseline,
         Config::Floor1,
         Config::Floor,
@@ -87,6 +90,7 @@ impl Config {
         Config::Streamed,
         Config::Run,
         Config::RunAgents,
+        Config::RunTracepoints,
         Config::Auditd,
     ];
 
@@ -108,6 +112,7 @@ impl Config {
             Config::Streamed => "streamed",
             Config::Run => "run",
             Config::RunAgents => "run-agents",
+            Config::RunTracepoints => "run-tracepoints",
             Config::Auditd => "auditd",
         }
     }
@@ -129,9 +134,17 @@ impl Config {
         match self {
             Config::Streamed => Some(strings(&["events"])),
             Config::Unwatched => Some(strings(&["events", "--watch", "none"])),
-            Config::Run => Some(run(&[])),
+            Config::Run | Config::RunTracepoints => Some(run(&[])),
             Config::RunAgents => Some(run(&["--watch", "agents"])),
             Config::Baseline | Config::Floor1 | Config::Floor | Config::Auditd => None,
+        }
+    }
+
+    /// Environment for the daemon of this configuration.
+    fn daemon_env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Config::RunTracepoints => &[("AGENTGUARD_SYSCALL_HOOKS", "tracepoints")],
+            _ => &[],
         }
     }
 
@@ -539,11 +552,16 @@ fn measure(config: Config, round: u64, bench: &Bench, audit: Option<&mut Audit>)
             let loops = loops?;
             (loops, bpftrace_note(&stopped?), None)
         }
-        Config::Streamed | Config::Unwatched | Config::Run | Config::RunAgents => {
+        Config::Streamed
+        | Config::Unwatched
+        | Config::Run
+        | Config::RunAgents
+        | Config::RunTracepoints => {
             let args = config
                 .daemon_args(&bench.work)
                 .context("no daemon arguments")?;
-            let mut monitor = start_daemon(&bench.agentguard, &args, &bench.work)?;
+            let mut monitor =
+                start_daemon_env(&bench.agentguard, &args, config.daemon_env(), &bench.work)?;
             let idle_rss_kb = monitor.idle_rss_kb()?;
             let loops = load.run();
             // Read before the stop: an exited process has no memory figures.
@@ -592,11 +610,22 @@ fn measure(config: Config, round: u64, bench: &Bench, audit: Option<&mut Audit>)
 
 /// `agentguard ARGS --ready-file ...`, started and ready.
 pub(crate) fn start_daemon(bin: &Path, args: &[OsString], work: &Path) -> Result<Monitor> {
+    start_daemon_env(bin, args, &[], work)
+}
+
+/// [`start_daemon`] with extra environment variables.
+fn start_daemon_env(
+    bin: &Path,
+    args: &[OsString],
+    env: &[(&str, &str)],
+    work: &Path,
+) -> Result<Monitor> {
     let ready = work.join("agentguard.ready");
     // A file left from an earlier run would make us start too early.
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin);
     cmd.args(args).arg("--ready-file").arg(&ready);
+    cmd.envs(env.iter().copied());
     // stdout: `events` streams there; only its cost matters, not the JSON.
     cmd.stdout(Stdio::null());
     Monitor::start(cmd, work.join("agentguard.stderr"), false, || {

@@ -95,6 +95,11 @@ const CAPABILITIES: &[(&str, &[&str], &str)] = &[
         "without it, file policy can only kill after the fact",
     ),
     (
+        "raw syscall dispatch (cheaper syscall hooks)",
+        &["raw_tracepoint"],
+        "raw tracepoints on every syscall's entry/exit jump to the hooked syscalls' handlers; no per-call trace record (x86-64; AGENTGUARD_SYSCALL_HOOKS=tracepoints to opt out)",
+    ),
+    (
         "fentry-based probes",
         &["fentry"],
         "cheaper than kprobes; needs BTF trampolines",
@@ -183,6 +188,7 @@ pub fn detect() -> FeatureReport {
     run("bpf_lsm", &|| probe_bpf_lsm(btf_ok));
     run("lockdown", &probe_lockdown);
     run("tp_btf", &|| probe_tp_btf(btf_ok));
+    run("raw_tracepoint", &probe_raw_tracepoint);
 
     let capabilities = CAPABILITIES
         .iter()
@@ -449,6 +455,7 @@ const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_LSM: u32 = 29;
 
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
@@ -894,6 +901,28 @@ fn probe_tp_btf(btf: Option<&KernelBtf>) -> Status {
     }
 }
 
+/// A raw tracepoint program loads and attaches to `sys_enter` (what the
+/// raw syscall dispatch needs); the link closes at once.
+pub fn probe_raw_tracepoint() -> Status {
+    let prog = match load_prog(BPF_PROG_TYPE_RAW_TRACEPOINT, &ret(0), LoadOpts::default()) {
+        Ok(fd) => fd,
+        Err(e) => return load_failure(&e),
+    };
+    let name = c"sys_enter";
+    let mut attr = RawTpOpenAttr {
+        name: name.as_ptr() as u64,
+        prog_fd: prog.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    match sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr).and_then(own_fd) {
+        Ok(_link) => Status::Supported,
+        Err(e) => Status::Unsupported(format!(
+            "loaded, attach to sys_enter refused: {}",
+            errno_text(e)
+        )),
+    }
+}
+
 /// Whether BPF-LSM programs can load and will run here (the `bpf` LSM is
 /// active and the kernel accepts an LSM program).
 pub fn bpf_lsm_status() -> Status {
@@ -1219,6 +1248,7 @@ mod tests {
         "bpf_lsm",
         "lockdown",
         "tp_btf",
+        "raw_tracepoint",
     ];
 
     #[test]

@@ -14,8 +14,8 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use tokio::io::unix::AsyncFd;
@@ -36,14 +36,20 @@ struct ProbeSpec {
     kinds: &'static [Kind],
     /// Legacy syscalls absent on some architectures: warn, don't fail.
     optional: bool,
+    /// The syscall's x86-64 number (raw dispatch slot); NO_NR for the
+    /// non-syscall tracepoints.
+    nr: u32,
 }
 
-const fn sc(program: &'static str, kinds: &'static [Kind], optional: bool) -> ProbeSpec {
+const NO_NR: u32 = u32::MAX;
+
+const fn sc(program: &'static str, nr: u32, kinds: &'static [Kind], optional: bool) -> ProbeSpec {
     ProbeSpec {
         program,
         category: "syscalls",
         kinds,
         optional,
+        nr,
     }
 }
 
@@ -64,65 +70,69 @@ const PROBES: &[ProbeSpec] = &[
         category: "task",
         kinds: &[],
         optional: false,
+        nr: NO_NR,
     },
     ProbeSpec {
         program: "sched_process_exit",
         category: "sched",
         kinds: &[],
         optional: false,
+        nr: NO_NR,
     },
     ProbeSpec {
         program: "sched_process_exec",
         category: "sched",
         kinds: EXEC,
         optional: true,
+        nr: NO_NR,
     },
-    sc("sys_exit_execve", EXEC, false),
-    sc("sys_exit_execveat", EXEC, false),
-    sc("sys_enter_execve", EXEC, false),
-    sc("sys_enter_execveat", EXEC, false),
-    sc("sys_exit_open", OPEN, true),
-    sc("sys_exit_openat", OPEN, false),
-    sc("sys_exit_openat2", OPEN, true),
-    sc("sys_exit_creat", OPEN, true),
-    sc("sys_enter_open", OPEN, true),
-    sc("sys_enter_openat", OPEN, false),
-    sc("sys_enter_openat2", OPEN, true),
-    sc("sys_enter_creat", OPEN, true),
-    sc("sys_exit_unlink", DEL, true),
-    sc("sys_exit_unlinkat", DEL, false),
-    sc("sys_exit_rmdir", DEL, true),
-    sc("sys_enter_unlink", DEL, true),
-    sc("sys_enter_unlinkat", DEL, false),
-    sc("sys_enter_rmdir", DEL, true),
-    sc("sys_exit_rename", RENAME, true),
-    sc("sys_exit_renameat", RENAME, true),
-    sc("sys_exit_renameat2", RENAME, false),
-    sc("sys_enter_rename", RENAME, true),
-    sc("sys_enter_renameat", RENAME, true),
-    sc("sys_enter_renameat2", RENAME, false),
-    sc("sys_exit_truncate", TRUNC, false),
-    sc("sys_enter_truncate", TRUNC, false),
-    sc("sys_exit_connect", CONNECT, false),
-    sc("sys_enter_connect", CONNECT, false),
-    sc("sys_exit_sendto", SEND, false),
-    sc("sys_exit_sendmsg", SEND, false),
-    sc("sys_enter_sendto", SEND, false),
-    sc("sys_enter_sendmsg", SEND, false),
+    sc("sys_exit_execve", 59, EXEC, false),
+    sc("sys_exit_execveat", 322, EXEC, false),
+    sc("sys_enter_execve", 59, EXEC, false),
+    sc("sys_enter_execveat", 322, EXEC, false),
+    sc("sys_exit_open", 2, OPEN, true),
+    sc("sys_exit_openat", 257, OPEN, false),
+    sc("sys_exit_openat2", 437, OPEN, true),
+    sc("sys_exit_creat", 85, OPEN, true),
+    sc("sys_enter_open", 2, OPEN, true),
+    sc("sys_enter_openat", 257, OPEN, false),
+    sc("sys_enter_openat2", 437, OPEN, true),
+    sc("sys_enter_creat", 85, OPEN, true),
+    sc("sys_exit_unlink", 87, DEL, true),
+    sc("sys_exit_unlinkat", 263, DEL, false),
+    sc("sys_exit_rmdir", 84, DEL, true),
+    sc("sys_enter_unlink", 87, DEL, true),
+    sc("sys_enter_unlinkat", 263, DEL, false),
+    sc("sys_enter_rmdir", 84, DEL, true),
+    sc("sys_exit_rename", 82, RENAME, true),
+    sc("sys_exit_renameat", 264, RENAME, true),
+    sc("sys_exit_renameat2", 316, RENAME, false),
+    sc("sys_enter_rename", 82, RENAME, true),
+    sc("sys_enter_renameat", 264, RENAME, true),
+    sc("sys_enter_renameat2", 316, RENAME, false),
+    sc("sys_exit_truncate", 76, TRUNC, false),
+    sc("sys_enter_truncate", 76, TRUNC, false),
+    sc("sys_exit_connect", 42, CONNECT, false),
+    sc("sys_enter_connect", 42, CONNECT, false),
+    sc("sys_exit_sendto", 44, SEND, false),
+    sc("sys_exit_sendmsg", 46, SEND, false),
+    sc("sys_enter_sendto", 44, SEND, false),
+    sc("sys_enter_sendmsg", 46, SEND, false),
     ProbeSpec {
         program: "sys_enter",
         category: "raw_syscalls",
         kinds: &[Kind::CompatSyscall],
         optional: true,
+        nr: NO_NR,
     },
-    sc("sys_enter_clone", &[], false),
-    sc("sys_enter_clone3", &[], true),
-    sc("sys_enter_fork", &[], true),
-    sc("sys_enter_vfork", &[], true),
-    sc("sys_exit_socket", SOCKET, false),
-    sc("sys_enter_socket", SOCKET, false),
-    sc("sys_exit_io_uring_setup", &[Kind::IoUringSetup], true),
-    sc("sys_enter_io_uring_setup", &[Kind::IoUringSetup], true),
+    sc("sys_enter_clone", 56, &[], false),
+    sc("sys_enter_clone3", 435, &[], true),
+    sc("sys_enter_fork", 57, &[], true),
+    sc("sys_enter_vfork", 58, &[], true),
+    sc("sys_exit_socket", 41, SOCKET, false),
+    sc("sys_enter_socket", 41, SOCKET, false),
+    sc("sys_exit_io_uring_setup", 425, &[Kind::IoUringSetup], true),
+    sc("sys_enter_io_uring_setup", 425, &[Kind::IoUringSetup], true),
 ];
 
 /// The cgroup sock_addr programs of the network deny, with their hooks.
@@ -220,6 +230,168 @@ pub struct SensorOptions {
     /// Entries of the unpinned per-task maps, by object name (e.g.
     /// `TASK_FILTER`, `PENDING_FILE`); the object's sizes when absent.
     pub map_sizes: Vec<(&'static str, u32)>,
+    /// How syscalls are hooked; `Auto` reads `AGENTGUARD_SYSCALL_HOOKS`.
+    pub syscall_hooks: SyscallHooks,
+}
+
+/// How the syscall probes are attached. Both run the same handlers; they
+/// differ in what the kernel does before a handler runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallHooks {
+    /// `AGENTGUARD_SYSCALL_HOOKS` if set, else raw dispatch where it
+    /// attaches, else tracepoints.
+    Auto,
+    /// One `syscalls:sys_{enter,exit}_*` tracepoint per hooked syscall: the
+    /// kernel builds a trace record for each call before the program runs.
+    Tracepoints,
+    /// Raw tracepoints on every syscall's entry and exit that jump to the
+    /// hooked syscall's handler (a BPF tail call): no record is built, so
+    /// the hooked calls cost much less, and every other call a few ns.
+    Raw,
+}
+
+impl SyscallHooks {
+    /// The override in `AGENTGUARD_SYSCALL_HOOKS` (auto, raw, tracepoints).
+    pub fn from_env() -> Result<SyscallHooks> {
+        match std::env::var("AGENTGUARD_SYSCALL_HOOKS") {
+            Err(std::env::VarError::NotPresent) => Ok(SyscallHooks::Auto),
+            Ok(v) => match v.as_str() {
+                "" | "auto" => Ok(SyscallHooks::Auto),
+                "raw" => Ok(SyscallHooks::Raw),
+                "tracepoints" => Ok(SyscallHooks::Tracepoints),
+                other => {
+                    bail!("AGENTGUARD_SYSCALL_HOOKS={other:?}: expected auto, raw or tracepoints")
+                }
+            },
+            Err(e) => bail!("AGENTGUARD_SYSCALL_HOOKS: {e}"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyscallHooks::Auto => "auto",
+            SyscallHooks::Tracepoints => "tracepoints",
+            SyscallHooks::Raw => "raw",
+        }
+    }
+}
+
+/// Raw dispatch reads syscall arguments from x86-64 `pt_regs` and indexes
+/// its handlers by x86-64 syscall numbers.
+const RAW_DISPATCH_ARCH: bool = cfg!(target_arch = "x86_64");
+
+/// Attaches `probes` as tracepoints (the exits before their entries, as
+/// listed in [`PROBES`]).
+fn attach_tracepoints<'a>(
+    ebpf: &mut Ebpf,
+    tracefs: &std::path::Path,
+    probes: impl Iterator<Item = &'a ProbeSpec>,
+    attached: &mut Vec<String>,
+    skipped: &mut Vec<String>,
+) -> Result<()> {
+    for p in probes {
+        let tp_name = tracepoint_name(p.program);
+        if !tracefs
+            .join("events")
+            .join(p.category)
+            .join(tp_name)
+            .exists()
+        {
+            if p.optional {
+                skipped.push(format!("{}/{tp_name}", p.category));
+                continue;
+            }
+            bail!(
+                "tracepoint {}/{tp_name} is missing from this kernel ({}): agentguard needs it",
+                p.category,
+                tracefs.display()
+            );
+        }
+        let prog: &mut TracePoint = ebpf
+            .program_mut(p.program)
+            .ok_or_else(|| anyhow!("program {} missing from the eBPF object", p.program))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("verifier rejected program {}", p.program))?;
+        prog.attach(p.category, tp_name)
+            .with_context(|| format!("attaching {}/{tp_name}", p.category))?;
+        attached.push(format!("{}/{tp_name}", p.category));
+    }
+    Ok(())
+}
+
+/// Raw dispatch: loads each syscall handler of `probes` as a raw
+/// tracepoint program into its syscall's slot, then attaches the two
+/// dispatchers (exit first: a call entered meanwhile still finds its exit).
+/// On error nothing stays attached.
+fn attach_raw<'a>(
+    ebpf: &mut Ebpf,
+    probes: impl Iterator<Item = &'a ProbeSpec>,
+    attached: &mut Vec<String>,
+) -> Result<()> {
+    let mut slots = Vec::new();
+    for p in probes {
+        let (table, raw) = if let Some(sc) = p.program.strip_prefix("sys_enter_") {
+            ("SYS_ENTER_PROGS", format!("raw_enter_{sc}"))
+        } else if let Some(sc) = p.program.strip_prefix("sys_exit_") {
+            ("SYS_EXIT_PROGS", format!("raw_exit_{sc}"))
+        } else {
+            bail!("{} is not a syscall probe", p.program);
+        };
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(&raw)
+            .ok_or_else(|| anyhow!("program {raw} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("verifier rejected program {raw}"))?;
+        slots.push((table, p.nr, prog.fd()?.try_clone()?, p.program));
+    }
+    for table in ["SYS_ENTER_PROGS", "SYS_EXIT_PROGS"] {
+        let mut array: ProgramArray<_> = ProgramArray::try_from(map(ebpf, table)?)?;
+        for (t, nr, fd, name) in &slots {
+            if *t == table {
+                array
+                    .set(*nr, fd, 0)
+                    .with_context(|| format!("{table}[{nr}] = {name}"))?;
+            }
+        }
+    }
+    let mut links = Vec::new();
+    for (program, tp) in [("raw_sys_exit", "sys_exit"), ("raw_sys_enter", "sys_enter")] {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("program {program} missing from the eBPF object"))?
+            .try_into()?;
+        let done = prog
+            .load()
+            .with_context(|| format!("verifier rejected program {program}"))
+            .and_then(|()| {
+                prog.attach(tp)
+                    .with_context(|| format!("attaching raw tracepoint {tp}"))
+            });
+        match done {
+            Ok(link) => links.push((program, link)),
+            Err(e) => {
+                for (program, link) in links {
+                    if let Some(Ok(p)) = ebpf
+                        .program_mut(program)
+                        .map(<&mut RawTracePoint>::try_from)
+                    {
+                        let _ = p.detach(link);
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    attached.push("raw_syscalls/sys_exit".to_owned());
+    attached.push("raw_syscalls/sys_enter".to_owned());
+    attached.extend(
+        slots
+            .iter()
+            .map(|(_, _, _, name)| format!("dispatch/{name}")),
+    );
+    Ok(())
 }
 
 impl Default for SensorOptions {
@@ -232,6 +404,7 @@ impl Default for SensorOptions {
             drain_interval: std::time::Duration::from_millis(2),
             pin_dir: None,
             map_sizes: Vec::new(),
+            syscall_hooks: SyscallHooks::Auto,
         }
     }
 }
@@ -242,6 +415,7 @@ pub struct Sensor {
     ring: AsyncFd<RingBuf<MapData>>,
     attached: Vec<String>,
     skipped: Vec<String>,
+    backend: SyscallHooks,
     kind_mask: u32,
     decode_errors: u64,
     drain_interval: std::time::Duration,
@@ -404,36 +578,50 @@ impl Sensor {
 
         let mut attached = Vec::new();
         let mut skipped = Vec::new();
-        for p in PROBES {
-            if !p.kinds.is_empty() && !p.kinds.iter().any(|k| opts.kinds.contains(k)) {
-                continue;
-            }
-            let tp_name = tracepoint_name(p.program);
-            if !tracefs
-                .join("events")
-                .join(p.category)
-                .join(tp_name)
-                .exists()
-            {
-                if p.optional {
-                    skipped.push(format!("{}/{tp_name}", p.category));
-                    continue;
+        let hooks = match opts.syscall_hooks {
+            SyscallHooks::Auto => SyscallHooks::from_env()?,
+            h => h,
+        };
+        if hooks == SyscallHooks::Raw && !RAW_DISPATCH_ARCH {
+            bail!("raw syscall dispatch (AGENTGUARD_SYSCALL_HOOKS=raw) is only built for x86-64");
+        }
+        let try_raw = hooks != SyscallHooks::Tracepoints && RAW_DISPATCH_ARCH;
+        let wanted =
+            |p: &ProbeSpec| p.kinds.is_empty() || p.kinds.iter().any(|k| opts.kinds.contains(k));
+        // Under raw dispatch the syscall tracepoints and the 32-bit ABI
+        // probe are replaced by the two raw programs.
+        let dispatched = |p: &ProbeSpec| p.nr != NO_NR || p.category == "raw_syscalls";
+        attach_tracepoints(
+            &mut ebpf,
+            &tracefs,
+            PROBES
+                .iter()
+                .filter(|p| wanted(p) && !(try_raw && dispatched(p))),
+            &mut attached,
+            &mut skipped,
+        )?;
+        let mut backend = SyscallHooks::Tracepoints;
+        if try_raw {
+            match attach_raw(
+                &mut ebpf,
+                PROBES.iter().filter(|p| wanted(p) && p.nr != NO_NR),
+                &mut attached,
+            ) {
+                Ok(()) => backend = SyscallHooks::Raw,
+                Err(e) if hooks == SyscallHooks::Auto => {
+                    tracing::warn!(
+                        "raw syscall dispatch unavailable ({e:#}); using one tracepoint per syscall"
+                    );
+                    attach_tracepoints(
+                        &mut ebpf,
+                        &tracefs,
+                        PROBES.iter().filter(|p| wanted(p) && dispatched(p)),
+                        &mut attached,
+                        &mut skipped,
+                    )?;
                 }
-                bail!(
-                    "tracepoint {}/{tp_name} is missing from this kernel ({}): agentguard needs it",
-                    p.category,
-                    tracefs.display()
-                );
+                Err(e) => return Err(e.context("AGENTGUARD_SYSCALL_HOOKS=raw")),
             }
-            let prog: &mut TracePoint = ebpf
-                .program_mut(p.program)
-                .ok_or_else(|| anyhow!("program {} missing from the eBPF object", p.program))?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifier rejected program {}", p.program))?;
-            prog.attach(p.category, tp_name)
-                .with_context(|| format!("attaching {}/{tp_name}", p.category))?;
-            attached.push(format!("{}/{tp_name}", p.category));
         }
 
         let ring = RingBuf::try_from(
@@ -459,6 +647,7 @@ impl Sensor {
             ring,
             attached,
             skipped,
+            backend,
             kind_mask,
             decode_errors: 0,
             drain_interval: opts.drain_interval,
@@ -527,13 +716,10 @@ impl Sensor {
     /// exact) — an exact name matches whole, the others as a prefix.
     pub fn set_basenames(&mut self, names: &[(String, bool)]) -> Result<()> {
         use agentguard_common::filter::BASENAME_LEN;
+        use agentguard_common::filter::{basename_pairs, BASENAME_PAIR_WORDS};
         use aya::maps::lpm_trie::{Key, LpmTrie};
-        let mut trie: LpmTrie<_, [u8; BASENAME_LEN], u8> =
-            LpmTrie::try_from(map(&mut self.ebpf, "BASENAMES")?)?;
-        let old: Vec<Key<[u8; BASENAME_LEN]>> = trie.keys().filter_map(|k| k.ok()).collect();
-        for k in old {
-            let _ = trie.remove(&k);
-        }
+        let mut keys = Vec::with_capacity(names.len());
+        let mut pairs = vec![0u32; BASENAME_PAIR_WORDS as usize];
         for (name, exact) in names {
             let b = name.as_bytes();
             // The NUL after an exact name is part of its key.
@@ -543,8 +729,45 @@ impl Sensor {
             let mut data = [0u8; BASENAME_LEN];
             data[..b.len()].copy_from_slice(b);
             let bytes = b.len() + usize::from(*exact);
-            trie.insert(&Key::new((bytes * 8) as u32, data), 1, 0)
+            keys.push((name, Key::new((bytes * 8) as u32, data)));
+            for (w, bit) in basename_pairs(b, *exact) {
+                if let Some(x) = pairs.get_mut(w as usize) {
+                    *x |= bit;
+                }
+            }
+        }
+        // Never a moment where a name of the old or the new set is
+        // missed: the pair bits and trie entries grow to the union first,
+        // and shrink to the new set after.
+        let mut bits: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "BASENAME_PAIRS")?)?;
+        for (w, new) in pairs.iter().enumerate() {
+            let old = bits.get(&(w as u32), 0).unwrap_or(0);
+            if old | new != old {
+                bits.set(w as u32, old | new, 0)
+                    .context("writing BASENAME_PAIRS")?;
+            }
+        }
+        let mut trie: LpmTrie<_, [u8; BASENAME_LEN], u8> =
+            LpmTrie::try_from(map(&mut self.ebpf, "BASENAMES")?)?;
+        let old: Vec<Key<[u8; BASENAME_LEN]>> = trie.keys().filter_map(|k| k.ok()).collect();
+        for (name, key) in &keys {
+            trie.insert(key, 1, 0)
                 .with_context(|| format!("writing BASENAMES {name:?}"))?;
+        }
+        for k in old {
+            let stale = !keys
+                .iter()
+                .any(|(_, n)| n.prefix_len() == k.prefix_len() && n.data() == k.data());
+            if stale {
+                let _ = trie.remove(&k);
+            }
+        }
+        let mut bits: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "BASENAME_PAIRS")?)?;
+        for (w, new) in pairs.iter().enumerate() {
+            if bits.get(&(w as u32), 0).unwrap_or(0) != *new {
+                bits.set(w as u32, *new, 0)
+                    .context("writing BASENAME_PAIRS")?;
+            }
         }
         Ok(())
     }
@@ -827,6 +1050,11 @@ impl Sensor {
     /// Records userspace could not decode.
     pub fn decode_errors(&self) -> u64 {
         self.decode_errors
+    }
+
+    /// How the syscalls are hooked on this run (never `Auto`).
+    pub fn syscall_hooks(&self) -> SyscallHooks {
+        self.backend
     }
 
     /// "category/name" of each attached tracepoint.

@@ -705,6 +705,21 @@ static int cmd_compat_exec(char **av)
 	return report_err(rc < 0 ? -rc : EINVAL); /* returns only on failure */
 }
 
+/*
+ * The x32 ABI: 64-bit registers, syscall numbers with bit 30 set. Kernels
+ * built without CONFIG_X86_X32_ABI (or booted with it off) answer ENOSYS.
+ */
+#define X32_SYSCALL_BIT 0x40000000L
+#define NR_X32_OPENAT 257L
+
+static int cmd_x32_open(char **av)
+{
+	long fd = syscall(X32_SYSCALL_BIT | NR_X32_OPENAT, AT_FDCWD, av[0], O_RDONLY, 0);
+	if (fd < 0)
+		return report_err(errno);
+	return read_and_report((int)fd);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Process-identity tricks                                                  */
 /* ------------------------------------------------------------------------ */
@@ -1147,6 +1162,7 @@ static const struct command commands[] = {
 	{ "compat-open", 1, 1, cmd_compat_open, "PATH" },
 	{ "compat-unlink", 1, 1, cmd_compat_unlink, "PATH" },
 	{ "compat-exec", 1, 1, cmd_compat_exec, "PATH" },
+	{ "x32-open", 1, 1, cmd_x32_open, "PATH" },
 	{ "thread-exec", 1, -1, cmd_thread_exec, "PATH [ARGS...]" },
 	{ "leader-exit-then", 1, 1, cmd_leader_exit_then, "PATH" },
 	{ "unlink", 1, 1, cmd_unlink, "PATH" },
