@@ -489,7 +489,9 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 }
                 metrics.containers_watched.set(container_map.read().map_or(0, |m| m.len()) as i64);
                 metrics.agents_watched.set(pipe.widened.len() as i64);
+                let containers = container_statuses(&container_map);
                 if let Ok(mut s) = status.write() {
+                    s.containers = containers;
                     pipe.enforcer.sync_taints();
                     s.tainted = pipe.enforcer.taints();
                     s.counters.insert("events".into(), pipe.events);
@@ -695,4 +697,24 @@ pub fn preflight() -> Result<()> {
         bail!("agentguard run needs root (it loads eBPF programs and pins them in bpffs)");
     }
     Ok(())
+}
+
+/// The containers the identity stage knows now, by name, for `status`.
+fn container_statuses(
+    map: &crate::identity::resolver::ContainerMap,
+) -> Vec<crate::status::ContainerStatus> {
+    let Ok(m) = map.read() else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = m
+        .values()
+        .map(|c| crate::status::ContainerStatus {
+            id: c.id.clone(),
+            name: (!c.name.is_empty()).then(|| c.name.clone()),
+            image: (!c.image.is_empty()).then(|| c.image.clone()),
+            agent: c.agent_label().map(str::to_owned),
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    v
 }

@@ -120,6 +120,39 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert!(names.contains(&"files") && names.contains(&"exec"), "{s}");
+    // The syscall hooks taken are named among the probes.
+    assert!(
+        s["probes"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p == "raw_syscalls/sys_enter" || p == "syscalls/sys_enter_openat")),
+        "{s}"
+    );
+
+    // The containers the daemon knows are listed, with their agent.
+    if common::docker_ready() {
+        let name = format!("agtest-ops-{}", std::process::id());
+        let _guard = common::ContainerGuard(name.clone());
+        common::docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            "agentguard.io/agent=opsbot",
+            common::TEST_IMAGE,
+            "sleep",
+            "60",
+        ]);
+        wait_for("the container in status", || {
+            status(&sock)["containers"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["name"] == name.as_str()
+                        && c["agent"] == "opsbot"
+                        && c["image"] == common::TEST_IMAGE
+                })
+            })
+        });
+    }
 
     // A broken policy: refused with file:line, the old set stays.
     std::fs::write(

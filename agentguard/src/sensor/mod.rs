@@ -276,6 +276,25 @@ impl SyscallHooks {
     }
 }
 
+/// Drops `bytes`' whole pages from this process's resident set. For
+/// read-only data of the binary: a later read faults them back in from
+/// the file, so nothing is lost.
+fn release_pages(bytes: &[u8]) {
+    // SAFETY: sysconf has no memory arguments.
+    let page = match usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) {
+        Ok(p) if p.is_power_of_two() => p,
+        _ => return,
+    };
+    let start = (bytes.as_ptr() as usize).next_multiple_of(page);
+    let end = (bytes.as_ptr() as usize + bytes.len()) & !(page - 1);
+    if end > start {
+        // SAFETY: [start, end) lies inside `bytes`, a file-backed read-only
+        // mapping of the binary that no one writes; MADV_DONTNEED on it
+        // only drops pages that are re-read from the file on access.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
 /// Raw dispatch reads syscall arguments from x86-64 `pt_regs` and indexes
 /// its handlers by x86-64 syscall numbers.
 const RAW_DISPATCH_ARCH: bool = cfg!(target_arch = "x86_64");
@@ -546,6 +565,9 @@ impl Sensor {
         if private {
             let _ = std::fs::remove_dir_all(&pin_dir);
         }
+        // The object was parsed into owned data: its pages (megabytes of
+        // the binary's read-only data, resident since the parse) can go.
+        release_pages(EBPF_OBJECT);
 
         if let Ok(logger) = aya_log::EbpfLogger::init(&mut ebpf) {
             // SAFETY: the logger owns its ring buffer fd for its whole life
