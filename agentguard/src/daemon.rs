@@ -284,13 +284,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         None => None,
     };
     let status: SharedStatus = Status::new().shared();
-    let _status_server = match status::serve(&cfg.status_socket, Arc::clone(&status)).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("status socket {}: {e}", cfg.status_socket.display());
-            None
-        }
-    };
+    // Fatal, and before anything is loaded: a second daemon on the same
+    // socket must not double the enforcement (a stale socket of a killed
+    // daemon is replaced, see status::serve).
+    let _status_server = status::serve(&cfg.status_socket, Arc::clone(&status))
+        .await
+        .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
     let outputs =
         Outputs::from_config(&cfg.alerts, cfg.format()).context("starting alert sinks")?;
     metrics.watch_sinks(outputs.sink_stats());

@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentguard");
 
+/// The daemons of these tests share the pinned maps in /sys/fs/bpf: one
+/// test at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scrape(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect metrics");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -60,6 +68,7 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
     if !common::privileged() {
         return;
     }
+    let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("agentguard-ops-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let pol = dir.join("policies");
@@ -212,6 +221,92 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let st = daemon.wait().expect("wait");
     assert!(st.success(), "exit {st}:\n{}", log());
+    let _ = Command::new(BIN)
+        .args(["run", "--cleanup"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts `agentguard run` on `pol` with status socket `sock`; its ready
+/// file and log are named after `tag` in `dir`.
+fn spawn_daemon(dir: &Path, pol: &Path, sock: &Path, tag: &str) -> std::process::Child {
+    let ready = dir.join(format!("ready-{tag}"));
+    let _ = std::fs::remove_file(&ready);
+    Command::new(BIN)
+        .args(["run", "--policies"])
+        .arg(pol)
+        .arg("--alerts-file")
+        .arg(dir.join(format!("alerts-{tag}.jsonl")))
+        .arg("--status-socket")
+        .arg(sock)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("daemon-{tag}.log"))).expect("log"))
+        .spawn()
+        .expect("spawn daemon")
+}
+
+/// One daemon per status socket: a second one is refused before it loads
+/// anything (no doubled enforcement), with an error naming the socket;
+/// after a `kill -9` the stale socket is replaced and `status` answers.
+#[test]
+fn a_second_daemon_is_refused_and_a_killed_ones_socket_is_replaced() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("agentguard-ops2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    std::fs::copy(pack.join("files.yaml"), pol.join("files.yaml")).expect("copy policy");
+    let sock = dir.join("status.sock");
+    let log = |tag: &str| {
+        std::fs::read_to_string(dir.join(format!("daemon-{tag}.log"))).unwrap_or_default()
+    };
+
+    let mut first = spawn_daemon(&dir, &pol, &sock, "a");
+    wait_for("the first daemon", || dir.join("ready-a").exists());
+    let mut second = spawn_daemon(&dir, &pol, &sock, "b");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Some(st) = second.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second daemon keeps running:\n{}",
+            log("b")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!st.success(), "second daemon: {st}");
+    assert!(
+        log("b").contains("another agentguard is serving status"),
+        "{}",
+        log("b")
+    );
+    assert!(!dir.join("ready-b").exists());
+    assert_eq!(
+        status(&sock)["pid"],
+        first.id(),
+        "the first daemon still answers"
+    );
+
+    // kill -9: the socket file stays behind, nobody answers on it.
+    first.kill().expect("kill -9");
+    let _ = first.wait();
+    assert!(sock.exists());
+    let mut third = spawn_daemon(&dir, &pol, &sock, "c");
+    wait_for("the restarted daemon", || dir.join("ready-c").exists());
+    assert_eq!(status(&sock)["pid"], third.id(), "{}", log("c"));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(third.id() as i32, libc::SIGTERM) };
+    let st = third.wait().expect("wait");
+    assert!(st.success(), "exit {st}:\n{}", log("c"));
     let _ = Command::new(BIN)
         .args(["run", "--cleanup"])
         .stderr(Stdio::null())
