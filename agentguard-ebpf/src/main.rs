@@ -642,22 +642,21 @@ fn file_enter(
     };
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let ev = unsafe { &mut *ev };
-    fill_header(&mut ev.header, kind, syscall, pid_tgid);
     ev.dirfd = dirfd;
     ev.flags = flags;
     ev.mode = mode;
     ev.size = size;
-    read_path(
-        path,
-        &mut ev.path,
-        &mut ev.header.flags,
-        flags::PATH_TRUNCATED,
-    );
-    ev.header.verdict = enforce::check_path(rules, op, &ev.path, None);
+    let mut hflags = 0;
+    read_path(path, &mut ev.path, &mut hflags, flags::PATH_TRUNCATED);
+    let verdict = enforce::check_path(rules, op, &ev.path, None);
     // A task only enforced on still reports what was done to it.
-    if !want && ev.header.verdict == 0 {
+    if !want && verdict == 0 {
         return;
     }
+    // The header's costly part (clock, credentials) only for a kept record.
+    fill_header(&mut ev.header, kind, syscall, pid_tgid);
+    ev.header.flags = hflags;
+    ev.header.verdict = verdict;
     fill_dir(ev.path[0], dirfd, kernel::slot::FILE);
     if PENDING_FILE.insert(&(pid_tgid as u32), ev, 0).is_ok() {
         bump(counter::PENDING_IN + pending::FILE);
@@ -1389,7 +1388,10 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
     };
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let ev = unsafe { &mut *ev };
-    fill_header(&mut ev.header, k, syscall, pid_tgid);
+    // The rest of the header (clock, credentials, parent: the costly part)
+    // only once the record is kept, below.
+    ev.header.flags = 0;
+    ev.header.verdict = 0;
     ev.fd = fd;
     ev.msg_flags = msg_flags;
     ev.len = len;
@@ -1474,6 +1476,10 @@ fn net_enter(syscall: u16, fd: i32, addr: u64, addrlen: u32, len: u64, msg_flags
     if !want && ev.header.verdict == 0 {
         return;
     }
+    let (hflags, verdict) = (ev.header.flags, ev.header.verdict);
+    fill_header(&mut ev.header, k, syscall, pid_tgid);
+    ev.header.flags = hflags;
+    ev.header.verdict = verdict;
     if PENDING_NET.insert(&(pid_tgid as u32), ev, 0).is_ok() {
         bump(counter::PENDING_IN + pending::NET);
     }
