@@ -715,3 +715,38 @@ fn status_is_served_on_a_private_unix_socket() {
     assert!(status::fetch(&path).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Idle connections (opened, nothing sent) never keep a scrape waiting:
+/// with 200 of them open, and their read timeout far off, a scrape is
+/// answered (each new connection closes the oldest idle one past a cap).
+#[test]
+fn idle_connections_do_not_block_a_scrape() {
+    let rt = runtime();
+    let m = Arc::new(Metrics::new().expect("metrics"));
+    let server = rt
+        .block_on(metrics::serve(
+            Arc::clone(&m),
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .expect("serve");
+    let addr = server.local_addr();
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(addr).expect("idle connect"))
+        .collect();
+    // Through the connect backlog: every idle one was accepted.
+    std::thread::sleep(Duration::from_millis(300));
+    // Answered well within one head timeout of the server (5 s): no idle
+    // connection ahead of it is waited for.
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)
+        .expect("a scrape answered despite 200 idle connections");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("agentguard_build_info"), "{resp}");
+    drop(idle);
+    drop(server);
+}

@@ -282,23 +282,26 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNS: usize = 32;
+/// Connections still sending their request head, at most: a new one
+/// closes the oldest of them, so idle connections (a scanner, a slow
+/// client, a flood) can never keep a scrape waiting.
+const MAX_READING: usize = 32;
 /// A client gets this long to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 8192;
+
+/// Connections reading their head, oldest first: (id, the task to abort).
+type Reading = Arc<std::sync::Mutex<std::collections::VecDeque<(u64, tokio::task::AbortHandle)>>>;
 
 /// Binds `addr` and serves `GET /metrics` (HTTP/1.1, one request per
 /// connection) on the current tokio runtime.
 pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
+    let reading: Reading = Arc::default();
     let task = tokio::spawn(async move {
+        let mut next_id: u64 = 0;
         loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return;
-            };
             let (conn, _) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -308,19 +311,41 @@ pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<M
                     continue;
                 }
             };
+            let id = next_id;
+            next_id = next_id.wrapping_add(1);
             let m = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = handle(conn, &m).await {
+            let r = Arc::clone(&reading);
+            // Registered under the lock before the task can finish reading
+            // and remove itself.
+            let mut q = reading.lock().unwrap_or_else(|e| e.into_inner());
+            while q.len() >= MAX_READING {
+                if let Some((_, oldest)) = q.pop_front() {
+                    oldest.abort();
+                }
+            }
+            let handle = tokio::spawn(async move {
+                if let Err(e) = handle(conn, &m, || {
+                    let mut q = r.lock().unwrap_or_else(|e| e.into_inner());
+                    q.retain(|(i, _)| *i != id);
+                })
+                .await
+                {
                     tracing::debug!("metrics: {e}");
                 }
             });
+            q.push_back((id, handle.abort_handle()));
         }
     });
     Ok(MetricsServer { addr, task })
 }
 
-async fn handle(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// Serves one request; `head_read` is called once its head is in (the
+/// connection no longer counts as idle).
+async fn handle(
+    mut conn: TcpStream,
+    metrics: &Metrics,
+    head_read: impl FnOnce(),
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -333,7 +358,9 @@ async fn handle(mut conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         }
         Ok::<(), std::io::Error>(())
     };
-    match tokio::time::timeout(READ_TIMEOUT, read).await {
+    let read = tokio::time::timeout(READ_TIMEOUT, read).await;
+    head_read();
+    match read {
         Ok(r) => r?,
         Err(_) => return Ok(()),
     }

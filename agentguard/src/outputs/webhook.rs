@@ -28,6 +28,25 @@ impl Url {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Plain `http://` to a host other than this machine's loopback: what
+    /// is sent crosses the network readable by anyone on the path.
+    pub fn is_plain_http_off_host(&self) -> bool {
+        let Some(rest) = self.0.strip_prefix("http://") else {
+            return false;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let hostport = authority.rsplit('@').next().unwrap_or("");
+        let host = match hostport.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => hostport.split(':').next().unwrap_or(""),
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        !loopback
+    }
 }
 
 impl TryFrom<String> for Url {
@@ -127,6 +146,16 @@ impl WebhookSink {
     /// Starts the sender thread. An unreadable token file fails here, so a
     /// misconfiguration shows at start-up; a down server does not.
     pub fn spawn(name: String, cfg: &WebhookConfig) -> std::io::Result<WebhookSink> {
+        if cfg.token_file.is_some() && cfg.url.is_plain_http_off_host() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "webhook {}: refusing to send the bearer token of token_file in clear text over \
+                     http:// to another host; use https://, or a relay on this machine's loopback",
+                    cfg.url.as_str()
+                ),
+            ));
+        }
         let token = match &cfg.token_file {
             Some(p) => Some(read_token(p).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("reading {}: {e}", p.display()))
@@ -311,6 +340,25 @@ mod tests {
         assert!(Url::try_from("https://siem.example/hook".to_string()).is_ok());
         assert!(Url::try_from("ftp://x".to_string()).is_err());
         assert!(Url::try_from("http:///x".to_string()).is_err());
+        let off = |u: &str| Url::try_from(u.to_string()).map(|u| u.is_plain_http_off_host());
+        assert_eq!(off("http://127.0.0.1:9/x"), Ok(false));
+        assert_eq!(off("http://[::1]:9/x"), Ok(false));
+        assert_eq!(off("http://localhost/x"), Ok(false));
+        assert_eq!(off("http://user@127.0.0.2:80"), Ok(false));
+        assert_eq!(off("http://siem.example/hook"), Ok(true));
+        assert_eq!(off("http://10.1.2.3:8080/hook"), Ok(true));
+        assert_eq!(off("http://127.0.0.1.evil.example/x"), Ok(true));
+        assert_eq!(off("https://siem.example/hook"), Ok(false));
+        // A token is never sent over plain http to another host.
+        let mut cfg = WebhookConfig::new(Url("http://siem.example/hook".into()));
+        cfg.token_file = Some("/nonexistent/token".into());
+        let e = WebhookSink::spawn("w".into(), &cfg)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("clear text")),
+            "{e:?}"
+        );
     }
 
     #[test]
