@@ -33,65 +33,106 @@ fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Parses one cgroup path ("/docker/<id>", "/system.slice/docker-<id>.scope",
-/// "/kubepods/besteffort/pod<uid>/<id>", "/k8s.io/<name>", ...).
+/// Parses one cgroup path. Only the runtimes' own cgroup parents count,
+/// anchored at the top of the hierarchy (after any `..` of a cgroup
+/// namespace): `/docker/<id>`, `/system.slice/docker-<id>.scope` (and
+/// `crio-`, `cri-containerd-`), `/machine.slice/libpod-<id>.scope`,
+/// `/libpod_parent/libpod-<id>`, `/kubepods[.slice]/.../pod<uid>/<id>`
+/// (and the systemd `...-pod<uid>.slice/<runtime>-<id>.scope`),
+/// `/<containerd namespace>/<id>`. The same shapes deeper down (a user's
+/// delegated cgroup: `/user.slice/.../docker-<id>.scope`) name nothing: an
+/// unprivileged user could mint them to stall identity or borrow a real
+/// container's. Below a container's own cgroup (its init's sub-cgroups,
+/// Docker in Docker) is still that container.
 pub fn parse_path(path: &str) -> CgroupIdentity {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "..")
+        .collect();
     let mut out = CgroupIdentity::default();
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        // Pod UID: "pod<uid>" (cgroupfs) or "...-pod<uid_with_underscores>.slice".
-        if let Some(idx) = part.rfind("pod") {
-            let rest = &part[idx + 3..];
-            let rest = rest.strip_suffix(".slice").unwrap_or(rest);
-            let uid = rest.replace('_', "-");
-            let looks_like_uid =
-                uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-            if looks_like_uid && (idx == 0 || part[..idx].ends_with('-')) {
-                out.pod_uid = Some(uid);
-                continue;
+    match parts.as_slice() {
+        ["docker", id, ..] if is_hex64(id) => {
+            out.runtime = Some(Runtime::Docker);
+            out.container_id = Some((*id).to_owned());
+        }
+        ["system.slice", unit, ..] => {
+            if let Some((rt, id)) =
+                scope_id(unit, &[Runtime::Docker, Runtime::Crio, Runtime::Containerd])
+            {
+                out.runtime = Some(rt);
+                out.container_id = Some(id.to_owned());
             }
         }
-        let scope = part.strip_suffix(".scope").unwrap_or(part);
-        for (prefix, rt) in [
-            ("docker-", Runtime::Docker),
-            ("cri-containerd-", Runtime::Containerd),
-            ("crio-", Runtime::Crio),
-            ("libpod-", Runtime::Podman),
-        ] {
-            if let Some(id) = scope.strip_prefix(prefix) {
-                if is_hex64(id) {
-                    out.runtime = Some(rt);
-                    out.container_id = Some(id.to_owned());
-                }
+        ["machine.slice", unit, ..] | ["libpod_parent", unit, ..] => {
+            if let Some((rt, id)) = scope_id(unit, &[Runtime::Podman]) {
+                out.runtime = Some(rt);
+                out.container_id = Some(id.to_owned());
             }
         }
-        if out.container_id.is_some() {
-            continue;
+        [first, ..] if first.starts_with("kubepods") => kube(&parts, &mut out),
+        ["moby", id, ..] if is_hex64(id) => {
+            // Docker's own containerd namespace.
+            out.runtime = Some(Runtime::Docker);
+            out.container_id = Some((*id).to_owned());
         }
-        if is_hex64(part) {
-            // "/docker/<id>", "/kubepods/.../<id>", "/libpod_parent/libpod-<id>".
-            let parent = if i > 0 { parts[i - 1] } else { "" };
-            out.runtime = Some(match parent {
-                "docker" => Runtime::Docker,
-                ns if is_containerd_namespace(ns) && ns != "moby" => {
-                    out.namespace = Some(ns.to_owned());
-                    Runtime::Containerd
-                }
-                _ if parent.starts_with("pod") || out.pod_uid.is_some() => {
-                    out.runtime.unwrap_or(Runtime::Containerd)
-                }
-                _ => out.runtime.unwrap_or(Runtime::Docker),
-            });
-            out.container_id = Some((*part).to_owned());
+        [ns, id, ..] if is_containerd_namespace(ns) => {
+            out.runtime = Some(Runtime::Containerd);
+            out.namespace = Some((*ns).to_owned());
+            out.container_id = Some((*id).to_owned());
         }
-    }
-    // containerd without Kubernetes cgroup layout: "/<namespace>/<id>".
-    if out.container_id.is_none() && parts.len() == 2 && is_containerd_namespace(parts[0]) {
-        out.runtime = Some(Runtime::Containerd);
-        out.namespace = Some(parts[0].to_owned());
-        out.container_id = Some(parts[1].to_owned());
+        _ => {}
     }
     out
+}
+
+/// `<runtime prefix><64 hex>[.scope]` for one of `runtimes`.
+fn scope_id<'a>(unit: &'a str, runtimes: &[Runtime]) -> Option<(Runtime, &'a str)> {
+    let scope = unit.strip_suffix(".scope").unwrap_or(unit);
+    [
+        ("docker-", Runtime::Docker),
+        ("cri-containerd-", Runtime::Containerd),
+        ("crio-", Runtime::Crio),
+        ("libpod-", Runtime::Podman),
+    ]
+    .into_iter()
+    .filter(|(_, rt)| runtimes.contains(rt))
+    .find_map(|(prefix, rt)| {
+        let id = scope.strip_prefix(prefix)?;
+        is_hex64(id).then_some((rt, id))
+    })
+}
+
+/// The pod UID of a kubepods component: `pod<uid>` (cgroupfs) or
+/// `...-pod<uid_with_underscores>.slice` (systemd).
+fn pod_uid(part: &str) -> Option<String> {
+    let idx = part.rfind("pod")?;
+    if !(idx == 0 || part[..idx].ends_with('-')) {
+        return None;
+    }
+    let rest = &part[idx + 3..];
+    let rest = rest.strip_suffix(".slice").unwrap_or(rest);
+    let uid = rest.replace('_', "-");
+    (uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(uid)
+}
+
+/// `/kubepods...`: the pod component, then the container's right below it.
+fn kube(parts: &[&str], out: &mut CgroupIdentity) {
+    let Some(at) = parts.iter().position(|p| pod_uid(p).is_some()) else {
+        return;
+    };
+    out.pod_uid = pod_uid(parts[at]);
+    let Some(next) = parts.get(at + 1) else {
+        return;
+    };
+    if is_hex64(next) {
+        out.runtime = Some(Runtime::Containerd);
+        out.container_id = Some((*next).to_owned());
+    } else if let Some((rt, id)) =
+        scope_id(next, &[Runtime::Docker, Runtime::Containerd, Runtime::Crio])
+    {
+        out.runtime = Some(rt);
+        out.container_id = Some(id.to_owned());
+    }
 }
 
 /// containerd's usual namespaces ("moby" holds Docker's own containers).
@@ -184,6 +225,32 @@ mod tests {
         ] {
             assert_eq!(parse_path(p), CgroupIdentity::default(), "{p}");
         }
+    }
+
+    #[test]
+    fn runtime_shapes_count_only_at_their_standard_parents() {
+        // A user's delegated cgroup can hold any name: never a container.
+        for p in [
+            format!("/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID}.scope"),
+            format!("/user.slice/user-1000.slice/user@1000.service/docker/{ID}"),
+            format!("/user.slice/user-1000.slice/user@1000.service/k8s.io/{ID}"),
+            format!("/user.slice/user-1000.slice/user@1000.service/kubepods/pod0d3b1c2a-1111-2222-3333-444455556666/{ID}"),
+            format!("/system.slice/evil.service/docker-{ID}.scope"),
+            format!("/init.scope/docker/{ID}"),
+        ] {
+            assert_eq!(parse_path(&p), CgroupIdentity::default(), "{p}");
+        }
+        // Below a container's own cgroup it is still that container.
+        let other = "00".repeat(32);
+        let c = parse_path(&format!("/docker/{ID}/docker/{other}"));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+        let c = parse_path(&format!("/system.slice/docker-{ID}.scope/init"));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+        // Seen from inside a cgroup namespace.
+        let c = parse_path(&format!("/../../docker/{ID}"));
+        assert_eq!(c.container_id.as_deref(), Some(ID));
+        let c = parse_path(&format!("/moby/{ID}"));
+        assert_eq!(c.runtime, Some(Runtime::Docker));
     }
 
     #[test]
