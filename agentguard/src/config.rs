@@ -242,6 +242,9 @@ pub struct Config {
     pub backend: BackendChoice,
     /// Kernel map sizes.
     pub kernel_maps: KernelMaps,
+    /// Refuse to start (and refuse reloads) when a rule asks for an action
+    /// this host cannot carry out (e.g. a file `deny` without BPF-LSM).
+    pub strict: bool,
 }
 
 impl Default for Config {
@@ -261,6 +264,7 @@ impl Default for Config {
             watch: WatchMode::Auto,
             backend: BackendChoice::Auto,
             kernel_maps: KernelMaps::default(),
+            strict: false,
         }
     }
 }
@@ -444,6 +448,9 @@ impl Config {
         if let Some(w) = f.watch {
             self.watch = w;
         }
+        if f.strict {
+            self.strict = true;
+        }
         if let Some(b) = f.backend {
             self.backend = b;
         }
@@ -588,6 +595,10 @@ pub struct RunFlags {
     /// Enforcement backend (auto: BPF-LSM where the kernel runs it).
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
+    /// Refuse to start, and refuse reloads, while a rule asks for an action
+    /// this host cannot carry out (`agentguard status` lists them).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[cfg(test)]

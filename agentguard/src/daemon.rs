@@ -101,6 +101,8 @@ struct Pipeline {
     map_full_alerted: std::collections::HashSet<String>,
     /// Names DNS answers gave each subject's addresses.
     dns: crate::identity::dns::DnsNames,
+    /// `strict:`: a policy with a rule this host can't carry out is refused.
+    strict: bool,
 }
 
 impl Pipeline {
@@ -393,6 +395,15 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             tracing::warn!("no cgroup v2 mount: network deny unavailable, deny rules only alert")
         }
     }
+    let degraded = crate::enforcement::degraded_rules(&policy, &caps, Some(&kernel));
+    report_degraded(&degraded, &metrics, &status);
+    if cfg.strict && !degraded.is_empty() {
+        bail!(
+            "strict: {} rule(s) ask for what this host cannot do (fix them, or run without --strict to have them alert):\n  {}",
+            degraded.len(),
+            degraded.join("\n  ")
+        );
+    }
     tracing::info!(
         "kernel rules: {}",
         kernel
@@ -431,6 +442,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         widened: Default::default(),
         map_full_alerted: Default::default(),
         dns: Default::default(),
+        strict: cfg.strict,
     };
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its
@@ -568,6 +580,29 @@ fn apply_reload(
     metrics: &Metrics,
     status: &SharedStatus,
 ) {
+    // Strict: a set with a rule this host can't carry out is refused like
+    // a broken one.
+    let r = r.and_then(|set| {
+        let degraded = crate::enforcement::degraded_rules(
+            &set,
+            &pipe.enforcer.caps,
+            pipe.enforcer.kernel.as_ref(),
+        );
+        if pipe.strict && !degraded.is_empty() {
+            return Err(degraded
+                .into_iter()
+                .map(|d| {
+                    Diagnostic::new(
+                        std::path::Path::new("strict"),
+                        0,
+                        0,
+                        format!("cannot be carried out on this host: {d}"),
+                    )
+                })
+                .collect());
+        }
+        Ok(set)
+    });
     match r {
         Ok(set) => {
             if let Some(k) = pipe.enforcer.kernel.as_mut() {
@@ -577,6 +612,12 @@ fn apply_reload(
             }
             pipe.policy = set;
             apply_stream(pipe, sensor);
+            let degraded = crate::enforcement::degraded_rules(
+                &pipe.policy,
+                &pipe.enforcer.caps,
+                pipe.enforcer.kernel.as_ref(),
+            );
+            report_degraded(&degraded, metrics, status);
             metrics.policy_reloads.inc();
             tracing::info!("policies reloaded: {} rule(s)", pipe.policy.rules().len());
             if let Ok(mut s) = status.write() {
@@ -716,4 +757,17 @@ fn container_statuses(
         .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     v
+}
+
+/// Says which rules this host can't carry out as written: the log, the
+/// `rules_degraded` gauge and `status`.
+fn report_degraded(degraded: &[String], metrics: &Metrics, status: &SharedStatus) {
+    for d in degraded {
+        tracing::warn!("rule cannot be carried out on this host: {d}");
+    }
+    metrics.rules_degraded.set(degraded.len() as i64);
+    if let Ok(mut s) = status.write() {
+        s.degraded_rules = degraded.to_vec();
+        s.touch();
+    }
 }

@@ -75,6 +75,9 @@ pub struct Status {
     /// Subjects a taint rule took the network from, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tainted: Vec<crate::enforcement::TaintInfo>,
+    /// Rules whose action this host cannot carry out ("policy/rule: why").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded_rules: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,16 @@ impl Status {
                 let _ = write!(s, "  {f}");
             }
             s.push('\n');
+        }
+        if !self.degraded_rules.is_empty() {
+            let _ = writeln!(
+                s,
+                "rules this host cannot carry out ({}):",
+                self.degraded_rules.len()
+            );
+            for d in &self.degraded_rules {
+                let _ = writeln!(s, "  {d}");
+            }
         }
         match (&self.last_reload_error, &self.last_reload) {
             (Some(e), _) => {

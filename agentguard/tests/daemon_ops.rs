@@ -313,3 +313,79 @@ fn a_second_daemon_is_refused_and_a_killed_ones_socket_is_replaced() {
         .status();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A rule whose action this host cannot carry out (the pack's
+/// `docker-socket` deny of an open, without BPF-LSM) is said at load:
+/// `status` lists it and `--strict` refuses to start. Compared with the
+/// kernel's own answer about BPF-LSM, so it holds on either kind of host.
+#[test]
+fn rules_the_host_cannot_carry_out_are_reported_and_strict_refuses_them() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let lsm = agentguard::sensor::features::bpf_lsm_status()
+        == agentguard::sensor::features::Status::Supported;
+    let dir = std::env::temp_dir().join(format!("agentguard-ops3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    std::fs::copy(pack.join("files.yaml"), pol.join("files.yaml")).expect("copy policy");
+    let sock = dir.join("status.sock");
+
+    let mut d = spawn_daemon(&dir, &pol, &sock, "a");
+    wait_for("the daemon", || dir.join("ready-a").exists());
+    let s = status(&sock);
+    let degraded: Vec<String> = s["degraded_rules"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        degraded
+            .iter()
+            .any(|d| d.starts_with("files/docker-socket:")),
+        !lsm,
+        "BPF-LSM {lsm}: {degraded:?}"
+    );
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    let _ = d.wait();
+
+    let out = Command::new(BIN)
+        .args(["run", "--strict", "--policies"])
+        .arg(&pol)
+        .arg("--status-socket")
+        .arg(&sock)
+        .arg("--ready-file")
+        .arg(dir.join("ready-strict"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strict");
+    if lsm {
+        // Nothing degraded: strict starts.
+        wait_for("the strict daemon", || dir.join("ready-strict").exists());
+        // SAFETY: as above.
+        unsafe { libc::kill(out.id() as i32, libc::SIGTERM) };
+        let _ = out.wait_with_output();
+    } else {
+        let out = out.wait_with_output().expect("wait strict");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "strict started:\n{err}");
+        assert!(
+            err.contains("strict") && err.contains("files/docker-socket"),
+            "{err}"
+        );
+        assert!(!dir.join("ready-strict").exists());
+    }
+    let _ = Command::new(BIN)
+        .args(["run", "--cleanup"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,59 @@ pub struct Capabilities {
     pub dns: bool,
 }
 
+/// Rules of `set` whose action this host cannot carry out as written, with
+/// why: "policy/rule: reason". They still alert (see `act`'s outcomes);
+/// said at load so nobody learns it from the first alert.
+pub fn degraded_rules(
+    set: &crate::policy::PolicySet,
+    caps: &Capabilities,
+    kernel: Option<&kernel::KernelEnforcer>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in set.rules() {
+        if r.mode() != Mode::Enforce || r.action() != Action::Deny {
+            continue;
+        }
+        let net = |k: &Kind| matches!(k, Kind::Connect | Kind::Send | Kind::Socket);
+        let compiled = kernel.is_some_and(|k| k.compiled(r.policy(), r.name()).is_some());
+        let mut why = Vec::new();
+        let other: Vec<&str> = r
+            .kinds()
+            .iter()
+            .filter(|k| !net(k))
+            .map(|k| k.as_str())
+            .collect();
+        if !other.is_empty() {
+            if !caps.lsm {
+                why.push(format!(
+                    "denying {} needs BPF-LSM, which this host does not run: alerts only (action: kill stops the process)",
+                    other.join(",")
+                ));
+            } else if !compiled {
+                why.push(format!(
+                    "{}: conditions the BPF-LSM hooks do not check: alerts only",
+                    other.join(",")
+                ));
+            }
+        }
+        if r.kinds().iter().any(net) {
+            if !caps.network_deny {
+                why.push(
+                    "network deny unavailable (no cgroup sock_addr hooks): alerts only".into(),
+                );
+            } else if !r.spec().when.unix_path.is_empty() && !caps.lsm {
+                why.push(
+                    "unix socket connects have no deny hook without BPF-LSM: alerts only".into(),
+                );
+            }
+        }
+        if !why.is_empty() {
+            out.push(format!("{}/{}: {}", r.policy(), r.name(), why.join("; ")));
+        }
+    }
+    out
+}
+
 pub struct Enforcer {
     pub kernel: Option<kernel::KernelEnforcer>,
     pub caps: Capabilities,

@@ -80,6 +80,7 @@ pub struct Metrics {
     /// agentguard_enforcement_actions_total{action,result}
     pub enforcement_actions: IntCounterVec,
     pub containers_watched: IntGauge,
+    pub rules_degraded: IntGauge,
     pub agents_watched: IntGauge,
     pub policy_reload_failures: IntCounter,
     pub policy_reloads: IntCounter,
@@ -128,6 +129,10 @@ impl Metrics {
                 "Enforcement actions by what was asked and what happened.",
             ),
             &["action", "result"],
+        )?;
+        let rules_degraded = IntGauge::new(
+            "agentguard_rules_degraded",
+            "Rules whose action this host cannot carry out (they alert instead; see agentguard status).",
         )?;
         let containers_watched = IntGauge::new(
             "agentguard_containers_watched",
@@ -184,6 +189,7 @@ impl Metrics {
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(enforcement_actions.clone()))?;
         registry.register(Box::new(containers_watched.clone()))?;
+        registry.register(Box::new(rules_degraded.clone()))?;
         registry.register(Box::new(agents_watched.clone()))?;
         registry.register(Box::new(policy_reload_failures.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
@@ -197,6 +203,7 @@ impl Metrics {
             alerts,
             enforcement_actions,
             containers_watched,
+            rules_degraded,
             agents_watched,
             policy_reload_failures,
             policy_reloads,
