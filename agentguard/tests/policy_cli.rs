@@ -91,6 +91,52 @@ fn lint_names_file_and_line_of_errors() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Every broken rule of a file is reported, each at its place, not only
+/// the first one serde stops at.
+#[test]
+fn lint_reports_every_broken_rule_of_a_file() {
+    let d = scratch("lint-all");
+    let rule = |name: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"/x\"] }}\n{extra}    action: alert\n    message: m\n"
+        )
+    };
+    let src = format!(
+        "name: many\nrules:\n{}{}{}{}",
+        rule("no-severity", ""),
+        rule("fine", "    severity: low\n"),
+        rule("bogus-field", "    severity: low\n    bogus: 1\n"),
+        rule("bad-kind", "    severity: low\n").replace("[open]", "[opne]"),
+    );
+    std::fs::write(d.join("many.yaml"), &src).expect("write");
+    let o = agentguard(&["policy", "lint", d.to_str().expect("utf8")]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let at = |needle: &str| {
+        let line = src
+            .lines()
+            .position(|l| l.contains(needle))
+            .map_or(0, |i| i + 1);
+        format!("{}:{line}:", d.join("many.yaml").display())
+    };
+    for (place, what) in [
+        (
+            at("name: no-severity"),
+            "rules[0]: missing field `severity`",
+        ),
+        (at("bogus: 1"), "rules[2]: unknown field `bogus`"),
+        (at("[opne]"), "rules[3]: unknown variant `opne`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&place) && l.contains(what)),
+            "{place} {what}:\n{err}"
+        );
+    }
+    assert!(!err.contains("rules[1]"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn test_runs_the_default_pack() {
     let o = agentguard(&["policy", "test", pack().to_str().expect("utf8")]);

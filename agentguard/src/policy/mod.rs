@@ -203,13 +203,65 @@ fn refine(src: &str, msg: &str, from_line: usize) -> Option<(usize, usize)> {
         .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
 }
 
+/// A file that does not deserialize: its first error, then the errors of
+/// every other rule, each rule read on its own (one bad rule hides none of
+/// the others). A YAML syntax error stops there: nothing after it parses.
+fn every_rule_error(file: &Path, src: &str, first: &serde_norway::Error) -> Vec<Diagnostic> {
+    let mut diags = vec![yaml_diag(file, src, first)];
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(src) else {
+        return diags;
+    };
+    let Some(rules) = doc.get("rules").and_then(|r| r.as_sequence()) else {
+        return diags;
+    };
+    for (i, r) in rules.iter().enumerate() {
+        let Err(e) = serde_norway::from_value::<spec::RuleSpec>(r.clone()) else {
+            continue;
+        };
+        let msg = e.to_string();
+        // The first error, reported above with its exact place.
+        if diags[0].message == format!("rules[{i}]: {msg}") || diags[0].message.ends_with(&msg) {
+            continue;
+        }
+        let name = r.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let (line, col) = if name.is_empty() {
+            (1, 1)
+        } else {
+            locate_name(src, name)
+        };
+        // The field or value named first in backticks, from the rule on.
+        let quoted = msg
+            .split('`')
+            .nth(1)
+            .filter(|q| !q.is_empty())
+            .and_then(|q| {
+                // A field as a key (`bogus:`) before a bare value (`opne`).
+                let find = |needle: &str| {
+                    src.lines()
+                        .enumerate()
+                        .skip(line.saturating_sub(1))
+                        .find_map(|(n, l)| l.find(needle).map(|c| (n + 1, c + 1)))
+                };
+                find(&format!("{q}:")).or_else(|| find(q))
+            });
+        let (line, col) = quoted.unwrap_or((line, col));
+        diags.push(Diagnostic::new(
+            file,
+            line,
+            col,
+            format!("rules[{i}]: {msg}"),
+        ));
+    }
+    diags
+}
+
 fn load_yaml(
     file: &Path,
     src: &str,
     opts: &LoadOptions,
 ) -> Result<(String, Vec<Rule>), Vec<Diagnostic>> {
     let spec: PolicySpec =
-        serde_norway::from_str(src).map_err(|e| vec![yaml_diag(file, src, &e)])?;
+        serde_norway::from_str(src).map_err(|e| every_rule_error(file, src, &e))?;
     let name = spec.name.clone().unwrap_or_else(|| {
         file.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
