@@ -340,9 +340,19 @@ impl Config {
     /// The file named by `--config`, or the default path when it exists,
     /// or the defaults; then the flags on top (see the module docs).
     pub fn resolve(flags: &RunFlags) -> Result<Config, ConfigError> {
+        // The daemon's own config: only a file no one else can write.
+        let trusted = |p: &Path| {
+            crate::trust::check(p).map_err(|reason| ConfigError {
+                file: p.to_path_buf(),
+                line: 0,
+                column: 0,
+                reason,
+            })?;
+            Config::load(p)
+        };
         let mut cfg = match &flags.config {
-            Some(p) => Config::load(p)?,
-            None if Path::new(DEFAULT_PATH).exists() => Config::load(Path::new(DEFAULT_PATH))?,
+            Some(p) => trusted(p)?,
+            None if Path::new(DEFAULT_PATH).exists() => trusted(Path::new(DEFAULT_PATH))?,
             None => Config::default(),
         };
         cfg.apply(flags).map_err(|reason| ConfigError {

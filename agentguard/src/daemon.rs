@@ -261,7 +261,10 @@ fn resolve_removal(ev: &mut Event) {
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
-    let opts = LoadOptions::system();
+    let opts = LoadOptions {
+        trusted_only: true,
+        ..LoadOptions::system()
+    };
     let mut reloader = Reloader::new(&cfg.policies, opts).map_err(|d| {
         anyhow!(
             "policies in {} refused:\n{}",

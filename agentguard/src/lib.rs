@@ -15,3 +15,4 @@ pub mod outputs;
 pub mod policy;
 pub mod sensor;
 pub mod status;
+pub mod trust;

@@ -389,3 +389,76 @@ fn rules_the_host_cannot_carry_out_are_reported_and_strict_refuses_them() {
         .status();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Only root may change enforcement: a policy file others can write is
+/// refused at start (named, with the fix), and a reload that finds one is
+/// refused with the last good policies kept.
+#[test]
+fn policy_files_others_can_write_are_refused() {
+    if !common::privileged() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("agentguard-ops4-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    std::fs::set_permissions(&pol, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    std::fs::copy(pack.join("files.yaml"), pol.join("files.yaml")).expect("copy policy");
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    let sock = dir.join("status.sock");
+
+    mode(&pol.join("files.yaml"), 0o664);
+    let out = Command::new(BIN)
+        .args(["run", "--policies"])
+        .arg(&pol)
+        .arg("--status-socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a group-writable policy:\n{err}"
+    );
+    assert!(
+        err.contains("files.yaml") && err.contains("chmod go-w"),
+        "{err}"
+    );
+
+    mode(&pol.join("files.yaml"), 0o644);
+    let mut d = spawn_daemon(&dir, &pol, &sock, "a");
+    wait_for("the daemon", || dir.join("ready-a").exists());
+    std::fs::copy(pack.join("exec.yaml"), pol.join("exec.yaml")).expect("copy");
+    mode(&pol.join("exec.yaml"), 0o666);
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
+    wait_for("the refused reload", || {
+        status(&sock)["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exec.yaml") && e.contains("writable"))
+    });
+    let names: Vec<String> = status(&sock)["policies"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, ["files"], "the last good set stays");
+    // SAFETY: as above.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    let _ = d.wait();
+    let _ = Command::new(BIN)
+        .args(["run", "--cleanup"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -133,7 +133,10 @@ impl WebhookConfig {
     }
 }
 
+/// A secret only root may have written (see `crate::trust`).
 fn read_token(path: &PathBuf) -> std::io::Result<String> {
+    crate::trust::check(path)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))?;
     Ok(std::fs::read_to_string(path)?.trim().to_string())
 }
 

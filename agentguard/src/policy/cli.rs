@@ -49,6 +49,7 @@ pub fn run(cmd: PolicyCmd) -> Result<()> {
 pub fn run_replay(args: ReplayArgs) -> Result<()> {
     let opts = LoadOptions {
         dns_resolvers: args.dns_resolver,
+        ..LoadOptions::default()
     };
     replay(&args.policies, &args.events, &opts)
 }

@@ -77,6 +77,9 @@ pub struct LoadOptions {
     /// DNS resolvers that `except: {dns_resolver: true}` lets through (port
     /// 53), in addition to each policy file's own `dns_resolvers`.
     pub dns_resolvers: Vec<IpAddr>,
+    /// The daemon's load: refuse a directory or file that anyone but root
+    /// can write (see `crate::trust`). `policy lint`/`test` leave it off.
+    pub trusted_only: bool,
 }
 
 impl LoadOptions {
@@ -86,6 +89,7 @@ impl LoadOptions {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         LoadOptions {
             dns_resolvers: parse_resolv_conf(&text),
+            trusted_only: false,
         }
     }
 }
@@ -352,6 +356,11 @@ impl PolicySet {
                 format!("reading the policy directory: {e}"),
             )]
         })?;
+        if opts.trusted_only {
+            if let Err(why) = crate::trust::check(dir) {
+                return Err(vec![Diagnostic::new(dir, 1, 1, why)]);
+            }
+        }
         PolicySet::load_files(&files, opts)
     }
 
@@ -362,6 +371,12 @@ impl PolicySet {
         let mut rego = Vec::new();
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         for file in files {
+            if opts.trusted_only {
+                if let Err(why) = crate::trust::check(file) {
+                    errs.push(Diagnostic::new(file, 1, 1, why));
+                    continue;
+                }
+            }
             let src = match std::fs::read_to_string(file) {
                 Ok(s) => s,
                 Err(e) => {

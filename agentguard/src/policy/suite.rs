@@ -214,6 +214,7 @@ fn run_yaml(
     let tf: TestFile = serde_norway::from_str(&src).map_err(|e| vec![yaml_diag(file, &src, &e)])?;
     let opts = LoadOptions {
         dns_resolvers: tf.options.dns_resolvers.clone(),
+        ..LoadOptions::default()
     };
     if !sets.contains_key(&opts) {
         let set = PolicySet::load_dir_with(dir, &opts)?;

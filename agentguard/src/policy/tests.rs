@@ -500,6 +500,7 @@ rules:
     assert_eq!(rules_hit(&none, &send("9.9.9.9", 53)), ["egress"]);
     let opts = LoadOptions {
         dns_resolvers: vec!["9.9.9.9".parse().unwrap()],
+        ..LoadOptions::default()
     };
     let set = PolicySet::load_files(&[f], &opts).unwrap();
     assert!(rules_hit(&set, &send("9.9.9.9", 53)).is_empty());
