@@ -422,7 +422,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     // The x32 ABI (64-bit registers, numbers with bit 30) is another table
     // too, which per-syscall tracepoints never see: judged as the 32-bit ABI
     // is (where the kernel has no x32, the call fails with ENOSYS anyway).
-    if kernel::in_compat_syscall() || nr & X32_SYSCALL_BIT != 0 {
+    // (-1: a tracer skipping the call, or `syscall(-1)`: not x32.)
+    if kernel::in_compat_syscall() || (nr > 0 && nr & X32_SYSCALL_BIT != 0) {
         compat_enter(nr);
         return 0;
     }

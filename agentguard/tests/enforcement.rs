@@ -585,7 +585,7 @@ fn the_32_bit_syscall_abi_is_detected_and_killed() {
     let Some(_g) = ready() else { return };
     let d = Daemon::start(&pack(), "compat");
     let script = format!(
-        "{GOT} echo \"open $(got evade compat-open /etc/hostname)\"; echo \"exec $(got evade compat-exec /bin/true)\"; echo \"unlink $(got evade compat-unlink /data/f000)\"; echo \"x32 $(got evade x32-open /etc/hostname)\""
+        "{GOT} echo \"open $(got evade compat-open /etc/hostname)\"; echo \"exec $(got evade compat-exec /bin/true)\"; echo \"unlink $(got evade compat-unlink /data/f000)\"; echo \"x32 $(got evade x32-open /etc/hostname)\"; echo \"nosys $(got evade nosys)\""
     );
     let (agent, avol, plain, pvol) = agent_and_control("compat", 3, &script);
     // x32 (raw syscall dispatch only: per-syscall tracepoints never see
@@ -593,6 +593,27 @@ fn the_32_bit_syscall_abi_is_detected_and_killed() {
     for k in ["open", "exec", "unlink", "x32"] {
         assert!(agent.contains(&format!("{k} killed")), "{k}: {agent}");
     }
+    // syscall(-1) (a tracer's skipped call looks the same) is no ABI trick.
+    assert!(agent.contains("nosys err ENOSYS"), "{agent}");
+    // The same on the host, where no seccomp profile stops syscall(-1)
+    // before the probes see it (Docker's does).
+    let dir = std::env::temp_dir().join(format!("agtest-compat-host-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let ev = common::evade::evade_bin();
+    let ev = ev.display();
+    let host = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1\n{ev} nosys; echo \"nosys-rc=$?\"\n{ev} x32-open /etc/hostname; echo \"x32-rc=$?\"\n"
+        ),
+    );
+    assert!(
+        host.contains("err ENOSYS") && host.contains("nosys-rc=1"),
+        "{host}"
+    );
+    assert!(host.contains("x32-rc=137"), "{host}");
+    let _ = std::fs::remove_dir_all(&dir);
     // A kill at syscall entry does not stop the syscall in flight: at most
     // the one file of that call.
     assert!(count(&avol) >= 2, "compat unlink lost more than one file");

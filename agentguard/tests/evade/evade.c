@@ -712,6 +712,14 @@ static int cmd_compat_exec(char **av)
 #define X32_SYSCALL_BIT 0x40000000L
 #define NR_X32_OPENAT 257L
 
+/* syscall(-1): what a tracer's skipped call looks like to the probes. */
+static int cmd_nosys(char **av)
+{
+	(void)av;
+	long rc = syscall(-1L);
+	return rc < 0 ? report_err(errno) : report_ok(NULL);
+}
+
 static int cmd_x32_open(char **av)
 {
 	long fd = syscall(X32_SYSCALL_BIT | NR_X32_OPENAT, AT_FDCWD, av[0], O_RDONLY, 0);
@@ -1163,6 +1171,7 @@ static const struct command commands[] = {
 	{ "compat-unlink", 1, 1, cmd_compat_unlink, "PATH" },
 	{ "compat-exec", 1, 1, cmd_compat_exec, "PATH" },
 	{ "x32-open", 1, 1, cmd_x32_open, "PATH" },
+	{ "nosys", 0, 0, cmd_nosys, "" },
 	{ "thread-exec", 1, -1, cmd_thread_exec, "PATH [ARGS...]" },
 	{ "leader-exit-then", 1, 1, cmd_leader_exit_then, "PATH" },
 	{ "unlink", 1, 1, cmd_unlink, "PATH" },
