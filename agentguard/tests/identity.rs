@@ -211,7 +211,9 @@ async fn container_started_before_the_daemon_resolves() {
         common::TEST_IMAGE,
         "sh",
         "-c",
-        "touch /tmp/a; while [ ! -e /tmp/go ]; do sleep 0.1; done; rm /tmp/a; sleep 1",
+        // `; true`: the shell stays itself (busybox sh would exec its last
+        // command, and the ancestry read from /proc after that is `sleep`).
+        "touch /tmp/a; while [ ! -e /tmp/go ]; do sleep 0.1; done; rm /tmp/a; sleep 1; true",
     ]);
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
     let mut stage = stage_with_docker();
