@@ -398,7 +398,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             tracing::warn!("no cgroup v2 mount: network deny unavailable, deny rules only alert")
         }
     }
-    let degraded = crate::enforcement::degraded_rules(&policy, &caps, Some(&kernel));
+    let degraded = crate::enforcement::degraded_rules(&policy, &caps, Some(kernel.backend()));
     report_degraded(&degraded, &metrics, &status);
     if cfg.strict && !degraded.is_empty() {
         bail!(
@@ -585,12 +585,9 @@ fn apply_reload(
 ) {
     // Strict: a set with a rule this host can't carry out is refused like
     // a broken one.
+    let backend = pipe.enforcer.kernel.as_ref().map(|k| k.backend());
     let r = r.and_then(|set| {
-        let degraded = crate::enforcement::degraded_rules(
-            &set,
-            &pipe.enforcer.caps,
-            pipe.enforcer.kernel.as_ref(),
-        );
+        let degraded = crate::enforcement::degraded_rules(&set, &pipe.enforcer.caps, backend);
         if pipe.strict && !degraded.is_empty() {
             return Err(degraded
                 .into_iter()
@@ -604,10 +601,10 @@ fn apply_reload(
                 })
                 .collect());
         }
-        Ok(set)
+        Ok((set, degraded))
     });
     match r {
-        Ok(set) => {
+        Ok((set, degraded)) => {
             if let Some(k) = pipe.enforcer.kernel.as_mut() {
                 if let Err(e) = k.install(&set, sensor) {
                     tracing::error!("installing the new kernel rules: {e:#}");
@@ -615,11 +612,6 @@ fn apply_reload(
             }
             pipe.policy = set;
             apply_stream(pipe, sensor);
-            let degraded = crate::enforcement::degraded_rules(
-                &pipe.policy,
-                &pipe.enforcer.caps,
-                pipe.enforcer.kernel.as_ref(),
-            );
             report_degraded(&degraded, metrics, status);
             metrics.policy_reloads.inc();
             tracing::info!("policies reloaded: {} rule(s)", pipe.policy.rules().len());

@@ -31,19 +31,25 @@ pub struct Capabilities {
 
 /// Rules of `set` whose action this host cannot carry out as written, with
 /// why: "policy/rule: reason". They still alert (see `act`'s outcomes);
-/// said at load so nobody learns it from the first alert.
+/// said at load so nobody learns it from the first alert. `backend`: the
+/// kernel backend `set` is planned for (None: nothing in the kernel); the
+/// set's own plan says which rules the kernel takes, so a set can be judged
+/// before it is installed.
 pub fn degraded_rules(
     set: &crate::policy::PolicySet,
     caps: &Capabilities,
-    kernel: Option<&kernel::KernelEnforcer>,
+    backend: Option<crate::policy::plan::Backend>,
 ) -> Vec<String> {
+    let plan = backend.map(|b| crate::policy::plan::plan(set, b));
     let mut out = Vec::new();
-    for r in set.rules() {
+    for (index, r) in set.rules().iter().enumerate() {
         if r.mode() != Mode::Enforce || r.action() != Action::Deny {
             continue;
         }
         let net = |k: &Kind| matches!(k, Kind::Connect | Kind::Send | Kind::Socket);
-        let compiled = kernel.is_some_and(|k| k.compiled(r.policy(), r.name()).is_some());
+        let compiled = plan
+            .as_ref()
+            .is_some_and(|p| p.slots.iter().any(|s| s.index == index));
         let mut why = Vec::new();
         let other: Vec<&str> = r
             .kinds()
