@@ -55,6 +55,35 @@ fn status(sock: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
+/// The repository's policy pack.
+fn pack() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// A fresh work directory for test `tag`: `policies/` holding `files` of
+/// the pack (mode 0755, as a root-owned policy directory must be).
+fn scratch(tag: &str, files: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("agentguard-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).expect("mkdir");
+    std::fs::set_permissions(&pol, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    for f in files {
+        std::fs::copy(pack().join(f), pol.join(f)).expect("copy policy");
+    }
+    (dir, pol)
+}
+
+/// Removes what the daemons left pinned, and `dir`.
+fn clean_up(dir: &Path) {
+    let _ = Command::new(BIN)
+        .args(["run", "--cleanup"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -69,14 +98,8 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
         return;
     }
     let _serial = one_at_a_time();
-    let dir = std::env::temp_dir().join(format!("agentguard-ops-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pol = dir.join("policies");
-    std::fs::create_dir_all(&pol).expect("mkdir");
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    for f in ["files.yaml", "exec.yaml"] {
-        std::fs::copy(pack.join(f), pol.join(f)).expect("copy policy");
-    }
+    let (dir, pol) = scratch("ops", &["files.yaml", "exec.yaml"]);
+    let pack = pack();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -221,11 +244,7 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let st = daemon.wait().expect("wait");
     assert!(st.success(), "exit {st}:\n{}", log());
-    let _ = Command::new(BIN)
-        .args(["run", "--cleanup"])
-        .stderr(Stdio::null())
-        .status();
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up(&dir);
 }
 
 /// Starts `agentguard run` on `pol` with status socket `sock`; its ready
@@ -257,12 +276,7 @@ fn a_second_daemon_is_refused_and_a_killed_ones_socket_is_replaced() {
         return;
     }
     let _serial = one_at_a_time();
-    let dir = std::env::temp_dir().join(format!("agentguard-ops2-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pol = dir.join("policies");
-    std::fs::create_dir_all(&pol).expect("mkdir");
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    std::fs::copy(pack.join("files.yaml"), pol.join("files.yaml")).expect("copy policy");
+    let (dir, pol) = scratch("ops2", &["files.yaml"]);
     let sock = dir.join("status.sock");
     let log = |tag: &str| {
         std::fs::read_to_string(dir.join(format!("daemon-{tag}.log"))).unwrap_or_default()
@@ -307,11 +321,7 @@ fn a_second_daemon_is_refused_and_a_killed_ones_socket_is_replaced() {
     unsafe { libc::kill(third.id() as i32, libc::SIGTERM) };
     let st = third.wait().expect("wait");
     assert!(st.success(), "exit {st}:\n{}", log("c"));
-    let _ = Command::new(BIN)
-        .args(["run", "--cleanup"])
-        .stderr(Stdio::null())
-        .status();
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up(&dir);
 }
 
 /// A rule whose action this host cannot carry out (the pack's
@@ -326,12 +336,7 @@ fn rules_the_host_cannot_carry_out_are_reported_and_strict_refuses_them() {
     let _serial = one_at_a_time();
     let lsm = agentguard::sensor::features::bpf_lsm_status()
         == agentguard::sensor::features::Status::Supported;
-    let dir = std::env::temp_dir().join(format!("agentguard-ops3-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pol = dir.join("policies");
-    std::fs::create_dir_all(&pol).expect("mkdir");
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    std::fs::copy(pack.join("files.yaml"), pol.join("files.yaml")).expect("copy policy");
+    let (dir, pol) = scratch("ops3", &["files.yaml"]);
     let sock = dir.join("status.sock");
 
     let mut d = spawn_daemon(&dir, &pol, &sock, "a");
@@ -383,11 +388,7 @@ fn rules_the_host_cannot_carry_out_are_reported_and_strict_refuses_them() {
         );
         assert!(!dir.join("ready-strict").exists());
     }
-    let _ = Command::new(BIN)
-        .args(["run", "--cleanup"])
-        .stderr(Stdio::null())
-        .status();
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up(&dir);
 }
 
 /// Only root may change enforcement: a policy file others can write is
@@ -400,13 +401,7 @@ fn policy_files_others_can_write_are_refused() {
     }
     use std::os::unix::fs::PermissionsExt as _;
     let _serial = one_at_a_time();
-    let dir = std::env::temp_dir().join(format!("agentguard-ops4-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pol = dir.join("policies");
-    std::fs::create_dir_all(&pol).expect("mkdir");
-    std::fs::set_permissions(&pol, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
-    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    std::fs::copy(pack.join("files.yaml"), pol.join("files.yaml")).expect("copy policy");
+    let (dir, pol) = scratch("ops4", &["files.yaml"]);
     let mode = |p: &Path, m: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
     };
@@ -435,7 +430,7 @@ fn policy_files_others_can_write_are_refused() {
     mode(&pol.join("files.yaml"), 0o644);
     let mut d = spawn_daemon(&dir, &pol, &sock, "a");
     wait_for("the daemon", || dir.join("ready-a").exists());
-    std::fs::copy(pack.join("exec.yaml"), pol.join("exec.yaml")).expect("copy");
+    std::fs::copy(pack().join("exec.yaml"), pol.join("exec.yaml")).expect("copy");
     mode(&pol.join("exec.yaml"), 0o666);
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
@@ -456,9 +451,5 @@ fn policy_files_others_can_write_are_refused() {
     // SAFETY: as above.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
     let _ = d.wait();
-    let _ = Command::new(BIN)
-        .args(["run", "--cleanup"])
-        .stderr(Stdio::null())
-        .status();
-    let _ = std::fs::remove_dir_all(&dir);
+    clean_up(&dir);
 }

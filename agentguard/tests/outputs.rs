@@ -68,6 +68,18 @@ fn runtime() -> tokio::runtime::Runtime {
 
 // ---------------------------------------------------------------- metrics
 
+/// A metrics endpoint on a free loopback port, served on `rt`.
+fn serve_metrics(rt: &tokio::runtime::Runtime) -> (Arc<Metrics>, metrics::MetricsServer) {
+    let m = Arc::new(Metrics::new().expect("metrics"));
+    let server = rt
+        .block_on(metrics::serve(
+            Arc::clone(&m),
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .expect("serve");
+    (m, server)
+}
+
 /// GET /metrics over a plain TCP connection; returns the body.
 fn scrape(addr: std::net::SocketAddr) -> String {
     let mut c = TcpStream::connect(addr).expect("connect");
@@ -98,13 +110,7 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
 #[test]
 fn metrics_endpoint_serves_moving_counters() {
     let rt = runtime();
-    let m = Arc::new(Metrics::new().expect("metrics"));
-    let server = rt
-        .block_on(metrics::serve(
-            Arc::clone(&m),
-            "127.0.0.1:0".parse().expect("addr"),
-        ))
-        .expect("serve");
+    let (m, server) = serve_metrics(&rt);
     let addr = server.local_addr();
 
     let before = parse_exposition(&scrape(addr));
@@ -722,13 +728,7 @@ fn status_is_served_on_a_private_unix_socket() {
 #[test]
 fn idle_connections_do_not_block_a_scrape() {
     let rt = runtime();
-    let m = Arc::new(Metrics::new().expect("metrics"));
-    let server = rt
-        .block_on(metrics::serve(
-            Arc::clone(&m),
-            "127.0.0.1:0".parse().expect("addr"),
-        ))
-        .expect("serve");
+    let (_m, server) = serve_metrics(&rt);
     let addr = server.local_addr();
     let idle: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(addr).expect("idle connect"))
