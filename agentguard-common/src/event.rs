@@ -56,8 +56,12 @@ pub mod kind {
     /// A DNS query or answer of a subject under a domain rule, read on the
     /// wire by the cgroup skb programs ([`DnsEvent`]).
     pub const DNS: u16 = 14;
+    /// Userspace only (never a kernel record): a subject's records dropped
+    /// past its quota, and a policy reload.
+    pub const FLOOD: u16 = 15;
+    pub const POLICY_RELOAD: u16 = 16;
     /// One past the largest kind; sizes bitmasks.
-    pub const MAX: u16 = 15;
+    pub const MAX: u16 = 17;
 }
 
 /// Which syscall (or kernel event) produced a record (`Header::syscall`).

@@ -106,6 +106,76 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// Sends an alert the daemon raises itself (no rule matched an event):
+    /// straight to the outputs, nothing to enforce.
+    fn raise(&mut self, ev: Event, decision: Decision) {
+        let alert = Alert {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            host: self.host.clone(),
+            decision,
+            result: crate::alert::ActionResult::alerted(),
+            event: ev,
+        };
+        self.metrics.alert(&alert);
+        self.outputs.send(&alert);
+        self.alerts += 1;
+    }
+
+    /// Every reload attempt is on the alert feed: who can write the policy
+    /// directory changes enforcement, so each change is recorded with the
+    /// content hashes before and after.
+    fn audit_reload(&mut self, audit: crate::event::ReloadDetail) {
+        let (rule, severity, message) = if audit.applied {
+            (
+                "policy-reload",
+                crate::alert::Severity::Medium,
+                format!(
+                    "policies reloaded from {}: {} -> {}; rules added [{}], removed [{}]; files added [{}], removed [{}], changed [{}]",
+                    audit.dir,
+                    short(&audit.old_hash),
+                    short(&audit.new_hash),
+                    audit.rules_added.join(", "),
+                    audit.rules_removed.join(", "),
+                    audit.files_added.join(", "),
+                    audit.files_removed.join(", "),
+                    audit.files_changed.join(", "),
+                ),
+            )
+        } else {
+            (
+                "policy-reload-refused",
+                crate::alert::Severity::High,
+                format!(
+                    "policy change in {} refused ({}), {} stays in force: {}",
+                    audit.dir,
+                    short(&audit.new_hash),
+                    short(&audit.old_hash),
+                    audit.error.as_deref().unwrap_or("?"),
+                ),
+            )
+        };
+        let ev = Event::daemon(
+            Kind::PolicyReload,
+            std::process::id(),
+            "agentguard",
+            0,
+            crate::event::Detail::PolicyReload(audit),
+        );
+        self.raise(
+            ev,
+            Decision {
+                policy: "agentguard".into(),
+                rule: rule.into(),
+                action: crate::alert::Action::Alert,
+                kill_scope: Default::default(),
+                taint: false,
+                severity,
+                message,
+                mode: crate::alert::Mode::Enforce,
+            },
+        );
+    }
+
     fn handle(&mut self, ev: Event) {
         self.events += 1;
         self.metrics.event(ev.kind);
@@ -235,6 +305,11 @@ impl Pipeline {
             self.alerts += 1;
         }
     }
+}
+
+/// The first 12 hex digits of a hash, for messages (the event has it all).
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
 }
 
 /// An agent's unlink, rmdir or rename names its file by the string it
@@ -517,7 +592,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                         u64::from(docker_status.connected.load(std::sync::atomic::Ordering::Relaxed)));
                     s.touch();
                 }
-                if let Some(r) = reloader.poll() {
+                let mut check = strict_check(&pipe);
+                if let Some(r) = reloader.poll(&mut check) {
                     apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
                 }
                 // Files created since under a protected glob (a new key in
@@ -535,7 +611,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 "SIGHUP: reloading policies from {}",
                 reloader.dir().display()
             );
-            let r = reloader.reload();
+            let r = reloader.reload_checked(&mut strict_check(&pipe));
             apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
         }
         stage.drain(Instant::now(), &mut |e| pipe.handle(e));
@@ -576,35 +652,46 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// `strict:`: a set with a rule this host can't carry out is refused like
+/// a broken one (and stays out of force).
+fn strict_check(pipe: &Pipeline) -> impl FnMut(&PolicySet) -> Result<(), Vec<Diagnostic>> {
+    let strict = pipe.strict;
+    let caps = pipe.enforcer.caps;
+    let backend = pipe.enforcer.kernel.as_ref().map(|k| k.backend());
+    move |set| {
+        if !strict {
+            return Ok(());
+        }
+        let degraded = crate::enforcement::degraded_rules(set, &caps, backend);
+        if degraded.is_empty() {
+            return Ok(());
+        }
+        Err(degraded
+            .into_iter()
+            .map(|d| {
+                Diagnostic::new(
+                    std::path::Path::new("strict"),
+                    0,
+                    0,
+                    format!("cannot be carried out on this host: {d}"),
+                )
+            })
+            .collect())
+    }
+}
+
 fn apply_reload(
-    r: Result<Arc<PolicySet>, Vec<Diagnostic>>,
+    r: crate::policy::Reload,
     pipe: &mut Pipeline,
     sensor: &mut Sensor,
     metrics: &Metrics,
     status: &SharedStatus,
 ) {
-    // Strict: a set with a rule this host can't carry out is refused like
-    // a broken one.
-    let backend = pipe.enforcer.kernel.as_ref().map(|k| k.backend());
-    let r = r.and_then(|set| {
-        let degraded = crate::enforcement::degraded_rules(&set, &pipe.enforcer.caps, backend);
-        if pipe.strict && !degraded.is_empty() {
-            return Err(degraded
-                .into_iter()
-                .map(|d| {
-                    Diagnostic::new(
-                        std::path::Path::new("strict"),
-                        0,
-                        0,
-                        format!("cannot be carried out on this host: {d}"),
-                    )
-                })
-                .collect());
-        }
-        Ok((set, degraded))
-    });
-    match r {
-        Ok((set, degraded)) => {
+    pipe.audit_reload(r.audit);
+    match r.result {
+        Ok(set) => {
+            let backend = pipe.enforcer.kernel.as_ref().map(|k| k.backend());
+            let degraded = crate::enforcement::degraded_rules(&set, &pipe.enforcer.caps, backend);
             if let Some(k) = pipe.enforcer.kernel.as_mut() {
                 if let Err(e) = k.install(&set, sensor) {
                     tracing::error!("installing the new kernel rules: {e:#}");

@@ -87,10 +87,15 @@ pub enum Kind {
     CompatSyscall,
     /// A DNS query or answer of a subject under a domain rule.
     Dns,
+    /// The daemon's own: one subject's records were dropped in the kernel
+    /// past its quota (flood isolation).
+    Flood,
+    /// The daemon's own: a policy reload was applied or refused.
+    PolicyReload,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -105,6 +110,8 @@ impl Kind {
         Kind::Socket,
         Kind::CompatSyscall,
         Kind::Dns,
+        Kind::Flood,
+        Kind::PolicyReload,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +130,8 @@ impl Kind {
             Kind::Socket => "socket",
             Kind::CompatSyscall => "compat_syscall",
             Kind::Dns => "dns",
+            Kind::Flood => "flood",
+            Kind::PolicyReload => "policy_reload",
         }
     }
 
@@ -148,6 +157,8 @@ impl Kind {
             Kind::Socket => k::SOCKET,
             Kind::CompatSyscall => k::COMPAT_SYSCALL,
             Kind::Dns => k::DNS,
+            Kind::Flood => k::FLOOD,
+            Kind::PolicyReload => k::POLICY_RELOAD,
         }
     }
 
@@ -181,6 +192,8 @@ pub enum Detail {
     IoUring(IoUringDetail),
     Compat(CompatDetail),
     Dns(DnsDetail),
+    Flood(FloodDetail),
+    PolicyReload(ReloadDetail),
 }
 
 /// How an absolute path was obtained.
@@ -331,6 +344,47 @@ pub struct NetDetail {
     pub protocol: Option<u32>,
 }
 
+/// Records of one kernel subject (a cgroup) dropped in the kernel because
+/// the subject went past its quota: its own events are lost first, so it
+/// cannot blind the daemon to everyone else.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FloodDetail {
+    /// Records dropped since the last report, by kind.
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    /// Their sum.
+    pub total: u64,
+    /// The quota: records per subject per second.
+    pub quota_per_sec: u64,
+}
+
+/// A policy reload the daemon applied (or refused): what changed, by
+/// content hash, so an unexpected change of enforcement is on the record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadDetail {
+    pub dir: String,
+    /// SHA-256 over the policy files' names and contents, before and after.
+    pub old_hash: String,
+    pub new_hash: String,
+    /// The set now in force changed (false: refused, the old set stays).
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_removed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_changed: Vec<String>,
+    /// Rules as `policy/rule`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules_added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules_removed: Vec<String>,
+    /// Refused: the first diagnostics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A DNS message read on the wire for a subject under a domain rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -387,6 +441,29 @@ pub struct IoUringDetail {
 }
 
 impl Event {
+    /// An event the daemon raises about itself or about a subject as a
+    /// whole (`flood`, `policy_reload`): no syscall, `pid` is who it is
+    /// about (the daemon's own pid for a reload).
+    pub fn daemon(kind: Kind, pid: u32, comm: &str, cgroup_id: u64, detail: Detail) -> Event {
+        Event {
+            ts_ns: boot_ns(),
+            kind,
+            syscall: String::new(),
+            pid,
+            tid: pid,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            comm: comm.to_owned(),
+            cgroup_id,
+            ret: 0,
+            error: None,
+            kernel_action: None,
+            detail,
+            identity: None,
+        }
+    }
+
     /// Did the syscall succeed?
     pub fn ok(&self) -> bool {
         self.ret >= 0

@@ -216,6 +216,31 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert!(still.contains(&"files"), "last good set dropped: {s}");
+    // The refused change is on the alert feed, with both content hashes.
+    let alerts = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("alerts.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|a: &serde_json::Value| a["event"]["kind"] == "policy_reload")
+            .collect()
+    };
+    wait_for("the refused reload's audit alert", || !alerts().is_empty());
+    let refused = &alerts()[0];
+    assert_eq!(
+        refused["decision"]["rule"], "policy-reload-refused",
+        "{refused}"
+    );
+    let r = &refused["event"]["policy_reload"];
+    assert_eq!(r["applied"], false, "{refused}");
+    assert_eq!(r["files_added"][0], "broken.yaml", "{refused}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("bogus")),
+        "{refused}"
+    );
+    let first_hash = r["old_hash"].as_str().expect("old_hash").to_owned();
+    assert_eq!(first_hash.len(), 64, "{refused}");
+    assert_ne!(r["new_hash"], first_hash.as_str(), "{refused}");
     assert!(
         daemon.try_wait().expect("wait").is_none(),
         "daemon died:\n{}",
@@ -238,6 +263,27 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
             .is_some_and(|p| p.iter().any(|p| p["name"] == "network")),
         "{s}"
     );
+    // The applied change: against the last set in force, with the rules
+    // it brought.
+    wait_for("the reload's audit alert", || alerts().len() >= 2);
+    let applied = &alerts()[1];
+    assert_eq!(applied["decision"]["rule"], "policy-reload", "{applied}");
+    let r = &applied["event"]["policy_reload"];
+    assert_eq!(r["applied"], true, "{applied}");
+    assert_eq!(r["old_hash"], first_hash.as_str(), "{applied}");
+    assert_ne!(r["new_hash"], first_hash.as_str(), "{applied}");
+    assert_eq!(
+        r["files_added"],
+        serde_json::json!(["network.yaml"]),
+        "{applied}"
+    );
+    assert!(
+        r["rules_added"].as_array().is_some_and(|a| !a.is_empty()
+            && a.iter()
+                .all(|n| n.as_str().is_some_and(|n| n.starts_with("network/")))),
+        "{applied}"
+    );
+    assert!(r.get("rules_removed").is_none(), "{applied}");
 
     // SIGTERM stops it cleanly.
     // SAFETY: as above.

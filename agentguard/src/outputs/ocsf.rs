@@ -25,6 +25,8 @@ fn class_of(kind: Kind) -> (u32, &'static str, u32, &'static str) {
         // visible without pretending.
         Kind::IoUringSetup | Kind::CompatSyscall => (0, "Base Event", 0, "Uncategorized"),
         Kind::Dns => (4003, "DNS Activity", 4, "Network Activity"),
+        // The guard's own health and configuration changes.
+        Kind::Flood | Kind::PolicyReload => (0, "Base Event", 0, "Uncategorized"),
     }
 }
 
@@ -41,7 +43,11 @@ fn activity_of(ev: &Event) -> (u32, &'static str) {
         Kind::Connect if !ev.ok() => (4, "Fail"),
         Kind::Connect => (1, "Open"),
         Kind::Send => (6, "Traffic"),
-        Kind::IoUringSetup | Kind::Socket | Kind::CompatSyscall => (99, "Other"),
+        Kind::IoUringSetup
+        | Kind::Socket
+        | Kind::CompatSyscall
+        | Kind::Flood
+        | Kind::PolicyReload => (99, "Other"),
         Kind::Dns => match &ev.detail {
             Detail::Dns(d) if d.direction == "answer" => (2, "Response"),
             _ => (1, "Query"),
@@ -232,7 +238,8 @@ pub fn to_ocsf(alert: &Alert, native: Option<Value>) -> Value {
                 o.insert("answers".into(), Value::Array(answers));
             }
         }
-        Detail::IoUring(_) | Detail::Compat(_) => {}
+        // The native form (under `unmapped`) carries these in full.
+        Detail::IoUring(_) | Detail::Compat(_) | Detail::Flood(_) | Detail::PolicyReload(_) => {}
     }
     let native = native.unwrap_or_else(|| serde_json::to_value(alert).unwrap_or(Value::Null));
     o.insert("unmapped".into(), json!({ "agentguard": native }));

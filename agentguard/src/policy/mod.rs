@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use rego::RegoPolicy;
-pub use reload::Reloader;
+pub use reload::{Check, Reload, Reloader};
 pub use rules::Rule;
 
 use crate::alert::{Action, Decision};

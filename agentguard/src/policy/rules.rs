@@ -517,7 +517,12 @@ impl Rule {
                         .as_deref()
                         .is_some_and(|n| self.spec.when.except.domains.iter().any(|p| p.matches(n)))
             }
-            Detail::Fork(_) | Detail::Exit(_) | Detail::IoUring(_) | Detail::Compat(_) => true,
+            Detail::Fork(_)
+            | Detail::Exit(_)
+            | Detail::IoUring(_)
+            | Detail::Compat(_)
+            | Detail::Flood(_)
+            | Detail::PolicyReload(_) => true,
         }
     }
 

@@ -242,7 +242,9 @@ impl Conditions {
             | Kind::IoUringSetup
             | Kind::Socket
             | Kind::CompatSyscall
-            | Kind::Dns => 0,
+            | Kind::Dns
+            | Kind::Flood
+            | Kind::PolicyReload => 0,
         }
     }
 

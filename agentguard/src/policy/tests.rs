@@ -668,29 +668,82 @@ fn reloader_keeps_last_good_set() {
     let d = Dir::new("reload");
     d.write("p.yaml", &rule("open", ""));
     let mut r = Reloader::new(&d.0, LoadOptions::default()).unwrap();
-    assert!(r.poll().is_none(), "unchanged");
+    assert!(r.poll(&mut |_| Ok(())).is_none(), "unchanged");
     let first = r.current();
+    let first_hash = r.hash().to_owned();
+    assert_eq!(first_hash.len(), 64, "a SHA-256");
     assert_eq!(first.rules().len(), 1);
 
     d.write(
         "p.yaml",
         "rules:\n  - name: r\n    kinds: open\n    typo: 1\n",
     );
-    let errs = r.poll().expect("changed").unwrap_err();
+    let refused = r.poll(&mut |_| Ok(())).expect("changed");
+    let errs = refused.result.unwrap_err();
     assert_eq!(errs[0].line, 4);
+    // The refused attempt is on the record, and nothing changed in force.
+    assert!(!refused.audit.applied);
+    assert_eq!(refused.audit.old_hash, first_hash);
+    assert_ne!(refused.audit.new_hash, first_hash);
+    assert_eq!(refused.audit.files_changed, ["p.yaml"]);
+    assert!(refused
+        .audit
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("typo")));
+    assert_eq!(r.hash(), first_hash);
     assert!(
         std::sync::Arc::ptr_eq(&first, &r.current()),
         "last good set kept"
     );
-    assert!(r.poll().is_none(), "a broken change is reported once");
-    assert!(r.reload().is_err(), "explicit reload still fails");
+    assert!(
+        r.poll(&mut |_| Ok(())).is_none(),
+        "a broken change is reported once"
+    );
+    assert!(r.reload().result.is_err(), "explicit reload still fails");
     assert_eq!(r.current().rules().len(), 1);
 
+    // A set the daemon's own check refuses (strict) stays out of force.
     d.write("q.yaml", &rule("exec", "").replace("name: r", "name: s"));
     d.write("p.yaml", &rule("open", ""));
-    let set = r.poll().expect("changed").unwrap();
+    let vetoed = r
+        .poll(&mut |_| {
+            Err(vec![Diagnostic::new(
+                Path::new("strict"),
+                0,
+                0,
+                "no".into(),
+            )])
+        })
+        .expect("changed");
+    assert!(vetoed.result.is_err() && !vetoed.audit.applied);
+    assert_eq!(r.current().rules().len(), 1);
+    assert_eq!(r.hash(), first_hash);
+
+    let applied = r.reload();
+    let set = applied.result.unwrap();
     assert_eq!(set.rules().len(), 2);
     assert!(std::sync::Arc::ptr_eq(&set, &r.current()));
+    // Compared with the last set in force, not with the refused attempt.
+    let a = applied.audit;
+    assert!(a.applied);
+    assert_eq!(a.old_hash, first_hash);
+    assert_eq!(a.new_hash, r.hash());
+    assert_ne!(a.new_hash, first_hash);
+    assert_eq!(a.files_added, ["q.yaml"]);
+    assert!(
+        a.files_changed.is_empty() && a.files_removed.is_empty(),
+        "{a:?}"
+    );
+    assert_eq!(a.rules_added.len(), 1, "{a:?}");
+    assert!(a.rules_added[0].ends_with("/s"), "{a:?}");
+    assert!(a.rules_removed.is_empty());
+
+    std::fs::remove_file(d.0.join("q.yaml")).unwrap();
+    let a = r.poll(&mut |_| Ok(())).expect("changed").audit;
+    assert_eq!(a.files_removed, ["q.yaml"]);
+    assert_eq!(a.rules_removed.len(), 1);
+    assert_eq!(r.hash(), first_hash, "same content, same hash");
 }
 
 #[test]

@@ -1185,8 +1185,11 @@ mod tests {
         // Each kind is served by at least one probe.
         for k in Kind::ALL {
             // Fork/exit: scheduler tracepoints; dns: the cgroup skb
-            // programs (DNS_PROGRAMS).
-            if matches!(k, Kind::Fork | Kind::Exit | Kind::Dns) {
+            // programs (DNS_PROGRAMS); flood, policy_reload: the daemon.
+            if matches!(
+                k,
+                Kind::Fork | Kind::Exit | Kind::Dns | Kind::Flood | Kind::PolicyReload
+            ) {
                 continue;
             }
             assert!(
