@@ -70,6 +70,14 @@ pub mod config {
     /// (`except.domains`): 0 keeps the cgroup skb programs to one lookup
     /// per packet.
     pub const DNS_RULES: u32 = 13;
+    /// Flood isolation: records one subject (cgroup) may send per
+    /// [`super::flood::WINDOW_SHIFT`] window on one CPU; past it, its own
+    /// records are dropped and counted in `FLOOD` (0: no quota).
+    pub const FLOOD_QUOTA: u32 = 14;
+    /// Flood isolation drops a subject's records past its quota only while
+    /// at least this many bytes wait in the ring buffer (0: always): while
+    /// the daemon keeps up, a busy subject loses nothing.
+    pub const FLOOD_PRESSURE: u32 = 15;
 
     pub const MAX: u32 = 16;
 }
@@ -139,7 +147,37 @@ pub mod counter {
     pub const PREFILTERED: u32 = 14;
     /// DNS queries of subjects under a domain rule dropped at egress.
     pub const DNS_DROPPED: u32 = 15;
-    pub const MAX: u32 = 16;
+    /// Records dropped by flood isolation (all subjects; `FLOOD` has them
+    /// per subject and kind).
+    pub const FLOODED: u32 = 16;
+    pub const MAX: u32 = 17;
+}
+
+/// Flood isolation: each subject (a cgroup: a container, a host session)
+/// has a quota of records per window and CPU, so one that floods loses
+/// its own records, not everyone's. Process lifecycle records (exec, fork,
+/// exit) are never dropped: identity and enforcement state rest on them.
+pub mod flood {
+    /// Window: 2^27 ns (about 134 ms) of the record's own timestamp.
+    pub const WINDOW_SHIFT: u32 = 27;
+    /// Subjects tracked (LRU: the least recent one makes room).
+    pub const SUBJECTS: u32 = 4096;
+    /// `dropped` slots: kind & (KINDS - 1).
+    pub const KINDS: usize = 16;
+}
+
+/// `FLOOD` value, per CPU, keyed by cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FloodState {
+    /// Window number (timestamp >> WINDOW_SHIFT) `count` is for.
+    pub window: u64,
+    /// Records sent in that window.
+    pub count: u32,
+    /// The last process whose record was dropped (names the subject).
+    pub last_pid: u32,
+    /// Records dropped since the subject's entry was made, by kind.
+    pub dropped: [u32; flood::KINDS],
 }
 
 /// The pending-record maps, as offsets from [`counter::PENDING_IN`] and

@@ -31,6 +31,9 @@ unsafe impl aya::Pod for ExecEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NetEvent {}
 
+// SAFETY: repr(C) integers, no padding (8 + 4 + 4 + 64 bytes).
+unsafe impl aya::Pod for crate::filter::FloodState {}
+
 // SAFETY (enforcement map keys and values): `#[repr(C)]` integers and byte
 // arrays with explicit padding fields, every bit pattern valid.
 mod enforce_pod {

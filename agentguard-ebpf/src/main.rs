@@ -21,7 +21,8 @@ use aya_ebpf::{
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{
-        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray,
+        ProgramArray, RingBuf,
     },
     programs::{RawTracePointContext, TracePointContext},
     Global,
@@ -31,8 +32,8 @@ use aya_log_ebpf::debug;
 use agentguard_common::{
     event::*,
     filter::{
-        config, counter, kind_bit, pending, ALL_KINDS, BASENAME_ENTRIES, BASENAME_LEN,
-        BASENAME_PAIR_WORDS, TASK_FILTER_ENTRIES, URGENT_UNIX,
+        config, counter, flood, kind_bit, pending, FloodState, ALL_KINDS, BASENAME_ENTRIES,
+        BASENAME_LEN, BASENAME_PAIR_WORDS, TASK_FILTER_ENTRIES, URGENT_UNIX,
     },
 };
 
@@ -51,6 +52,12 @@ static CONFIG: Array<u32> = Array::with_max_entries(config::MAX, 0);
 /// Per-CPU counters, indexed by agentguard_common::filter::counter.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAX, 0);
+
+/// Flood isolation, per subject (cgroup id) and CPU: see
+/// agentguard_common::filter::flood. Per CPU, so counting needs no atomics.
+#[map]
+static FLOOD: LruPerCpuHashMap<u64, FloodState> =
+    LruPerCpuHashMap::with_max_entries(flood::SUBJECTS, 0);
 
 /// File names rules name wherever they are (`.env`, `.env.*`): exact
 /// names and name prefixes, see `BASENAME_LEN`.
@@ -148,7 +155,11 @@ fn output_prefix<T>(rec: &T, used: usize) {
     let size = core::mem::size_of::<T>();
     let n = if used > size { size } else { used };
     // SAFETY: every record type starts with its Header (repr(C)).
-    let kind = unsafe { (*(rec as *const T).cast::<Header>()).kind };
+    let header = unsafe { &*(rec as *const T).cast::<Header>() };
+    if !admit(header) {
+        return;
+    }
+    let kind = header.kind;
     // SAFETY: n <= size_of::<T>() bytes of a live record.
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const T).cast::<u8>(), n) };
     if EVENTS
@@ -157,6 +168,54 @@ fn output_prefix<T>(rec: &T, used: usize) {
     {
         bump(counter::LOST);
     }
+}
+
+/// May this record leave the kernel? No when its subject has used up its
+/// quota for this window on this CPU and the ring buffer is filling up:
+/// then it is counted against the subject and kind, so a flooding subject
+/// loses its own records first and the ring buffer keeps room for
+/// everyone else. Exec, fork and exit
+/// always pass (identity and enforcement state rest on them).
+#[inline(always)]
+pub(crate) fn admit(h: &Header) -> bool {
+    let quota = enforce::config_value(config::FLOOD_QUOTA);
+    if quota == 0 || matches!(h.kind, kind::EXEC | kind::FORK | kind::EXIT) {
+        return true;
+    }
+    let window = h.ts_ns >> flood::WINDOW_SHIFT;
+    let Some(st) = FLOOD.get_ptr_mut(&h.cgroup_id) else {
+        let fresh = FloodState {
+            window,
+            count: 1,
+            ..FloodState::default()
+        };
+        let _ = FLOOD.insert(&h.cgroup_id, &fresh, 0);
+        return true;
+    };
+    // SAFETY: this CPU's own value; no other program runs on this CPU
+    // meanwhile (tracepoint and LSM programs are not preempted).
+    let st = unsafe { &mut *st };
+    if st.window != window {
+        st.window = window;
+        st.count = 1;
+        return true;
+    }
+    if st.count < quota {
+        st.count += 1;
+        return true;
+    }
+    // Past its quota: dropped only while the reader is falling behind.
+    let pressure = enforce::config_value(config::FLOOD_PRESSURE);
+    if pressure != 0 && EVENTS.query(BPF_RB_AVAIL_DATA) < u64::from(pressure) {
+        return true;
+    }
+    let i = (h.kind as usize) & (flood::KINDS - 1);
+    if let Some(d) = st.dropped.get_mut(i) {
+        *d = d.wrapping_add(1);
+    }
+    st.last_pid = h.tgid;
+    bump(counter::FLOODED);
+    false
 }
 
 #[inline(always)]
@@ -1496,9 +1555,11 @@ fn net_exit(ctx: &impl Sys) {
     let ev = unsafe { &mut *ev };
     ev.header.ret = ret_of(ctx);
     let unix = if ev.family == AF_UNIX { URGENT_UNIX } else { 0 };
-    if EVENTS
-        .output::<NetEvent>(&*ev, out_flags(kind_bit(ev.header.kind) | unix))
-        .is_err()
+    // A record flood isolation drops still frees its entry below.
+    if admit(&ev.header)
+        && EVENTS
+            .output::<NetEvent>(&*ev, out_flags(kind_bit(ev.header.kind) | unix))
+            .is_err()
     {
         bump(counter::LOST);
     }

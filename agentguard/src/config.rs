@@ -245,7 +245,16 @@ pub struct Config {
     /// Refuse to start (and refuse reloads) when a rule asks for an action
     /// this host cannot carry out (e.g. a file `deny` without BPF-LSM).
     pub strict: bool,
+    /// Flood isolation: records per second one subject (a container, a
+    /// host session) may send to userspace on each CPU before its own are
+    /// dropped in the kernel (and alerted as `flood`); 0: no quota.
+    pub flood_quota: u32,
 }
+
+/// `flood_quota` unless configured: well above what a busy agent's rule-
+/// relevant records come to (the prefilter keeps the rest in the kernel),
+/// well below what the daemon takes in a second.
+pub const DEFAULT_FLOOD_QUOTA: u32 = 20_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -265,6 +274,7 @@ impl Default for Config {
             backend: BackendChoice::Auto,
             kernel_maps: KernelMaps::default(),
             strict: false,
+            flood_quota: DEFAULT_FLOOD_QUOTA,
         }
     }
 }
@@ -461,6 +471,9 @@ impl Config {
         if f.strict {
             self.strict = true;
         }
+        if let Some(q) = f.flood_quota {
+            self.flood_quota = q;
+        }
         if let Some(b) = f.backend {
             self.backend = b;
         }
@@ -609,6 +622,10 @@ pub struct RunFlags {
     /// this host cannot carry out (`agentguard status` lists them).
     #[arg(long)]
     pub strict: bool,
+    /// Records per second one subject may send on each CPU before its own
+    /// are dropped in the kernel and a `flood` alert names it (0: off).
+    #[arg(long, value_name = "N")]
+    pub flood_quota: Option<u32>,
 }
 
 #[cfg(test)]

@@ -103,7 +103,20 @@ struct Pipeline {
     dns: crate::identity::dns::DnsNames,
     /// `strict:`: a policy with a rule this host can't carry out is refused.
     strict: bool,
+    /// Flood isolation: what was reported of each flooding subject.
+    floods: std::collections::HashMap<u64, FloodSeen>,
+    flood_quota: u32,
 }
+
+/// One flooding subject's drops as last reported.
+struct FloodSeen {
+    reported: [u64; agentguard_common::filter::flood::KINDS],
+    at: Instant,
+}
+
+/// A flooding subject is alerted at most this often (its drops add up
+/// in between).
+const FLOOD_ALERT_EVERY: Duration = Duration::from_secs(5);
 
 impl Pipeline {
     /// Sends an alert the daemon raises itself (no rule matched an event):
@@ -176,6 +189,59 @@ impl Pipeline {
         );
     }
 
+    /// A `flood` event for a subject whose drops grew since it was last
+    /// reported (at most every [`FLOOD_ALERT_EVERY`]); metrics by kind.
+    fn flood_event(&mut self, f: &crate::sensor::FloodCount, now: Instant) -> Option<Event> {
+        use std::collections::hash_map::Entry;
+        let seen = match self.floods.entry(f.cgroup_id) {
+            Entry::Occupied(e) => {
+                let seen = e.into_mut();
+                if now.duration_since(seen.at) < FLOOD_ALERT_EVERY {
+                    return None;
+                }
+                seen
+            }
+            Entry::Vacant(e) => e.insert(FloodSeen {
+                reported: [0; agentguard_common::filter::flood::KINDS],
+                at: now,
+            }),
+        };
+        let mut detail = crate::event::FloodDetail {
+            quota_per_sec: u64::from(self.flood_quota),
+            ..Default::default()
+        };
+        for (wire, (&n, old)) in f.dropped.iter().zip(seen.reported.iter_mut()).enumerate() {
+            // Below what was reported: the LRU evicted the entry and it
+            // started again.
+            let delta = if n >= *old { n - *old } else { n };
+            *old = n;
+            if delta == 0 {
+                continue;
+            }
+            let kind = Kind::from_wire(wire as u16).map_or("other", Kind::as_str);
+            self.metrics
+                .flooded
+                .with_label_values(&[kind])
+                .inc_by(delta);
+            *detail.dropped.entry(kind.to_owned()).or_default() += delta;
+            detail.total += delta;
+        }
+        if detail.total == 0 {
+            return None;
+        }
+        seen.at = now;
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", f.last_pid))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_default();
+        Some(Event::daemon(
+            Kind::Flood,
+            f.last_pid,
+            &comm,
+            f.cgroup_id,
+            crate::event::Detail::Flood(detail),
+        ))
+    }
+
     fn handle(&mut self, ev: Event) {
         self.events += 1;
         self.metrics.event(ev.kind);
@@ -215,6 +281,36 @@ impl Pipeline {
             }
         }
         self.metrics.evaluation(t.elapsed());
+        if let crate::event::Detail::Flood(f) = &ev.detail {
+            let who = ev
+                .identity
+                .as_ref()
+                .and_then(|i| {
+                    i.agent
+                        .as_ref()
+                        .map(|a| format!("agent {}", a.name))
+                        .or_else(|| {
+                            i.container.as_ref().map(|c| {
+                                let name = c.info.as_ref().map_or(&*c.id, |x| x.name.as_str());
+                                format!("container {name}")
+                            })
+                        })
+                })
+                .unwrap_or_else(|| format!("cgroup {}", ev.cgroup_id));
+            self.decisions.push(Decision {
+                policy: "agentguard".into(),
+                rule: "flood".into(),
+                action: crate::alert::Action::Alert,
+                kill_scope: Default::default(),
+                taint: false,
+                severity: crate::alert::Severity::High,
+                message: format!(
+                    "{who} ({} pid {}) went past its quota of {} records/s: {} of its records dropped in the kernel, its own only (in-kernel enforcement is unaffected; rules decided in userspace did not see them)",
+                    ev.comm, ev.pid, f.quota_per_sec, f.total
+                ),
+                mode: crate::alert::Mode::Enforce,
+            });
+        }
         // A kernel map that overflowed is an alert, once per map.
         if let crate::event::Detail::Fork(f) = &ev.detail {
             if let Some(map) = &f.map_full {
@@ -439,6 +535,9 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         lsm: backend == Backend::Lsm,
         dns: false,
     };
+    if let Err(e) = sensor.set_flood_quota(cfg.flood_quota) {
+        tracing::warn!("flood isolation unavailable (a flooding process can fill the ring buffer for everyone): {e:#}");
+    }
     match features::cgroup2_mount() {
         Some(root) => match sensor.attach_sock_addr(&root, pin_dir) {
             Ok(now) => {
@@ -521,6 +620,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         map_full_alerted: Default::default(),
         dns: Default::default(),
         strict: cfg.strict,
+        floods: Default::default(),
+        flood_quota: cfg.flood_quota,
     };
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its
@@ -556,6 +657,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     loop {
         let holding = stage.is_holding();
         let mut reload = false;
+        let mut floods = Vec::new();
         let mut on_event = |ev: Event| stage.push(ev, Instant::now(), &mut |e| pipe.handle(e));
         tokio::select! {
             _ = sigint.recv() => break,
@@ -567,6 +669,9 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 metrics.set_events_lost(sensor.lost_events());
                 metrics.prefiltered.set(sensor.prefiltered() as i64);
                 metrics.dns_dropped.set(sensor.dns_dropped() as i64);
+                if pipe.flood_quota != 0 {
+                    floods = sensor.floods();
+                }
                 for (map, n) in sensor.map_full() {
                     metrics.map_full.with_label_values(&[map]).set(n as i64);
                     if n > 0 && map_full_said.insert(map) {
@@ -588,6 +693,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                     s.counters.insert("events_lost".into(), sensor.lost_events());
                     s.counters.insert("events_prefiltered".into(), sensor.prefiltered());
                     s.counters.insert("dns_dropped".into(), sensor.dns_dropped());
+                    s.counters.insert("events_flooded".into(), sensor.flooded());
                     s.counters.insert("docker_connected".into(),
                         u64::from(docker_status.connected.load(std::sync::atomic::Ordering::Relaxed)));
                     s.touch();
@@ -613,6 +719,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             );
             let r = reloader.reload_checked(&mut strict_check(&pipe));
             apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
+        }
+        let now = Instant::now();
+        for f in &floods {
+            if let Some(ev) = pipe.flood_event(f, now) {
+                stage.push(ev, now, &mut |e| pipe.handle(e));
+            }
         }
         stage.drain(Instant::now(), &mut |e| pipe.handle(e));
         for pid in std::mem::take(&mut pipe.widen) {

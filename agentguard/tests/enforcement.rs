@@ -1636,3 +1636,101 @@ fn dockers_embedded_dns_on_a_user_defined_network_is_judged_too() {
     drop(guards);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Flood isolation: two agent containers unlink in tight loops (a record
+/// each, for the removal rule to look at) while a third agent container
+/// reads a key once. Once the daemon falls behind, the flooders lose their
+/// own records past their quota, in the kernel: the ring buffer never
+/// overflows, the reader's read is alerted, and the flood is alerted
+/// naming each flooding agent.
+#[test]
+fn a_flooding_agent_loses_its_own_events_not_everyone_elses() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-flood-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    std::fs::write(
+        dir.join("pol/fl.yaml"),
+        "name: fl\nrules:\n  - name: key-read\n    kinds: [open]\n    match: { agent: any }\n    when: { path: [\"/keys/**\"] }\n    action: alert\n    severity: high\n    message: \"{comm} read {path}\"\n  - name: data-rm\n    kinds: [unlink]\n    match: { agent: any }\n    when: { path: [\"/data/**\"] }\n    action: alert\n    severity: high\n    message: \"{comm} removed {path}\"\n",
+    )
+    .expect("write policy");
+    let quota = std::env::var("AGENTGUARD_TEST_FLOOD_QUOTA").ok();
+    let config = quota.map(|q| format!("flood_quota: {q}\n"));
+    let d = Daemon::start_with(&dir.join("pol"), "flood", config.as_deref());
+    let lost_before = d.counters()["events_lost"].as_u64().unwrap_or(0);
+    let evade = common::evade::evade_bin();
+    let mount = format!("{}:/bin/evade:ro", evade.display());
+    let mut guards = Vec::new();
+    for n in ["flooder1", "flooder2"] {
+        let name = format!("agtest-{n}-{}", std::process::id());
+        guards.push(common::ContainerGuard(name.clone()));
+        common::docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &format!("agentguard.io/agent={n}"),
+            "-v",
+            &mount,
+            common::TEST_IMAGE,
+            "sh",
+            "-c",
+            "sleep 1; evade unlink-flood /tmp/nothing 8",
+        ]);
+    }
+    // The floods are on before the reader reads.
+    std::thread::sleep(Duration::from_secs(3));
+    let reader = format!("agtest-reader-{}", std::process::id());
+    let _rg = common::ContainerGuard(reader.clone());
+    let out = docker_run(&[
+        "--name",
+        &reader,
+        "--label",
+        "agentguard.io/agent=reader",
+        "-v",
+        &mount,
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /keys; echo k > /keys/id_rsa; evade open /keys/id_rsa",
+    ]);
+    assert!(out.contains("ok bytes="), "{out}");
+    d.wait_alert("key-read", |a| {
+        a["event"]["identity"]["agent"]["name"] == "reader"
+            && a["event"]["file"]["path"] == "/keys/id_rsa"
+    });
+    // The flooders' records never filled the ring buffer for the others.
+    let lost = d.counters()["events_lost"].as_u64().unwrap_or(0) - lost_before;
+    assert_eq!(lost, 0, "records lost in the ring buffer during the flood");
+    // What the flood alerts say: the subject, the kind, how many.
+    for n in ["flooder1", "flooder2"] {
+        let flood = d.wait_alert("flood", |a| a["event"]["identity"]["agent"]["name"] == n);
+        let f = &flood["event"]["flood"];
+        assert_eq!(flood["event"]["kind"], "flood", "{flood}");
+        assert!(f["total"].as_u64().is_some_and(|n| n > 0), "{flood}");
+        assert!(
+            f["dropped"]["unlink"].as_u64().is_some_and(|n| n > 0),
+            "{flood}"
+        );
+        assert!(
+            flood["decision"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("agent {n}"))),
+            "{flood}"
+        );
+    }
+    let flooded = wait_counter_at_least(&d, "events_flooded", 1);
+    let events = d.counters()["events"].as_u64().unwrap_or(0);
+    eprintln!("flood: {events} events taken, {flooded} records of the flooders dropped in the kernel, none lost");
+    // The reader was never taken for a flooder.
+    assert!(
+        !d.alerts().iter().any(|a| a["decision"]["rule"] == "flood"
+            && a["event"]["identity"]["agent"]["name"] == "reader"),
+        "{:?}",
+        d.alerts()
+    );
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

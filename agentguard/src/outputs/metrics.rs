@@ -93,6 +93,9 @@ pub struct Metrics {
     /// agentguard_dns_queries_dropped_total: DNS queries of subjects under
     /// a domain rule the kernel dropped (name outside the list).
     pub dns_dropped: IntGauge,
+    /// agentguard_events_flooded_total{kind}: records flood isolation
+    /// dropped in the kernel (a subject past its quota; alerts name it).
+    pub flooded: IntCounterVec,
     lost: Arc<AtomicU64>,
     sinks: SinkList,
 }
@@ -168,6 +171,14 @@ impl Metrics {
             "DNS queries of subjects under a domain rule the kernel dropped (name outside the list).",
         )?;
         registry.register(Box::new(dns_dropped.clone()))?;
+        let flooded = IntCounterVec::new(
+            Opts::new(
+                "agentguard_events_flooded_total",
+                "Records dropped in the kernel because their subject went past its flood quota, by kind.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(flooded.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new("agentguard_build_info", "Always 1; the version as a label."),
             &["version"],
@@ -210,6 +221,7 @@ impl Metrics {
             map_full,
             prefiltered,
             dns_dropped,
+            flooded,
             lost,
             sinks,
         })

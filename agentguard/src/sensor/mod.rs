@@ -208,6 +208,26 @@ pub const LSM_PROGRAMS: &[(&str, &str, bool)] = &[
     ("agentguard_bpf", "bpf", false),
 ];
 
+/// One subject's records dropped by flood isolation ([`Sensor::floods`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FloodCount {
+    pub cgroup_id: u64,
+    pub last_pid: u32,
+    /// By kind wire number (`agentguard_common::kind`).
+    pub dropped: [u64; agentguard_common::filter::flood::KINDS],
+}
+
+/// Per-window, per-CPU record quota for `per_sec` records per second
+/// (rounded up; at least 1 unless off).
+pub fn flood_window_quota(per_sec: u32) -> u32 {
+    use agentguard_common::filter::flood::WINDOW_SHIFT;
+    if per_sec == 0 {
+        return 0;
+    }
+    let w = (u64::from(per_sec) << WINDOW_SHIFT).div_ceil(1_000_000_000);
+    w.clamp(1, u64::from(u32::MAX)) as u32
+}
+
 /// What to stream.
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
@@ -439,6 +459,8 @@ pub struct Sensor {
     decode_errors: u64,
     drain_interval: std::time::Duration,
     pending_lost: [u64; 4],
+    /// The ring buffer's size.
+    ring_bytes: u32,
 }
 
 impl Sensor {
@@ -674,6 +696,7 @@ impl Sensor {
             decode_errors: 0,
             drain_interval: opts.drain_interval,
             pending_lost: [0; 4],
+            ring_bytes: opts.ring_buffer_bytes,
         })
     }
 
@@ -797,6 +820,54 @@ impl Sensor {
     /// Records of guarded tasks the prefilter kept in the kernel.
     pub fn prefiltered(&mut self) -> u64 {
         self.counter(counter::PREFILTERED)
+    }
+
+    /// Sets flood isolation's quota: `per_sec` records per second per
+    /// subject and CPU (0: off). The kernel counts per window of
+    /// 2^WINDOW_SHIFT ns.
+    pub fn set_flood_quota(&mut self, per_sec: u32) -> Result<()> {
+        // Past the quota, records are dropped only once an eighth of the
+        // ring buffer waits: the daemon is falling behind.
+        self.set_config(config::FLOOD_PRESSURE, self.ring_bytes / 8)?;
+        self.set_config(config::FLOOD_QUOTA, flood_window_quota(per_sec))
+    }
+
+    /// Records flood isolation dropped, all subjects.
+    pub fn flooded(&mut self) -> u64 {
+        self.counter(counter::FLOODED)
+    }
+
+    /// Every subject whose records flood isolation dropped: its cgroup id,
+    /// the last process dropped, and the drops by kind wire number, summed
+    /// over CPUs since the subject's entry was made (an evicted entry
+    /// starts again from 0).
+    pub fn floods(&mut self) -> Vec<FloodCount> {
+        use agentguard_common::filter::FloodState;
+        let Some(m) = self.ebpf.map("FLOOD") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::PerCpuHashMap::<_, u64, FloodState>::try_from(m) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (cgroup_id, per_cpu) in map.iter().flatten() {
+            let mut c = FloodCount {
+                cgroup_id,
+                ..Default::default()
+            };
+            for st in per_cpu.iter() {
+                for (d, n) in c.dropped.iter_mut().zip(st.dropped) {
+                    *d += u64::from(n);
+                }
+                if st.last_pid != 0 {
+                    c.last_pid = st.last_pid;
+                }
+            }
+            if c.dropped.iter().any(|&n| n > 0) {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// DNS queries the egress program dropped (domain rules).

@@ -450,6 +450,47 @@ static int cmd_open(char **av)
 	return read_and_report(fd);
 }
 
+/*
+ * Floods the daemon: opens (and closes), or unlinks, PATH as fast as it can
+ * for SECONDS. Prints ok calls=N failed=F.
+ */
+static int flood(const char *path, const char *secs_arg, int unlink_it)
+{
+	long secs = parse_long(secs_arg, "seconds");
+	struct timespec t0, t;
+	long calls = 0, failed = 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		for (int i = 0; i < 256; i++) {
+			if (unlink_it) {
+				if (unlinkat(AT_FDCWD, path, 0) < 0)
+					failed++;
+			} else {
+				int fd = openat(AT_FDCWD, path, O_RDONLY);
+				if (fd < 0)
+					failed++;
+				else
+					close(fd);
+			}
+			calls++;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec >= secs)
+			break;
+	}
+	return report_ok("calls=%ld failed=%ld", calls, failed);
+}
+
+static int cmd_open_flood(char **av)
+{
+	return flood(av[0], av[1], 0);
+}
+
+static int cmd_unlink_flood(char **av)
+{
+	return flood(av[0], av[1], 1);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Sockets that bypass TCP/UDP connect-level policy (created, never used)   */
 /* ------------------------------------------------------------------------ */
@@ -1162,6 +1203,8 @@ static const struct command commands[] = {
 	{ "uring-connect", 2, 2, cmd_uring_connect, "IPV4 PORT" },
 	{ "openat2", 1, 1, cmd_openat2, "PATH" },
 	{ "open", 1, 1, cmd_open, "PATH" },
+	{ "open-flood", 2, 2, cmd_open_flood, "PATH SECONDS" },
+	{ "unlink-flood", 2, 2, cmd_unlink_flood, "PATH SECONDS" },
 	{ "raw-socket", 0, 0, cmd_raw_socket, "" },
 	{ "raw6-socket", 0, 0, cmd_raw6_socket, "" },
 	{ "packet-socket", 0, 0, cmd_packet_socket, "" },
