@@ -41,6 +41,43 @@ static QUARANTINE: LruHashMap<u32, u32> = LruHashMap::with_max_entries(QUARANTIN
 /// Agent processes found by ancestry (the agent itself, e.g. `claude`):
 /// a kill of one of its direct children does not quarantine it — the
 /// agent goes on, the tool call it started is what is contained.
+/// `[0]`: CLOCK_BOOTTIME ns when the daemon last said it was alive (a
+/// thread of its own writes it every second). Pinned with the maps it
+/// vouches for.
+#[map]
+pub static ALIVE: HashMap<u32, u64> = HashMap::pinned(1, 0);
+
+/// The daemon counts as gone once its heartbeat is this old.
+const GONE_AFTER_NS: u64 = 10_000_000_000;
+
+/// Is a tgid-keyed entry (ENFORCE_TASKS, TAINTS) found for the current
+/// process another process's, left behind under a reused pid? While the
+/// daemon runs, its exit probe forgets every entry at the process's exit.
+/// Once it is gone, nothing adds tgid entries (its fork probe is gone
+/// too), so a process that started after its last heartbeat owns none.
+/// Asked only where an entry was found, by the programs that outlive the
+/// daemon (sock_addr).
+#[inline(always)]
+fn stale_task_entry() -> bool {
+    // The key on the stack: a literal `&0` becomes a .rodata constant
+    // that LLVM may share with a zero-initialised global the loader then
+    // patches (it did: the lookup used the daemon's pid as key).
+    let mut key = 0u32;
+    // SAFETY: a write to a local.
+    unsafe { core::ptr::write_volatile(&mut key, 0) };
+    // SAFETY: value copied out at once.
+    let alive = unsafe { ALIVE.get(&key) }.copied().unwrap_or(0);
+    if alive == 0 {
+        return false;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
+    if now.saturating_sub(alive) < GONE_AFTER_NS {
+        return false;
+    }
+    crate::kernel::current_start_boottime().is_some_and(|start| start > alive)
+}
+
 #[map]
 static AGENT_ROOTS: HashMap<u32, u32> = HashMap::with_max_entries(SUBJECT_ENTRIES, 0);
 /// [0]: non-zero once anything was quarantined (by the kernel or by the
@@ -93,6 +130,10 @@ pub fn subject_rules_split(tgid: u32) -> (u32, u32) {
 #[inline(always)]
 fn subject_rules_always(tgid: u32) -> u32 {
     let (t, c) = subject_split_always(tgid);
+    // The daemon may be gone: the task entry may be a dead process's.
+    if t != 0 && stale_task_entry() {
+        return c;
+    }
     t | c
 }
 
@@ -435,7 +476,7 @@ pub fn taint(rule: u32) {
 #[inline(always)]
 pub fn tainted(tgid: u32) -> bool {
     // SAFETY: presence tests only.
-    unsafe { TAINTS.get(&u64::from(tgid)) }.is_some() || {
+    (unsafe { TAINTS.get(&u64::from(tgid)) }.is_some() && !stale_task_entry()) || {
         // SAFETY: helper without preconditions.
         let cg = unsafe { bpf_get_current_cgroup_id() };
         // SAFETY: as above.

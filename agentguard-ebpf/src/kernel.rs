@@ -23,6 +23,8 @@ offsets!(
     OFF_TASK_REAL_PARENT,
     OFF_TASK_TGID,
     OFF_TASK_EXIT_CODE,
+    OFF_TASK_GROUP_LEADER,
+    OFF_TASK_START_BOOTTIME,
     OFF_TASK_FS,
     OFF_TASK_FILES,
     OFF_FS_ROOT,
@@ -103,6 +105,14 @@ pub fn current_task() -> u64 {
     // SAFETY: the helper has no preconditions; the result is only used as an
     // address for bpf_probe_read_kernel.
     unsafe { bpf_get_current_task() }
+}
+
+/// When the current process started (its group leader's
+/// `start_boottime`, CLOCK_BOOTTIME ns); None when unreadable.
+#[inline(always)]
+pub fn current_start_boottime() -> Option<u64> {
+    let leader = read_u64(current_task() + OFF_TASK_GROUP_LEADER.load()).ok()?;
+    read_u64(leader + OFF_TASK_START_BOOTTIME.load()).ok()
 }
 
 /// tgid of the current task's real parent, 0 when unreadable.

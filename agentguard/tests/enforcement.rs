@@ -1734,3 +1734,104 @@ fn a_flooding_agent_loses_its_own_events_not_everyone_elses() {
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Spawns `bash -c script` as pid `pid` (through ns_last_pid; other
+/// processes may take the pid first, so it retries); None if it never got
+/// the pid. Returns bash's stderr.
+fn run_as_pid(pid: u32, script: &str) -> Option<String> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1))
+            .expect("write ns_last_pid");
+        let child = Command::new("bash")
+            .args(["-c", script])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bash");
+        let got = child.id();
+        let out = child.wait_with_output().expect("bash output");
+        if got == pid {
+            return Some(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    None
+}
+
+/// A tainted host agent dies while no daemon runs: the pinned connect hook
+/// keeps the taint of its pid, but a new process that gets the same pid
+/// does not inherit it (it started after the daemon's last heartbeat), and
+/// a restarted daemon drops the dead process's entry on adoption.
+#[test]
+fn a_reused_pid_does_not_inherit_a_dead_processs_taint() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-reuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("secret")).expect("mkdir");
+    std::fs::write(dir.join("secret/key"), "k\n").expect("key");
+    std::fs::write(
+        dir.join("pol/t.yaml"),
+        format!(
+            "name: t\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: alert\n    taint: true\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "reuse");
+    let tcp = "echo > /dev/tcp/127.0.0.1/9";
+    let claude = dir.join("claude");
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/bash\nsleep 1; cat {}/secret/key >/dev/null; {tcp}; echo tainted; exec sleep 60\n",
+            dir.display()
+        ),
+    )
+    .expect("write agent");
+    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let mut agent = Command::new(&claude)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run agent");
+    let pid = agent.id();
+    d.wait_alert("secret-read", |a| a["event"]["kind"] == "open");
+    let tainted_pid = |d: &Daemon| {
+        d.status()["tainted"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t.to_string().contains(&format!("{pid}"))))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tainted_pid(&d) {
+        assert!(Instant::now() < deadline, "{}", d.status());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // No daemon; the process dies; its pid comes back to someone else.
+    d.kill9();
+    let _ = agent.kill();
+    let err = agent.wait_with_output().expect("agent");
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("Operation not permitted"),
+        "the agent was not tainted: {}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    // The pinned hook counts the daemon gone 10 s after its last heartbeat.
+    std::thread::sleep(Duration::from_secs(11));
+    let e = run_as_pid(pid, tcp).expect("pid reused");
+    assert!(
+        e.contains("Connection refused"),
+        "pid {pid} reused while no daemon ran inherited the dead agent's taint: {e}"
+    );
+    // A restarted daemon adopts the maps and drops the dead agent's entry:
+    // with it running (heartbeat fresh), the new pid-holder still connects.
+    let d = Daemon::start(&dir.join("pol"), "reuse2");
+    assert!(d.log().contains("gone (or pids reused)"), "{}", d.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!tainted_pid(&d), "{}", d.status());
+    let e = run_as_pid(pid, tcp).expect("pid reused");
+    assert!(e.contains("Connection refused"), "after adoption: {e}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,7 +20,7 @@ use agentguard_common::enforce::{
     net_flags, op, rule_action, DnsAllow, DnsAllowKey, DnsKey, DnsSock, InodeKey, InodeRules,
     NetKey, NetVerdict, PathKey, PathVerdict, PortRange as KPorts, RuleSlot, DNS_KEY_RULE_BITS,
     DNS_NAME_LEN, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS,
-    PATH_KEY_CGROUP_BITS,
+    PATH_KEY_CGROUP_BITS, TAINT_CGROUP,
 };
 use agentguard_common::filter::config;
 
@@ -395,7 +395,11 @@ pub struct KernelEnforcer {
 impl KernelEnforcer {
     /// Takes the enforcement maps from the sensor.
     pub fn new(sensor: &mut Sensor, backend: Backend) -> Result<KernelEnforcer> {
-        Ok(KernelEnforcer {
+        let mut alive: BpfHashMap<MapData, u32, u64> =
+            BpfHashMap::try_from(sensor.take_map("ALIVE")?)?;
+        // The previous daemon's last heartbeat (0: none, fresh maps).
+        let last_alive = alive.get(&0, 0).unwrap_or(0);
+        let mut k = KernelEnforcer {
             backend,
             tasks: BpfHashMap::try_from(sensor.take_map("ENFORCE_TASKS")?)?,
             cgroups: BpfHashMap::try_from(sensor.take_map("ENFORCE_CGROUPS")?)?,
@@ -420,7 +424,62 @@ impl KernelEnforcer {
             next_entry: 1,
             notes: Vec::new(),
             plan: Plan::default(),
-        })
+        };
+        let pruned = k.prune_reused_pids(last_alive, sensor.started_ns());
+        if pruned > 0 {
+            tracing::info!(
+                "adopted pinned maps: dropped {pruned} per-process entr(y/ies) of processes gone (or pids reused) since the last daemon"
+            );
+        }
+        // The sock_addr programs outlive us and tell a dead process's
+        // entry from a live one by this heartbeat: a thread of its own, so
+        // a busy event loop never looks like a dead daemon.
+        let _ = alive.insert(0, crate::event::boot_ns(), 0);
+        std::thread::Builder::new()
+            .name("agentguard-alive".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if let Err(e) = alive.insert(0, crate::event::boot_ns(), 0) {
+                    tracing::warn!("ALIVE heartbeat: {e}");
+                }
+            })
+            .context("starting the heartbeat thread")?;
+        Ok(k)
+    }
+
+    /// Drops the pinned per-process entries (`ENFORCE_TASKS`, `TAINTS` by
+    /// tgid) whose process is gone, or whose pid now belongs to a process
+    /// that started after the daemon that owned them last said it was
+    /// alive: with no daemon, nothing forgets an entry at its process's
+    /// exit, and a reused pid must not inherit another's rules. Returns
+    /// how many went.
+    /// Processes started since `now_from_ns` (our own probes are on) keep
+    /// theirs.
+    pub fn prune_reused_pids(&mut self, last_alive_ns: u64, now_from_ns: u64) -> usize {
+        use crate::identity::procfs::start_boottime_ns;
+        let stale = |pid: u32| match start_boottime_ns(pid) {
+            None => true,
+            Some(start) => last_alive_ns != 0 && start > last_alive_ns && start < now_from_ns,
+        };
+        let tasks: Vec<u32> = self
+            .tasks
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|&pid| stale(pid))
+            .collect();
+        for pid in &tasks {
+            let _ = self.tasks.remove(pid);
+        }
+        let taints: Vec<u64> = self
+            .taints
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|&k| k & TAINT_CGROUP == 0 && stale(k as u32))
+            .collect();
+        for k in &taints {
+            let _ = self.taints.remove(k);
+        }
+        tasks.len() + taints.len()
     }
 
     pub fn backend(&self) -> Backend {

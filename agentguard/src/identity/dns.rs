@@ -28,7 +28,8 @@ impl DnsNames {
                     return;
                 };
                 let ttl = u64::from(ttl.clamp(DNS_TTL_FLOOR_S, DNS_TTL_CEILING_S));
-                let until = ev.ts_ns + ttl * 1_000_000_000;
+                // The record's clock is not trusted to be far from the end.
+                let until = ev.ts_ns.saturating_add(ttl * 1_000_000_000);
                 if self.names.len() >= MAX_ENTRIES {
                     let now = ev.ts_ns;
                     self.names.retain(|_, (_, t)| *t > now);
@@ -117,5 +118,42 @@ mod tests {
         let mut late = connect(1_000 + u64::from(DNS_TTL_FLOOR_S) * 1_000_000_000 + 1, 7);
         names.observe(&mut late);
         assert_eq!(domain(&late), None);
+    }
+
+    #[test]
+    fn an_answer_at_the_end_of_the_clock_does_not_overflow() {
+        // Found by fuzzing (fuzz/fuzz_targets/dns.rs): `ts + ttl` overflowed.
+        let mut names = DnsNames::default();
+        let mut answer = event(
+            Kind::Dns,
+            u64::MAX - 2,
+            Detail::Dns(DnsDetail {
+                direction: "answer".into(),
+                name: Some("api.example.com".into()),
+                addrs: vec!["10.1.2.3".into()],
+                ttl: Some(60),
+                subject: 7,
+                ..Default::default()
+            }),
+        );
+        names.observe(&mut answer);
+        let mut connect = event(
+            Kind::Connect,
+            u64::MAX - 1,
+            Detail::Net(NetDetail {
+                family: "inet".into(),
+                addr: Some("10.1.2.3".into()),
+                port: Some(443),
+                fd: 3,
+                dns_subject: 7,
+                dns_rules: 1,
+                ..Default::default()
+            }),
+        );
+        names.observe(&mut connect);
+        let Detail::Net(n) = &connect.detail else {
+            panic!("not a connect")
+        };
+        assert_eq!(n.domain.as_deref(), Some("api.example.com"));
     }
 }

@@ -27,6 +27,28 @@ pub fn parse_stat(stat: &str) -> Option<(u32, String, u32)> {
     Some((pid, comm, ppid))
 }
 
+/// Field 22 of /proc/PID/stat (`starttime`, clock ticks after boot).
+pub fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let close = stat.rfind(')')?;
+    // After the comm: state is field 3, so starttime is the 20th.
+    stat.get(close + 1..)?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// When process `pid` started, CLOCK_BOOTTIME ns (tick precision); None
+/// when it is gone.
+pub fn start_boottime_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_start_ticks(&stat)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(ticks.saturating_mul(1_000_000_000 / hz))
+}
+
 /// Reads one process; None when it is gone or unreadable.
 pub fn read(pid: u32) -> Option<ProcInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -75,6 +97,16 @@ pub fn all() -> Vec<ProcInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_is_field_22_even_after_an_odd_comm() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        assert_eq!(parse_start_ticks(stat), Some(987654));
+        assert_eq!(parse_start_ticks("42 (x) S 1"), None);
+        // Our own process started after boot and before now.
+        let own = start_boottime_ns(std::process::id()).expect("own start");
+        assert!(own > 0 && own <= crate::event::boot_ns(), "{own}");
+    }
 
     #[test]
     fn stat_with_odd_comm() {

@@ -162,6 +162,8 @@ const OFFSETS: &[(&str, &str, &str)] = &[
     ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
     ("OFF_TASK_TGID", "task_struct", "tgid"),
     ("OFF_TASK_EXIT_CODE", "task_struct", "exit_code"),
+    ("OFF_TASK_GROUP_LEADER", "task_struct", "group_leader"),
+    ("OFF_TASK_START_BOOTTIME", "task_struct", "start_boottime"),
     ("OFF_TASK_FS", "task_struct", "fs"),
     ("OFF_TASK_FILES", "task_struct", "files"),
     ("OFF_FS_ROOT", "fs_struct", "root"),
@@ -461,6 +463,8 @@ pub struct Sensor {
     pending_lost: [u64; 4],
     /// The ring buffer's size.
     ring_bytes: u32,
+    /// CLOCK_BOOTTIME ns just before the probes were attached.
+    started_ns: u64,
 }
 
 impl Sensor {
@@ -474,6 +478,7 @@ impl Sensor {
         if EBPF_OBJECT.is_empty() {
             bail!("this agentguard binary was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it (cargo xtask build)");
         }
+        let started_ns = crate::event::boot_ns();
         let tracefs = features::ensure_tracefs().map_err(|e| anyhow!("tracefs: {e}"))?;
         if let Err(e) = features::ensure_bpffs() {
             tracing::warn!("bpffs unavailable ({e}); pinning will not work");
@@ -697,6 +702,7 @@ impl Sensor {
             drain_interval: opts.drain_interval,
             pending_lost: [0; 4],
             ring_bytes: opts.ring_buffer_bytes,
+            started_ns,
         })
     }
 
@@ -830,6 +836,11 @@ impl Sensor {
         // ring buffer waits: the daemon is falling behind.
         self.set_config(config::FLOOD_PRESSURE, self.ring_bytes / 8)?;
         self.set_config(config::FLOOD_QUOTA, flood_window_quota(per_sec))
+    }
+
+    /// CLOCK_BOOTTIME ns just before the probes were attached.
+    pub fn started_ns(&self) -> u64 {
+        self.started_ns
     }
 
     /// Records flood isolation dropped, all subjects.
