@@ -32,6 +32,9 @@ pub mod verdict {
     pub const LSM: u32 = 1 << 10;
     /// An alert-only rule matched in the kernel (nothing was refused).
     pub const MATCHED: u32 = 1 << 11;
+    /// A kill rule matched but `bpf_send_signal` failed (the task was
+    /// exiting, say): userspace must kill it.
+    pub const KILL_FAILED: u32 = 1 << 12;
     pub const RULE_MASK: u32 = 0xff;
 }
 

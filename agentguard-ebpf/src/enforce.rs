@@ -162,9 +162,15 @@ pub fn rule_slot(r: u32) -> Option<RuleSlot> {
 pub fn kill(rule: u32) -> u32 {
     // SAFETY: helper without memory arguments; it signals the current
     // process (the one making the offending syscall).
-    unsafe { bpf_send_signal(SIGKILL) };
+    let sent = unsafe { bpf_send_signal(SIGKILL) } == 0;
     quarantine(rule);
-    verdict::KILLED | ((rule + 1) & verdict::RULE_MASK)
+    // A failed send is said as such: userspace kills it then.
+    let how = if sent {
+        verdict::KILLED
+    } else {
+        verdict::KILL_FAILED
+    };
+    how | ((rule + 1) & verdict::RULE_MASK)
 }
 
 #[inline(always)]

@@ -216,8 +216,13 @@ fn act(rule: u32) -> (u32, i32) {
         rule_action::KILL => {
             // SAFETY: helper without memory arguments; it signals the
             // current process (the one making the refused request).
-            unsafe { bpf_send_signal(SIGKILL) };
-            (base | verdict::DENIED | verdict::KILLED, -EPERM)
+            let sent = unsafe { bpf_send_signal(SIGKILL) } == 0;
+            let how = if sent {
+                verdict::KILLED
+            } else {
+                verdict::KILL_FAILED
+            };
+            (base | verdict::DENIED | how, -EPERM)
         }
         rule_action::DENY => (base | verdict::DENIED, -EPERM),
         rule_action::ALERT => (base | verdict::MATCHED, 0),

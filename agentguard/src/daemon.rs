@@ -530,7 +530,9 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         tracing::warn!("{n}");
     }
     let mut caps = Capabilities {
-        kernel_kill: true,
+        // Probed, not assumed (the loaded programs call it; a kernel that
+        // refused it would have refused them too, but say what we know).
+        kernel_kill: matches!(features::probe_send_signal(), features::Status::Supported),
         network_deny: false,
         lsm: backend == Backend::Lsm,
         dns: false,
@@ -630,6 +632,22 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     unsafe { libc::malloc_trim(0) };
     if let Ok(mut s) = status.write() {
         s.probes = sensor.attached().to_vec();
+        let mut caps = serde_json::to_value(pipe.enforcer.caps).unwrap_or_default();
+        if let Some(o) = caps.as_object_mut() {
+            o.insert(
+                "backend".into(),
+                serde_json::json!(pipe.enforcer.kernel.as_ref().map(|k| format!(
+                    "{:?}",
+                    k.backend()
+                )
+                .to_lowercase())),
+            );
+            o.insert(
+                "syscall_hooks".into(),
+                serde_json::json!(sensor.syscall_hooks().as_str()),
+            );
+        }
+        s.capabilities = Some(caps);
         s.policies = policy_status(&pipe.policy);
         s.touch();
     }

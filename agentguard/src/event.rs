@@ -45,6 +45,10 @@ pub struct Event {
 pub struct KernelAction {
     /// SIGKILL sent to the process.
     pub killed: bool,
+    /// A kill rule matched but the kernel could not send SIGKILL
+    /// (`bpf_send_signal` failed): userspace kills it instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill_failed: bool,
     /// The operation was refused (-EPERM) before it took effect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub denied: bool,

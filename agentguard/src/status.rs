@@ -75,6 +75,9 @@ pub struct Status {
     /// Subjects a taint rule took the network from, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tainted: Vec<crate::enforcement::TaintInfo>,
+    /// What this host lets the daemon do, as probed and attached at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<serde_json::Value>,
     /// Rules whose action this host cannot carry out ("policy/rule: why").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub degraded_rules: Vec<String>,

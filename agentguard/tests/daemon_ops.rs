@@ -144,6 +144,27 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
 
     let s = status(&sock);
     assert_eq!(s["pid"], daemon.id());
+    // The capabilities status reports are the probed ones (`check`), not
+    // assumed.
+    let check: serde_json::Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .args(["check", "--json"])
+            .output()
+            .expect("check")
+            .stdout,
+    )
+    .expect("check JSON");
+    let probe = |name: &str| {
+        check["probes"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == name))
+            .map(|p| p["status"] == "supported")
+    };
+    let caps = &s["capabilities"];
+    assert_eq!(caps["kernel_kill"].as_bool(), probe("send_signal"), "{s}");
+    assert_eq!(caps["lsm"].as_bool(), probe("bpf_lsm"), "{caps} vs {check}");
+    assert_eq!(caps["network_deny"], true, "{s}");
+    assert!(caps["syscall_hooks"].is_string(), "{s}");
     assert!(s["probes"].as_array().is_some_and(|p| p.len() > 10), "{s}");
     let names: Vec<&str> = s["policies"]
         .as_array()

@@ -310,6 +310,14 @@ impl Enforcer {
                     return r;
                 }
                 let mut r = self.kill_process(ev, completed);
+                if kv.is_some_and(|a| a.kill_failed) {
+                    // The kernel matched but could not send the signal.
+                    let why = "the kernel's bpf_send_signal failed; killed from userspace after the event";
+                    r.reason = Some(match r.reason.take() {
+                        Some(x) => format!("{why}; {x}"),
+                        None => why.into(),
+                    });
+                }
                 // Contain what started it, as an in-kernel kill does.
                 if let (Some(k), true) = (self.kernel.as_mut(), r.outcome == Outcome::Killed) {
                     let slot = k.compiled(&d.policy, &d.rule).map_or(0, |s| s.bit);

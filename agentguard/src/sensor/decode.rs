@@ -78,9 +78,10 @@ fn syscall_name(n: u16) -> &'static str {
 fn kernel_action(verdict: u32) -> Option<KernelAction> {
     use agentguard_common::enforce::verdict as v;
     let slot = verdict & v::RULE_MASK;
-    let acted = verdict & (v::KILLED | v::DENIED | v::MATCHED) != 0;
+    let acted = verdict & (v::KILLED | v::DENIED | v::MATCHED | v::KILL_FAILED) != 0;
     (acted && slot > 0).then(|| KernelAction {
         killed: verdict & v::KILLED != 0,
+        kill_failed: verdict & v::KILL_FAILED != 0,
         denied: verdict & v::DENIED != 0,
         slot: slot - 1,
         hook: if verdict & v::LSM != 0 {
@@ -408,6 +409,20 @@ fn net_detail(n: &raw::NetEvent) -> NetDetail {
 mod tests {
     use super::*;
     use agentguard_common::event::*;
+
+    #[test]
+    fn a_kill_the_kernel_could_not_send_is_not_reported_as_killed() {
+        use agentguard_common::enforce::verdict as v;
+        let sent = kernel_action(v::KILLED | 3).expect("acted");
+        assert!(sent.killed && !sent.kill_failed);
+        assert_eq!(sent.slot, 2);
+        let failed = kernel_action(v::KILL_FAILED | 3).expect("acted");
+        assert!(!failed.killed && failed.kill_failed, "{failed:?}");
+        // LSM: refused, the signal failed.
+        let lsm = kernel_action(v::DENIED | v::LSM | v::KILL_FAILED | 1).expect("acted");
+        assert!(lsm.denied && !lsm.killed && lsm.kill_failed);
+        assert_eq!(kernel_action(3), None, "no verdict, no action");
+    }
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a repr(C) POD value as bytes.

@@ -116,6 +116,17 @@ const CAPABILITIES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
+/// Does the verifier let a tracepoint program call `bpf_send_signal`?
+pub fn probe_send_signal() -> Status {
+    // bpf_send_signal(0): signal 0 is harmless should it ever run.
+    probe_helper(&[
+        mov64_imm(R1, 0),
+        call(HELPER_SEND_SIGNAL),
+        mov64_imm(R0, 0),
+        exit(),
+    ])
+}
+
 /// Runs every probe. Never panics: a probe that somehow does is reported
 /// as an Error. Most probes need root.
 pub fn detect() -> FeatureReport {
@@ -141,15 +152,7 @@ pub fn detect() -> FeatureReport {
     run("tracepoints", &probe_tracepoints);
     run("ringbuf", &probe_ringbuf);
     run("tracepoint_prog", &probe_tracepoint_prog);
-    run("send_signal", &|| {
-        // bpf_send_signal(0): signal 0 is harmless should it ever run.
-        probe_helper(&[
-            mov64_imm(R1, 0),
-            call(HELPER_SEND_SIGNAL),
-            mov64_imm(R0, 0),
-            exit(),
-        ])
-    });
+    run("send_signal", &probe_send_signal);
     run("probe_read_kernel", &|| {
         // bpf_probe_read_kernel(fp-8, 8, NULL)
         probe_helper(&[
