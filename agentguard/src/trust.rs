@@ -12,7 +12,27 @@ pub fn check(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    check_meta(path, meta.uid(), meta.mode(), me)
+    check_meta(path, meta.uid(), meta.mode(), me)?;
+    // Through a symlink, the file's own directory decides too: whoever can
+    // write it can put another file in the target's place. A sticky
+    // directory (/tmp) lets nobody replace root's file.
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link {
+        let target = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(dir) = target.parent() {
+            let d = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            if d.mode() & 0o1000 == 0 {
+                check_meta(dir, d.uid(), d.mode(), me).map_err(|e| {
+                    format!(
+                        "{} is a symlink to {}, and {e}",
+                        path.display(),
+                        target.display()
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_meta(path: &Path, uid: u32, mode: u32, me: u32) -> Result<(), String> {
@@ -65,6 +85,43 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         assert!(check(&f).is_err());
         assert!(check(&dir.join("missing")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_symlink_is_judged_by_its_target_and_the_targets_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("agentguard-trust-ln-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (open, sticky) = (dir.join("open"), dir.join("sticky"));
+        std::fs::create_dir_all(&open).expect("mkdir");
+        std::fs::create_dir_all(&sticky).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        mode(&open, 0o777);
+        mode(&sticky, 0o1777);
+        for d in [&open, &sticky] {
+            std::fs::write(d.join("t.yaml"), "x").expect("write");
+            mode(&d.join("t.yaml"), 0o644);
+        }
+        let link = |name: &str, to: &Path| {
+            let l = dir.join(name);
+            std::os::unix::fs::symlink(to, &l).expect("symlink");
+            l
+        };
+        // A good file in a directory anyone can write: replaceable.
+        let e = check(&link("a.yaml", &open.join("t.yaml"))).unwrap_err();
+        assert!(
+            e.contains("is a symlink to") && e.contains("writable"),
+            "{e}"
+        );
+        // In a sticky directory nobody else can replace it.
+        assert!(check(&link("b.yaml", &sticky.join("t.yaml"))).is_ok());
+        // A target anyone can write is refused whatever its directory.
+        mode(&sticky.join("t.yaml"), 0o666);
+        assert!(check(&link("c.yaml", &sticky.join("t.yaml"))).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
