@@ -73,6 +73,14 @@ async fn host_agent_is_found_by_ancestry() {
     assert_eq!(a.name, "claude");
     assert_eq!(a.source, AgentSource::Ancestry);
     assert_eq!(a.pid, Some(agent_pid));
+    // The session is this agent process instance: pid and start time.
+    let session = a
+        .session
+        .as_deref()
+        .unwrap_or_else(|| panic!("no session:\n{all}"));
+    let (spid, start) = session.split_once('.').expect("PID.START");
+    assert_eq!(spid, agent_pid.to_string());
+    assert!(start.parse::<u64>().is_ok_and(|s| s > 0), "{session}");
     let chain: Vec<u32> = id.ancestry.iter().map(|x| x.pid).collect();
     assert_eq!(
         chain,

@@ -290,7 +290,7 @@ impl Resolver {
             .map(|name| {
                 Arc::new(Agent {
                     name,
-                    session: None,
+                    session: process_session(pid),
                     source: AgentSource::Ancestry,
                     pid: Some(pid),
                 })
@@ -367,7 +367,7 @@ impl Resolver {
                 self.generation += 1;
                 p.agent = Some(Arc::new(Agent {
                     name,
-                    session: None,
+                    session: process_session(ev.pid),
                     source: AgentSource::Ancestry,
                     pid: Some(ev.pid),
                 }));
@@ -561,6 +561,14 @@ impl Resolver {
     pub fn tracked(&self) -> usize {
         self.procs.len()
     }
+}
+
+/// The session of an agent found by its process: that process instance,
+/// `PID.START` (START: its start, CLOCK_BOOTTIME ns at tick precision), so
+/// a SIEM can group one run's actions and never mixes two runs that shared
+/// a pid.
+fn process_session(pid: u32) -> Option<String> {
+    procfs::start_boottime_ns(pid).map(|start| format!("{pid}.{start}"))
 }
 
 #[cfg(test)]
