@@ -186,4 +186,39 @@ pub struct Alert {
     pub result: ActionResult,
     /// The event with its identity and ancestry.
     pub event: Event,
+    /// Who acted, for an agent's event: `agent` (the agent process
+    /// itself) or `tool` (a process it ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    /// More events of the same rule, subject and object within the alert
+    /// window, folded into this alert (`event` is the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<AlertGroup>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    Agent,
+    Tool,
+}
+
+/// Events folded into one alert: one action of an agent (a tool call) is
+/// often several syscalls by several threads and processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertGroup {
+    /// Events in the group, the first included.
+    pub count: u64,
+    /// `ts_ns` of the first and the last.
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    /// Distinct pids that acted (at most 16).
+    pub pids: Vec<u32>,
+    /// Outcomes of the folded events other than the first's, when they
+    /// differ (e.g. one `killed`, the rest `already_exited`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_outcomes: Vec<Outcome>,
+    /// Who acted across the group (`agent`, `tool`), when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<Actor>,
 }

@@ -249,7 +249,14 @@ pub struct Config {
     /// host session) may send to userspace on each CPU before its own are
     /// dropped in the kernel (and alerted as `flood`); 0: no quota.
     pub flood_quota: u32,
+    /// Alerts of one rule, subject and object within this many ms are one
+    /// alert (`group`: count, time span, pids); 0: one alert per event.
+    pub alert_window_ms: u64,
 }
+
+/// `alert_window_ms` unless configured: one agent tool call's syscalls
+/// (several threads and processes) fall well within it.
+pub const DEFAULT_ALERT_WINDOW_MS: u64 = 1000;
 
 /// `flood_quota` unless configured: well above what a busy agent's rule-
 /// relevant records come to (the prefilter keeps the rest in the kernel),
@@ -275,6 +282,7 @@ impl Default for Config {
             kernel_maps: KernelMaps::default(),
             strict: false,
             flood_quota: DEFAULT_FLOOD_QUOTA,
+            alert_window_ms: DEFAULT_ALERT_WINDOW_MS,
         }
     }
 }
@@ -474,6 +482,9 @@ impl Config {
         if let Some(q) = f.flood_quota {
             self.flood_quota = q;
         }
+        if let Some(w) = f.alert_window_ms {
+            self.alert_window_ms = w;
+        }
         if let Some(b) = f.backend {
             self.backend = b;
         }
@@ -626,6 +637,10 @@ pub struct RunFlags {
     /// are dropped in the kernel and a `flood` alert names it (0: off).
     #[arg(long, value_name = "N")]
     pub flood_quota: Option<u32>,
+    /// Fold alerts of one rule, subject and object within this many ms
+    /// into one (0: one alert per event).
+    #[arg(long, value_name = "MS")]
+    pub alert_window_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -106,7 +106,20 @@ struct Pipeline {
     /// Flood isolation: what was reported of each flooding subject.
     floods: std::collections::HashMap<u64, FloodSeen>,
     flood_quota: u32,
+    /// Alerts waiting for their window to close, by group key.
+    groups: std::collections::HashMap<u64, PendingAlert>,
+    alert_window: Duration,
 }
+
+/// An alert held while events of its group may still come.
+struct PendingAlert {
+    alert: Alert,
+    deadline: Instant,
+}
+
+/// At most this many alerts wait for their window; past it, alerts go
+/// out at once, ungrouped (no unbounded memory under a storm of objects).
+const MAX_PENDING_ALERTS: usize = 4096;
 
 /// One flooding subject's drops as last reported.
 struct FloodSeen {
@@ -128,6 +141,8 @@ impl Pipeline {
             decision,
             result: crate::alert::ActionResult::alerted(),
             event: ev,
+            actor: None,
+            group: None,
         };
         self.metrics.alert(&alert);
         self.outputs.send(&alert);
@@ -240,6 +255,86 @@ impl Pipeline {
             f.cgroup_id,
             crate::event::Detail::Flood(detail),
         ))
+    }
+
+    /// Sends `alert` or folds it into the alert already waiting for the
+    /// same rule, subject and object.
+    fn emit(&mut self, mut alert: Alert, now: Instant) {
+        use crate::alert::AlertGroup;
+        self.metrics.alert(&alert);
+        if self.alert_window.is_zero() {
+            self.outputs.send(&alert);
+            self.alerts += 1;
+            return;
+        }
+        let key = group_key(&alert);
+        if let Some(p) = self.groups.get_mut(&key) {
+            let g = p.alert.group.get_or_insert_with(|| AlertGroup {
+                count: 1,
+                first_ts_ns: p.alert.event.ts_ns,
+                last_ts_ns: p.alert.event.ts_ns,
+                pids: vec![p.alert.event.pid],
+                other_outcomes: Vec::new(),
+                actors: p.alert.actor.into_iter().collect(),
+            });
+            if let Some(a) = alert.actor {
+                if !g.actors.contains(&a) {
+                    g.actors.push(a);
+                }
+            }
+            g.count += 1;
+            g.last_ts_ns = g.last_ts_ns.max(alert.event.ts_ns);
+            if g.pids.len() < 16 && !g.pids.contains(&alert.event.pid) {
+                g.pids.push(alert.event.pid);
+            }
+            let o = alert.result.outcome;
+            if o != p.alert.result.outcome && !g.other_outcomes.contains(&o) {
+                g.other_outcomes.push(o);
+            }
+            return;
+        }
+        if self.groups.len() >= MAX_PENDING_ALERTS {
+            self.outputs.send(&alert);
+            self.alerts += 1;
+            return;
+        }
+        alert.group = None;
+        self.groups.insert(
+            key,
+            PendingAlert {
+                alert,
+                deadline: now + self.alert_window,
+            },
+        );
+    }
+
+    /// Sends the alerts whose window has closed (all with `all`).
+    fn flush_alerts(&mut self, now: Instant, all: bool) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let due: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, p)| all || p.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out: Vec<Alert> = due
+            .into_iter()
+            .filter_map(|k| self.groups.remove(&k))
+            .map(|p| p.alert)
+            .collect();
+        // In the order the events happened.
+        out.sort_by_key(|a| a.event.ts_ns);
+        for a in out {
+            self.outputs.send(&a);
+            self.alerts += 1;
+        }
+    }
+
+    /// When the next waiting alert is due.
+    fn next_alert_due(&self) -> Option<Instant> {
+        self.groups.values().map(|p| p.deadline).min()
     }
 
     fn handle(&mut self, ev: Event) {
@@ -389,18 +484,65 @@ impl Pipeline {
                     None => why,
                 });
             }
+            let actor = ev
+                .identity
+                .as_ref()
+                .and_then(|i| i.agent.as_ref())
+                .and_then(|a| a.pid)
+                .map(|p| {
+                    if p == ev.pid {
+                        crate::alert::Actor::Agent
+                    } else {
+                        crate::alert::Actor::Tool
+                    }
+                });
             let alert = Alert {
                 time: time.clone(),
                 host: self.host.clone(),
                 decision: d,
                 result,
                 event: ev.clone(),
+                actor,
+                group: None,
             };
-            self.metrics.alert(&alert);
-            self.outputs.send(&alert);
-            self.alerts += 1;
+            self.emit(alert, Instant::now());
         }
     }
+}
+
+/// What makes two alerts one: the rule, its verdict, the subject (agent
+/// session, else container, else process) and the object (path, or
+/// destination).
+fn group_key(a: &Alert) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let ev = &a.event;
+    (&*a.decision.policy, &*a.decision.rule, a.decision.action).hash(&mut h);
+    // The way in is part of the object: another syscall or ABI, or another
+    // string for the same file, is another alert (an evasion shows as such).
+    (ev.kind, &ev.syscall, ev.kernel_action.map(|k| k.hook)).hash(&mut h);
+    match ev.identity.as_ref() {
+        Some(i) => match (&i.agent, &i.container) {
+            (Some(ag), _) if ag.session.is_some() => ag.session.hash(&mut h),
+            (_, Some(c)) => c.id.hash(&mut h),
+            _ => ev.pid.hash(&mut h),
+        },
+        None => ev.pid.hash(&mut h),
+    }
+    use crate::event::Detail;
+    match &ev.detail {
+        Detail::Net(n) => {
+            (&n.family, &n.addr, n.port, &n.unix_path).hash(&mut h);
+            (n.socket_type, n.protocol).hash(&mut h);
+        }
+        Detail::Dns(d) => (&d.name, &d.direction).hash(&mut h),
+        Detail::File(f) => (&f.file.path, &f.file.raw).hash(&mut h),
+        Detail::Exec(x) => (&x.file.path, &x.file.raw, &x.argv).hash(&mut h),
+        Detail::Rename(r) => (&r.from.path, &r.from.raw, &r.to.path).hash(&mut h),
+        Detail::Compat(c) => c.nr.hash(&mut h),
+        _ => ev.path().hash(&mut h),
+    }
+    h.finish()
 }
 
 /// The first 12 hex digits of a hash, for messages (the event has it all).
@@ -624,6 +766,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         strict: cfg.strict,
         floods: Default::default(),
         flood_quota: cfg.flood_quota,
+        groups: Default::default(),
+        alert_window: Duration::from_millis(cfg.alert_window_ms),
     };
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its
@@ -674,6 +818,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let mut map_full_said: std::collections::HashSet<&str> = Default::default();
     loop {
         let holding = stage.is_holding();
+        let alert_due = pipe.next_alert_due();
         let mut reload = false;
         let mut floods = Vec::new();
         let mut on_event = |ev: Event| stage.push(ev, Instant::now(), &mut |e| pipe.handle(e));
@@ -683,6 +828,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             _ = sighup.recv() => reload = true,
             r = sensor.read(&mut on_event) => { r?; }
             _ = tick.tick(), if holding => {}
+            _ = tokio::time::sleep_until(alert_due.unwrap_or_else(Instant::now).into()), if alert_due.is_some() => {}
             _ = housekeeping.tick() => {
                 metrics.set_events_lost(sensor.lost_events());
                 metrics.prefiltered.set(sensor.prefiltered() as i64);
@@ -745,6 +891,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             }
         }
         stage.drain(Instant::now(), &mut |e| pipe.handle(e));
+        pipe.flush_alerts(Instant::now(), false);
         for pid in std::mem::take(&mut pipe.widen) {
             if pipe.widened.insert(pid) {
                 if let Err(e) = sensor.set_filter(pid, &pipe.widen_kinds) {
@@ -755,6 +902,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     }
     // Queued alerts go out before exit; pinned deny programs stay.
     stage.flush(&mut |e| pipe.handle(e));
+    pipe.flush_alerts(Instant::now(), true);
     let Pipeline {
         outputs,
         events,

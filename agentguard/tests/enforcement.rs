@@ -1835,3 +1835,65 @@ fn a_reused_pid_does_not_inherit_a_dead_processs_taint() {
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One action, one alert: a host agent reads a key itself and through
+/// five `cat`s, then reads another key once. The first key's six opens are
+/// one alert (count, span, pids, the agent and its tools as actors); the
+/// other key is an alert of its own.
+#[test]
+fn one_action_of_an_agent_is_one_alert() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-group-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("secret")).expect("mkdir");
+    std::fs::write(dir.join("secret/key"), "k\n").expect("key");
+    std::fs::write(dir.join("secret/other"), "k\n").expect("key");
+    std::fs::write(
+        dir.join("pol/g.yaml"),
+        format!(
+            "name: g\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: alert\n    severity: high\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "group");
+    let key = dir.join("secret/key");
+    let body = format!(
+        "sleep 1; read x < {k}; for i in 1 2 3 4 5; do cat {k} >/dev/null; done; cat {o} >/dev/null; echo done",
+        k = key.display(),
+        o = dir.join("secret/other").display()
+    );
+    let out = run_host_agent(&dir, &body);
+    assert!(out.contains("done"), "{out}");
+    let first = d.wait_alert("secret-read", |a| {
+        a["event"]["file"]["path"] == key.to_str().unwrap_or_default()
+    });
+    d.wait_alert("secret-read", |a| {
+        a["event"]["file"]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/secret/other"))
+    });
+    let of_key = d
+        .alerts()
+        .into_iter()
+        .filter(|a| a["event"]["file"]["path"] == key.to_str().unwrap_or_default())
+        .count();
+    assert_eq!(of_key, 1, "one alert for the key: {:?}", d.alerts());
+    let g = &first["group"];
+    assert_eq!(g["count"], 6, "{first}");
+    assert!(
+        g["pids"].as_array().is_some_and(|p| p.len() == 6),
+        "{first}"
+    );
+    assert!(
+        g["last_ts_ns"].as_u64() > g["first_ts_ns"].as_u64(),
+        "{first}"
+    );
+    // The agent read it first, itself; then its tools.
+    assert_eq!(first["actor"], "agent", "{first}");
+    assert_eq!(g["actors"], serde_json::json!(["agent", "tool"]), "{first}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

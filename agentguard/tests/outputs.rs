@@ -48,6 +48,8 @@ fn alert(rule: &str, severity: Severity) -> Alert {
             "file": {"path": "/etc/shadow", "resolution": "absolute", "flags": 0, "access": "read"}
         }))
         .expect("event JSON"),
+        actor: None,
+        group: None,
     }
 }
 

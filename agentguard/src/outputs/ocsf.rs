@@ -295,6 +295,8 @@ pub(crate) mod tests {
                 mode: Mode::Enforce,
             },
             result: ActionResult::alerted(),
+            actor: None,
+            group: None,
             event: Event {
                 ts_ns: 1,
                 kind,

@@ -136,19 +136,21 @@ pub(crate) fn diag_from_regorus(file: &Path, err: &anyhow::Error) -> Diagnostic 
             .find_map(|l| l.trim().strip_prefix("error:"))
             .map_or_else(|| text.trim().to_owned(), |r| r.trim().to_owned());
         if let (Some(Ok(l)), Some(Ok(c))) = (
-            it.next().map(|x| x.trim().parse()),
-            it.next().map(|x| x.trim().parse()),
+            it.next().map(|x| x.trim().parse::<usize>()),
+            it.next().map(|x| x.trim().parse::<usize>()),
         ) {
-            return Diagnostic::new(file, l, c, reason);
+            // Diagnostics are 1-based; regorus gives column 0 for some
+            // errors at the start of a line.
+            return Diagnostic::new(file, l.max(1), c.max(1), reason);
         }
     }
     if let Some(pos) = text.find(&format!("{name}:")) {
         let rest = &text[pos + name.len() + 1..];
         let mut it = rest.splitn(3, ':');
         if let (Some(l), Some(c), Some(msg)) = (it.next(), it.next(), it.next()) {
-            if let (Ok(l), Ok(c)) = (l.trim().parse(), c.trim().parse()) {
+            if let (Ok(l), Ok(c)) = (l.trim().parse::<usize>(), c.trim().parse::<usize>()) {
                 let msg = msg.trim().trim_start_matches("error:").trim();
-                return Diagnostic::new(file, l, c, msg.to_owned());
+                return Diagnostic::new(file, l.max(1), c.max(1), msg.to_owned());
             }
         }
     }
@@ -309,4 +311,22 @@ impl RegoPolicy {
 /// `PolicySet` caches container metadata across events).
 pub fn input_for(ev: &Event) -> Result<Value, String> {
     super::rego_input::to_value(ev).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_errors_are_placed_1_based() {
+        // Found by fuzzing (fuzz/fuzz_targets/rego.rs): regorus places this
+        // error at column 0 of the next line.
+        let file = Path::new("/p/x.rego");
+        let src = "# kinds: exec\npackage agentguard\n\nx := input.\nfoo\n";
+        let errs = RegoPolicy::load(file, src).expect_err("a syntax error");
+        assert_eq!(errs.len(), 1);
+        let d = &errs[0];
+        assert_eq!((d.line, d.column), (5, 1), "{d}");
+        assert!(d.message.contains("whitespace"), "{d}");
+    }
 }

@@ -463,13 +463,16 @@ impl DomainPattern {
 
     /// Does `name` (any case, an optional trailing dot) match?
     pub fn matches(&self, name: &str) -> bool {
-        let n = name.trim_end_matches('.');
+        // As bytes: `name` comes from events (`replay` reads any UTF-8),
+        // and a suffix may start inside a multi-byte character.
+        let n = name.trim_end_matches('.').as_bytes();
+        let p = self.name.as_bytes();
         if self.suffix {
-            n.len() > self.name.len() + 1
-                && n[n.len() - self.name.len()..].eq_ignore_ascii_case(&self.name)
-                && n.as_bytes()[n.len() - self.name.len() - 1] == b'.'
+            n.len() > p.len() + 1
+                && n[n.len() - p.len()..].eq_ignore_ascii_case(p)
+                && n[n.len() - p.len() - 1] == b'.'
         } else {
-            n.eq_ignore_ascii_case(&self.name)
+            n.eq_ignore_ascii_case(p)
         }
     }
 }
@@ -586,4 +589,24 @@ where
         }
     }
     d.deserialize_any(V(PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_suffix_of_a_non_ascii_name_is_no_match_not_a_panic() {
+        // Found by fuzzing (fuzz/fuzz_targets/rego.rs): the suffix was
+        // sliced out of the name as a str, inside the 'é'.
+        let p = DomainPattern::parse("*.ab").expect("pattern");
+        assert!(!p.matches("a\u{e9}b"));
+        let p = DomainPattern::parse("*.b").expect("pattern");
+        assert!(!p.matches("a\u{e9}"));
+        assert!(p.matches("\u{e9}.B."));
+        assert!(!p.matches("b"));
+        let exact = DomainPattern::parse("API.example.com").expect("pattern");
+        assert!(exact.matches("api.EXAMPLE.com."));
+        assert!(!exact.matches("api.example.c\u{f6}m"));
+    }
 }
