@@ -7,9 +7,11 @@ mod bench;
 mod bench_dns;
 mod bench_lsm;
 mod bench_throughput;
+mod fuzz;
 mod guest;
 mod loadgen;
 mod setup;
+mod soak;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -78,6 +80,15 @@ enum Cmd {
     },
     /// What CI runs: lint, then test.
     Ci,
+    /// Build the cargo-fuzz targets of fuzz/ and run each for --secs
+    /// seconds on its seeds (fuzz/seeds/) and corpus (fuzz/corpus/).
+    ///
+    /// Installs cargo-fuzz when missing (the nightly toolchain builds).
+    /// Prints per target the runs, the seconds and whether it crashed (the
+    /// input is left in fuzz/artifacts/<target>/); fails if any did, or if
+    /// a target does not build. `--target NAME` (repeatable) runs only
+    /// those.
+    Fuzz(fuzz::FuzzArgs),
     /// Run SCRIPT as root in a Debian cloud kernel booted in qemu.
     ///
     /// The guest (qemu, software emulation, 1 GiB, 2 vCPUs, no network
@@ -103,6 +114,16 @@ enum Cmd {
     ///
     /// Example: `cargo xtask guest --kernel 6.12 check.sh`.
     Guest(guest::GuestArgs),
+    /// `agentguard run` (default pack) under a mixed load for N minutes.
+    ///
+    /// Host and agent-container execs, opens and refused connects, agent
+    /// containers started and stopped, credential reads that alert, policy
+    /// reloads and one Docker engine restart half-way. Samples RSS,
+    /// events/s, losses, alerts and reloads every 10 s; ends with a summary
+    /// and a `SOAK_JSON` line. Fails if the daemon died, did not re-attach
+    /// to Docker, or (runs of 10 min or more) its RSS grew by more than
+    /// 20 % and 5 MB from minute 1 to the end. Needs root and Docker.
+    Soak(soak::SoakArgs),
     /// Load generator for `bench overhead` and `bench throughput` (opens and
     /// refused connects; `--connects 0`: no connect syscalls at all).
     #[command(hide = true)]
@@ -159,7 +180,9 @@ fn main() -> ExitCode {
             bench: BenchCmd::Dns(args),
         } => bench_dns::dns(&args),
         Cmd::Ci => lint().and_then(|()| test(&[])),
+        Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Guest(args) => guest::run(&args),
+        Cmd::Soak(args) => soak::soak(&args),
         Cmd::Loadgen {
             opens,
             connects,

@@ -23,6 +23,7 @@ const LLVM_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const DOCKER_SOCK: &str = "/var/run/docker.sock";
 const DOCKERD_LOG: &str = "/var/log/agentguard-dockerd.log";
 const DOCKERD_WAIT: Duration = Duration::from_secs(60);
@@ -190,6 +191,27 @@ impl Setup {
         // Without LLVM_PREFIX its build script cannot find -lLLVM.
         .env("LLVM_PREFIX", LLVM_PREFIX)
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
+        run_cmd(&mut cmd)
+    }
+
+    /// What `cargo xtask fuzz` needs: the nightly toolchain (the fuzz
+    /// targets build with its sanitizer flags) and cargo-fuzz.
+    pub fn fuzz(&mut self) -> Result<()> {
+        self.toolchain()?;
+        if which("cargo-fuzz").is_some() {
+            return Ok(());
+        }
+        eprintln!(
+            "xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install, about a minute) ..."
+        );
+        let mut cmd = cargo();
+        cmd.args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            &format!("={CARGO_FUZZ_VERSION}"),
+            "--locked",
+        ]);
         run_cmd(&mut cmd)
     }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::vm::ExecutionMode;
 use regorus::rvm::{Program, RegoVM};
 use regorus::Value;
 
@@ -157,10 +158,78 @@ pub(crate) fn diag_from_regorus(file: &Path, err: &anyhow::Error) -> Diagnostic 
     Diagnostic::new(file, 1, 1, text)
 }
 
+/// Deepest `{`/`[` nesting a Rego file may have. regorus's parser tries a
+/// comprehension at each `{` and `[` and parses again when it is none, so
+/// its time doubles with each level: about a second at 16 levels, hours at
+/// 30, for a load (`policy lint`, a reload) that must not hang.
+pub const MAX_NESTING: usize = 16;
+
+/// Where `src` first nests `{`/`[` deeper than [`MAX_NESTING`] (1-based
+/// line and column), strings and comments aside.
+fn too_deep(src: &str) -> Option<(usize, usize)> {
+    #[derive(PartialEq)]
+    enum In {
+        Code,
+        Str { escaped: bool },
+        Raw,
+        Comment,
+    }
+    let mut at = In::Code;
+    let mut depth = 0usize;
+    let (mut line, mut col) = (1, 0);
+    for c in src.chars() {
+        if c == '\n' {
+            line += 1;
+            col = 0;
+        } else {
+            col += 1;
+        }
+        at = match at {
+            In::Code => match c {
+                '#' => In::Comment,
+                '"' => In::Str { escaped: false },
+                '`' => In::Raw,
+                '{' | '[' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some((line, col));
+                    }
+                    In::Code
+                }
+                '}' | ']' => {
+                    depth = depth.saturating_sub(1);
+                    In::Code
+                }
+                _ => In::Code,
+            },
+            In::Str { escaped: true } => In::Str { escaped: false },
+            In::Str { escaped: false } => match c {
+                '\\' => In::Str { escaped: true },
+                '"' | '\n' => In::Code,
+                _ => In::Str { escaped: false },
+            },
+            In::Raw if c == '`' => In::Code,
+            In::Comment if c == '\n' => In::Code,
+            other => other,
+        };
+    }
+    None
+}
+
 /// A regorus engine holding one policy file (and, for tests, its test file).
 pub(crate) fn engine_for(files: &[(&Path, &str)]) -> Result<regorus::Engine, Vec<Diagnostic>> {
     let mut engine = regorus::Engine::new();
     for (file, src) in files {
+        if let Some((line, col)) = too_deep(src) {
+            return Err(vec![Diagnostic::new(
+                file,
+                line,
+                col,
+                format!(
+                    "`{{`/`[` nested more than {MAX_NESTING} deep: regorus's parser takes time exponential in the depth; name the inner part in a rule or function of its own"
+                ),
+            )]);
+        }
         engine
             .add_policy(file.display().to_string(), (*src).to_owned())
             .map_err(|e| vec![diag_from_regorus(file, &e)])?;
@@ -267,6 +336,11 @@ impl RegoPolicy {
         let mut vm = idle.unwrap_or_else(|| {
             let mut vm = RegoVM::new_with_policy(self.compiled.clone());
             vm.load_program(Arc::clone(program));
+            // Call frames on the heap, not on this thread's stack: a
+            // recursive function (neither compiler refuses one) then ends
+            // in the VM's instruction limit, an evaluation error, instead
+            // of overflowing the stack, which aborts the daemon.
+            vm.set_execution_mode(ExecutionMode::Suspendable);
             vm
         });
         vm.set_input(input.clone());
@@ -328,5 +402,79 @@ mod tests {
         let d = &errs[0];
         assert_eq!((d.line, d.column), (5, 1), "{d}");
         assert!(d.message.contains("whitespace"), "{d}");
+    }
+
+    #[test]
+    fn a_recursive_function_is_an_evaluation_error_not_a_stack_overflow() {
+        // Found by fuzzing (fuzz/fuzz_targets/rego.rs): the VM ran a
+        // function calling itself on the thread's stack until it
+        // overflowed, which aborts the process.
+        let src = "# kinds: exec\npackage agentguard\n\nimport rego.v1\n\n\
+                   base(path) := name if {\n\tname := base(path)\n}\n\n\
+                   decisions contains d if {\n\tbase(input.exec.file.path)\n\t\
+                   d := {\"rule\": \"r\", \"action\": \"alert\", \"severity\": \"low\", \"message\": \"m\"}\n}\n";
+        let p = RegoPolicy::load(Path::new("/p/rec.rego"), src).expect("loads");
+        assert!(p.compiled_to_vm());
+        let input =
+            Value::from_json_str(r#"{"exec": {"file": {"path": "/bin/sh"}}}"#).expect("input");
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let e = p.evaluate(&input, &mut out).expect_err("no end");
+            assert!(e.contains("limit"), "{e}");
+        }
+        assert!(out.is_empty());
+        // And the pack's policy still decides through the same VM mode.
+        let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/privilege.rego");
+        let src = std::fs::read_to_string(&pack).expect("privilege.rego");
+        let p = RegoPolicy::load(&pack, &src).expect("loads");
+        let input = Value::from_json_str(
+            r#"{"ret": 0, "comm": "sh", "identity": {"agent": {"name": "claude"}},
+                "exec": {"file": {"path": "/usr/bin/sudo"}, "argv": ["sudo", "-i"]}}"#,
+        )
+        .expect("input");
+        assert_eq!(p.evaluate(&input, &mut out), Ok(0));
+        assert_eq!(out.len(), 1);
+        assert_eq!(&*out[0].rule, "privilege-tool");
+    }
+
+    #[test]
+    fn nesting_too_deep_for_the_parser_is_refused_at_once() {
+        // Found by fuzzing (fuzz/fuzz_targets/rego.rs): 100 nested `{`
+        // kept regorus's parser busy for hours (each level doubles it).
+        let file = Path::new("/p/deep.rego");
+        let deep = |open: &str, n: usize| {
+            format!(
+                "# kinds: exec\npackage agentguard\nx if {{\n\ty := {}1\n}}\n",
+                open.repeat(n)
+            )
+        };
+        let started = std::time::Instant::now();
+        for open in ["{", "[", "{["] {
+            let errs = RegoPolicy::load(file, &deep(open, 100)).expect_err("too deep");
+            assert_eq!(errs.len(), 1);
+            assert!(
+                errs[0].message.contains("nested more than 16"),
+                "{}",
+                errs[0]
+            );
+            // Line 4, where the 17th level opens (the rule's `{` is the first).
+            assert_eq!((errs[0].line, errs[0].column), (4, 6 + 16), "{}", errs[0]);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Brackets in strings, raw strings and comments don't count.
+        let b = "[".repeat(40);
+        let src = format!(
+            "# kinds: exec\n# {b}\npackage agentguard\nimport rego.v1\nx := \"{b}\\\"{b}\"\ny := `{b}` # {b}\ndecisions := []\n"
+        );
+        assert!(too_deep(&src).is_none());
+        assert!(RegoPolicy::load(file, &src).is_ok());
+        // As deep as allowed, with the rule's braces.
+        let ok = format!(
+            "# kinds: exec\npackage agentguard\nx if {{\n\ty := {}1{}\n}}\n",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        assert!(too_deep(&ok).is_none());
+        assert!(too_deep(&ok.replacen('1', "[1]", 1)).is_some());
     }
 }
