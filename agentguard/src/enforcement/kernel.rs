@@ -872,11 +872,20 @@ impl KernelEnforcer {
             if task == 0 {
                 // Entry may be gone already (the kernel drops it at exit).
                 let _ = self.tasks.remove(&ev.pid);
+            } else if ev.kind == Kind::Exit
+                || !std::path::Path::new(&format!("/proc/{}", ev.pid)).exists()
+            {
+                // The event came after the process ended (the kernel has
+                // dropped its entry at exit): an entry written now would
+                // outlive it and be inherited by whoever reuses the pid.
             } else if let Err(e) = self.tasks.insert(ev.pid, task, 0) {
                 tracing::warn!("ENFORCE_TASKS[{}]: {e}", ev.pid);
             }
         }
-        if info.is_some() && (cgroup_new || cgroup != 0) {
+        // Never the root cgroup (id 1): on a hybrid host a container's
+        // process can be seen there (runc init, v1-only placement), and an
+        // entry would give every host process in it the agents' rules.
+        if info.is_some() && ev.cgroup_id > 1 && (cgroup_new || cgroup != 0) {
             let old = self.cgroup_masks.get(&ev.cgroup_id).copied().unwrap_or(0);
             let mask = old | cgroup;
             if cgroup_new || mask != old {
