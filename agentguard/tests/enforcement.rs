@@ -502,12 +502,19 @@ fn raw_and_packet_sockets_are_refused_to_agents() {
 
 /// Runs `body` as a shell script named `claude` in `dir`: an agent found
 /// by ancestry on the host, guarded by process id. Returns its stdout.
-fn run_host_agent(dir: &Path, body: &str) -> String {
+/// Writes `dir/claude`, a `#!/bin/sh` script running `body` (an agent by
+/// its name), executable.
+fn write_host_agent(dir: &Path, body: &str) -> PathBuf {
     let claude = dir.join("claude");
-    std::fs::write(&claude, format!("#!/bin/sh\n{body}")).expect("write agent");
+    std::fs::write(&claude, format!("#!/bin/sh\n{body}\n")).expect("write agent");
     let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&claude, perm).expect("chmod");
+    claude
+}
+
+fn run_host_agent(dir: &Path, body: &str) -> String {
+    let claude = write_host_agent(dir, body);
     let out = Command::new(&claude).output().expect("run agent");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -1181,11 +1188,7 @@ fn a_host_agents_credential_read_taints_it_in_the_kernel() {
         "sleep 2; {tcp}; echo before; cat {}/secret/key >/dev/null; {tcp}; echo after; sh -c \"{tcp}\"; echo done",
         dir.display()
     );
-    let claude = dir.join("claude");
-    std::fs::write(&claude, format!("#!/bin/sh\n{body}\n")).expect("write agent");
-    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&claude, perm).expect("chmod");
+    let claude = write_host_agent(&dir, &body);
     let agent = Command::new(&claude)
         .stdout(Stdio::piped())
         .spawn()
@@ -1778,18 +1781,13 @@ fn a_reused_pid_does_not_inherit_a_dead_processs_taint() {
     .expect("write policy");
     let d = Daemon::start(&dir.join("pol"), "reuse");
     let tcp = "echo > /dev/tcp/127.0.0.1/9";
-    let claude = dir.join("claude");
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/bash\nsleep 1; cat {}/secret/key >/dev/null; {tcp}; echo tainted; exec sleep 60\n",
+    let claude = write_host_agent(
+        &dir,
+        &format!(
+            "sleep 1; cat {}/secret/key >/dev/null; bash -c '{tcp}'; echo tainted; exec sleep 60",
             dir.display()
         ),
-    )
-    .expect("write agent");
-    let mut perm = std::fs::metadata(&claude).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&claude, perm).expect("chmod");
+    );
     let mut agent = Command::new(&claude)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
