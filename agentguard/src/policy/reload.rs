@@ -154,6 +154,11 @@ impl Reloader {
     /// loaded (e.g. `strict:` and a rule this host cannot carry out).
     pub fn reload_checked(&mut self, check: &mut Check<'_>) -> Reload {
         let snap = snapshot(&self.dir);
+        self.reload_from(snap, check)
+    }
+
+    /// A reload whose files were just hashed into `snap`.
+    fn reload_from(&mut self, snap: Snapshot, check: &mut Check<'_>) -> Reload {
         self.seen = snap.hash.clone();
         let old = &self.in_force.files;
         let mut audit = ReloadDetail {
@@ -210,9 +215,11 @@ impl Reloader {
     /// `None` when nothing changed. A broken change is reported once, not
     /// at every poll.
     pub fn poll(&mut self, check: &mut Check<'_>) -> Option<Reload> {
-        if snapshot(&self.dir).hash == self.seen {
+        let snap = snapshot(&self.dir);
+        if snap.hash == self.seen {
             return None;
         }
-        Some(self.reload_checked(check))
+        // The files were just read and hashed: not again for the audit.
+        Some(self.reload_from(snap, check))
     }
 }
