@@ -120,6 +120,16 @@ pub const LSM_TIME_BUCKET_NS: u64 = 100;
 /// Max processes with an explicit verdict.
 pub const TASK_FILTER_ENTRIES: u32 = 65536;
 
+/// `CGROUP_PATHS`: each cgroup2 directory's path below the mount, as the
+/// kernel wrote it at mkdir (NUL-padded), so a container's id is known
+/// from an event's cgroup id even after its processes and cgroup are gone.
+pub const CGROUP_PATH_LEN: usize = 256;
+pub const CGROUP_PATHS_ENTRIES: u32 = 8192;
+
+/// Max cgroups the daemon has classified (`CGROUP_MASK`); it removes the
+/// entries of cgroups that are gone.
+pub const CGROUP_MASK_ENTRIES: u32 = 65536;
+
 /// Index into the `COUNTERS` per-CPU array.
 pub mod counter {
     /// Records that did not fit in the ring buffer.

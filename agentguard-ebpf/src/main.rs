@@ -33,7 +33,8 @@ use agentguard_common::{
     event::*,
     filter::{
         config, counter, flood, kind_bit, pending, FloodState, ALL_KINDS, BASENAME_ENTRIES,
-        BASENAME_LEN, BASENAME_PAIR_WORDS, TASK_FILTER_ENTRIES, URGENT_UNIX,
+        BASENAME_LEN, BASENAME_PAIR_WORDS, CGROUP_MASK_ENTRIES, CGROUP_PATHS_ENTRIES,
+        CGROUP_PATH_LEN, TASK_FILTER_ENTRIES, URGENT_UNIX,
     },
 };
 
@@ -44,6 +45,15 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// tgid -> kind mask; see agentguard_common::filter.
 #[map]
 static TASK_FILTER: HashMap<u32, u32> = HashMap::with_max_entries(TASK_FILTER_ENTRIES, 0);
+
+/// cgroup v2 id -> kind mask for its tasks without an entry of their own,
+/// written once the daemon has classified the cgroup (an agent container:
+/// what the rules need; anything else: the default). A cgroup not classified
+/// yet streams what the rules need: a new container is watched as an
+/// agent's until the daemon knows it is not, so an agent's first actions are
+/// not filtered out while its labels are still being looked up.
+#[map]
+static CGROUP_MASK: HashMap<u64, u32> = HashMap::with_max_entries(CGROUP_MASK_ENTRIES, 0);
 
 /// Runtime settings, indexed by agentguard_common::filter::config.
 #[map]
@@ -250,11 +260,20 @@ fn wants_with(tgid: u32, k: u16, rules: Option<u32>) -> bool {
                 None => ALL_KINDS,
             };
             // A guarded task streams what the rules need even before the
-            // daemon gave it an entry of its own.
-            if d & bit == 0 && rules.unwrap_or_else(|| enforce::subject_rules(tgid)) != 0 {
+            // daemon gave it an entry of its own; so does a task of a cgroup
+            // the daemon has not classified yet.
+            if d & bit != 0 {
+                d
+            } else if rules.unwrap_or_else(|| enforce::subject_rules(tgid)) != 0 {
                 enforce::config_value(config::GUARDED_MASK)
             } else {
-                d
+                // SAFETY: helper without preconditions.
+                let cg = unsafe { bpf_get_current_cgroup_id() };
+                // SAFETY: the value is a u32 read by copy.
+                match unsafe { CGROUP_MASK.get(&cg) } {
+                    Some(m) => *m,
+                    None => enforce::config_value(config::GUARDED_MASK),
+                }
             }
         }
     };
@@ -1782,6 +1801,54 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             0,
         );
     }
+    0
+}
+
+/// cgroup v2 id -> its path (see `CGROUP_PATH_LEN`). LRU: the oldest
+/// cgroups make room; the daemon falls back on /proc for those.
+#[map]
+static CGROUP_PATHS: LruHashMap<u64, [u8; CGROUP_PATH_LEN]> =
+    LruHashMap::with_max_entries(CGROUP_PATHS_ENTRIES, 0);
+
+/// Scratch for a path (too big for the stack next to the helper's frame).
+#[map]
+static CGROUP_PATH_SCRATCH: PerCpuArray<[u8; CGROUP_PATH_LEN]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// cgroup:cgroup_mkdir: records the new cgroup's path, before any task can
+/// be in it, so the daemon tells whose container an event came from by its
+/// cgroup id alone (the task and its cgroup may be gone when it looks).
+#[tracepoint]
+pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    // Fields (stable since 5.x): int root @8, u64 id @16, __data_loc path @24.
+    // SAFETY: reads inside the tracepoint record.
+    let root = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1);
+    // Only the cgroup2 hierarchy (id 0): v1 hierarchies number their
+    // cgroups apart.
+    if root != 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    let Ok(id) = (unsafe { ctx.read_at::<u64>(16) }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let Ok(loc) = (unsafe { ctx.read_at::<u32>(24) }) else {
+        return 0;
+    };
+    let Some(buf) = CGROUP_PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch value, ours for this program run.
+    let buf = unsafe { &mut *buf };
+    *buf = [0; CGROUP_PATH_LEN];
+    let src = (aya_ebpf::EbpfContext::as_ptr(&ctx) as usize + (loc & 0xffff) as usize) as *const u8;
+    // SAFETY: the helper reads kernel memory safely (faults are errors);
+    // `src` points into the tracepoint record.
+    if unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, buf) }.is_err() {
+        return 0;
+    }
+    let _ = CGROUP_PATHS.insert(&id, buf, 0);
     0
 }
 

@@ -14,7 +14,7 @@ use crate::config::{BackendChoice, Config, WatchMode};
 use crate::enforcement::kernel::KernelEnforcer;
 use crate::enforcement::{Capabilities, Enforcer};
 use crate::event::{Event, Kind};
-use crate::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
+use crate::identity::resolver::{AgentSource, ContainerMap, Resolver, DEFAULT_AGENTS};
 use crate::identity::stage::{IdentityStage, DEFAULT_MAX_WAIT};
 use crate::identity::watch;
 use crate::outputs::metrics::{self, Metrics};
@@ -22,6 +22,7 @@ use crate::outputs::Outputs;
 use crate::policy::plan::Backend;
 use crate::policy::stream::stream_plan;
 use crate::policy::{Diagnostic, LoadOptions, PolicySet, Reloader};
+use crate::sensor::cgroups::CgroupClass;
 use crate::sensor::{features, Sensor, SensorOptions, PIN_DIR};
 use crate::status::{self, PolicyStatus, SharedStatus, Status};
 
@@ -96,7 +97,13 @@ struct Pipeline {
     widen_kinds: Vec<Kind>,
     watch: WatchMode,
     widen: Vec<u32>,
+    /// Agent processes widened and alive (the kernel drops a filter entry
+    /// at exit, so a reused pid must be widened again).
     widened: std::collections::HashSet<u32>,
+    /// Cgroups to classify for the kernel's stream filter, and the last one
+    /// asked (consecutive events mostly share a cgroup).
+    classify: Vec<(u64, CgroupClass)>,
+    last_class: Option<(u64, CgroupClass)>,
     /// Maps whose overflow was already alerted.
     map_full_alerted: std::collections::HashSet<String>,
     /// Names DNS answers gave each subject's addresses.
@@ -346,12 +353,37 @@ impl Pipeline {
                 k.exited(ev.pid);
             }
         }
-        if self.widen_agents
-            && ev.kind != Kind::Exit
-            && ev.identity.as_ref().is_some_and(|i| i.agent.is_some())
-            && !self.widened.contains(&ev.pid)
-        {
-            self.widen.push(ev.pid);
+        if self.widen_agents {
+            if ev.kind == Kind::Exit {
+                self.widened.remove(&ev.pid);
+            } else if ev.identity.as_ref().is_some_and(|i| i.agent.is_some())
+                && !self.widened.contains(&ev.pid)
+            {
+                self.widen.push(ev.pid);
+            }
+            // A container's cgroup is classified from an event carrying the
+            // container's metadata (the identity stage holds events until it
+            // comes): an agent's if a label or image says so. A host agent
+            // shares its session's cgroup with everything else, and the host's
+            // cgroups are classified by the sweep.
+            let class = ev.identity.as_ref().and_then(|i| {
+                i.container.as_ref().filter(|c| c.info.is_some()).map(|_| {
+                    if i.agent
+                        .as_ref()
+                        .is_some_and(|a| a.source != AgentSource::Ancestry)
+                    {
+                        CgroupClass::Agent
+                    } else {
+                        CgroupClass::Other
+                    }
+                })
+            });
+            if let Some(class) = class.filter(|_| ev.cgroup_id != 0) {
+                if self.last_class != Some((ev.cgroup_id, class)) {
+                    self.last_class = Some((ev.cgroup_id, class));
+                    self.classify.push((ev.cgroup_id, class));
+                }
+            }
         }
         let mut ev = ev;
         self.dns.observe(&mut ev);
@@ -744,8 +776,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let mut agents: Vec<String> = DEFAULT_AGENTS.iter().map(|a| (*a).to_owned()).collect();
     agents.extend(cfg.agents.iter().cloned());
     let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
-    let resolver = Resolver::new(container_map.clone(), &agent_refs)
+    let mut resolver = Resolver::new(container_map.clone(), &agent_refs)
         .with_image_agents(cfg.agent_images.0.clone());
+    match sensor.take_cgroup_paths() {
+        Some(paths) => resolver = resolver.with_cgroup_paths(Box::new(move |cg| paths.get(cg))),
+        None => tracing::warn!("no cgroup:cgroup_mkdir probe: a container whose processes are gone before the daemon looks is tagged as the host"),
+    }
     let mut stage = IdentityStage::new(resolver, wanted, DEFAULT_MAX_WAIT);
     let mut pipe = Pipeline {
         policy,
@@ -761,6 +797,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         watch: cfg.watch,
         widen: Vec::new(),
         widened: Default::default(),
+        classify: Vec::new(),
+        last_class: None,
         map_full_alerted: Default::default(),
         dns: Default::default(),
         strict: cfg.strict,
@@ -812,6 +850,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         sensor.attached().len(),
         sensor.syscall_hooks().as_str()
     );
+    // The host's cgroups leave the "not classified yet" stream at once.
+    sensor.sweep_cgroups(is_container_cgroup);
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut refresh_ticks: u64 = 0;
@@ -858,6 +898,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                     s.counters.insert("events_prefiltered".into(), sensor.prefiltered());
                     s.counters.insert("dns_dropped".into(), sensor.dns_dropped());
                     s.counters.insert("events_flooded".into(), sensor.flooded());
+                    s.counters.insert("identity_waited".into(), stage.waited);
+                    s.counters.insert("identity_expired".into(), stage.expired);
                     s.counters.insert("docker_connected".into(),
                         u64::from(docker_status.connected.load(std::sync::atomic::Ordering::Relaxed)));
                     s.touch();
@@ -872,6 +914,14 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 if refresh_ticks.is_multiple_of(5) {
                     if let Some(k) = pipe.enforcer.kernel.as_mut() {
                         k.refresh_files();
+                    }
+                }
+                // New host cgroups are classified, and classified cgroups
+                // that are gone leave the stream filter.
+                if refresh_ticks.is_multiple_of(5) {
+                    let n = sensor.sweep_cgroups(is_container_cgroup);
+                    if let Ok(mut s) = status.write() {
+                        s.counters.insert("cgroups_classified".into(), n as u64);
                     }
                 }
             }
@@ -893,9 +943,18 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         stage.drain(Instant::now(), &mut |e| pipe.handle(e));
         pipe.flush_alerts(Instant::now(), false);
         for pid in std::mem::take(&mut pipe.widen) {
-            if pipe.widened.insert(pid) {
+            // Not for a process already gone: its pid's next owner would
+            // inherit the entry.
+            if pipe.widened.insert(pid) && Path::new(&format!("/proc/{pid}")).exists() {
                 if let Err(e) = sensor.set_filter(pid, &pipe.widen_kinds) {
                     tracing::warn!("widening the kernel filter to agent pid {pid}: {e:#}");
+                }
+            }
+        }
+        for (cg, class) in std::mem::take(&mut pipe.classify) {
+            if let Err(e) = sensor.classify_cgroup(cg, class) {
+                if sensor.cgroups_refused() == 1 {
+                    tracing::warn!("classifying cgroup {cg} for the stream filter: {e:#}; unclassified cgroups stream what the rules need");
                 }
             }
         }
@@ -1031,7 +1090,7 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
             _ if agents => sensor.set_default(&[Kind::Exec, Kind::Fork, Kind::Exit])?,
             _ => sensor.set_default(&sp.kinds)?,
         }
-        sensor.set_config(config::GUARDED_MASK, Kind::mask(&sp.kinds))?;
+        sensor.set_guarded(&sp.kinds)?;
         sensor.set_config(config::URGENT_KINDS, sp.urgent)?;
         sensor.set_basenames(&sp.basenames)?;
         // The kernel's cache of directories that start no rule path is
@@ -1088,6 +1147,14 @@ fn apply_stream(pipe: &mut Pipeline, sensor: &mut Sensor) {
     }
     pipe.widen_agents = agents;
     pipe.widen_kinds = sp.kinds;
+}
+
+/// Whether a cgroup path is a container's (or below one): such a cgroup is
+/// classified from its events, once the container's metadata is known.
+fn is_container_cgroup(path: &str) -> bool {
+    crate::identity::cgroup::parse_path(path)
+        .container_id
+        .is_some()
 }
 
 /// `run` refuses to start without root before touching anything.

@@ -379,11 +379,11 @@ async fn events(args: EventsArgs) -> Result<()> {
     }
     let container_map = ContainerMap::default();
     let (wanted_tx, _) = watch::spawn_runtimes(container_map.clone(), docker_socket, None);
-    let mut stage = IdentityStage::new(
-        Resolver::new(container_map, DEFAULT_AGENTS),
-        wanted_tx,
-        DEFAULT_MAX_WAIT,
-    );
+    let mut resolver = Resolver::new(container_map, DEFAULT_AGENTS);
+    if let Some(paths) = sensor.take_cgroup_paths() {
+        resolver = resolver.with_cgroup_paths(Box::new(move |cg| paths.get(cg)));
+    }
+    let mut stage = IdentityStage::new(resolver, wanted_tx, DEFAULT_MAX_WAIT);
     let mut out = EventsOut {
         sink,
         comms,

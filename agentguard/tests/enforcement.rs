@@ -118,8 +118,9 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "no {rule} alert; alerts: {:?}\nlog:\n{}",
+                "no {rule} alert; alerts: {:?}\ncounters: {}\nlog:\n{}",
                 self.alerts(),
+                self.counters(),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -248,3 +248,180 @@ async fn container_started_before_the_daemon_resolves() {
         ident.ancestry
     );
 }
+
+/// While a new container's metadata is slow to come (an engine slowed by a
+/// busy host), only that container's events wait for it: the host's pass
+/// at once. When the metadata arrives, the held events come out carrying
+/// its labels (so agent rules see the agent's first actions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_engine_holds_only_the_new_containers_events() {
+    if !common::docker_ready() {
+        return;
+    }
+    let name = format!("agtest-slow-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
+    let map = ContainerMap::default();
+    // Nobody answers the stage's questions: the engine is "slow" until the
+    // test fills the map itself.
+    let (wanted_tx, mut wanted_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stage = IdentityStage::new(
+        Resolver::new(map.clone(), DEFAULT_AGENTS),
+        wanted_tx,
+        Duration::from_secs(600),
+    );
+    let id = common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=codex",
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/hostname; sleep 60",
+    ]);
+    let marker = format!("agtest-host-marker-{}", std::process::id());
+    let mut out: Vec<Event> = Vec::new();
+    let mut host_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ran_host = false;
+    // The test's own children are silenced in the kernel (the sensor
+    // ignores its own process): this one is let back in before it acts.
+    let mut host = Command::new("/bin/sh")
+        .args(["-c", &format!("read go; exec /bin/echo {marker}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    sensor.set_filter(host.id(), &Kind::ALL).expect("filter");
+    while Instant::now() < deadline && !host_seen {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(20),
+            sensor.read(&mut |e: Event| stage.push(e, Instant::now(), &mut |x| out.push(x))),
+        )
+        .await;
+        stage.drain(Instant::now(), &mut |x| out.push(x));
+        // The host acts only once the container is held.
+        if stage.is_holding() && !ran_host {
+            if let Some(mut stdin) = host.stdin.take() {
+                stdin.write_all(b"go\n").expect("go");
+            }
+            ran_host = true;
+        }
+        host_seen = out
+            .iter()
+            .any(|e| matches!(&e.detail, Detail::Exec(x) if x.argv.iter().any(|a| a == &marker)));
+    }
+    let _ = host.wait();
+    assert!(ran_host, "the container's events were never held");
+    assert!(host_seen, "the host's exec waited behind the container's");
+    let of_container = |e: &Event| {
+        e.identity
+            .as_ref()
+            .and_then(|i| i.container.as_ref())
+            .is_some_and(|c| *c.id == *id)
+    };
+    assert!(
+        !out.iter().any(of_container),
+        "an event of the unknown container was let go:\n{}",
+        common::dump(&out)
+    );
+    assert!(stage.is_holding());
+    assert_eq!(wanted_rx.try_recv().ok().as_deref(), Some(id.as_str()));
+    // The metadata arrives: the held events come out with it, in order.
+    let info = agentguard::identity::docker::DockerClient::connect(None)
+        .await
+        .expect("docker")
+        .inspect(&id)
+        .await
+        .expect("inspect")
+        .expect("container exists");
+    map.write()
+        .expect("map")
+        .insert(info.id.clone(), std::sync::Arc::new(info));
+    out.clear();
+    stage.drain(Instant::now(), &mut |x| out.push(x));
+    assert!(!stage.is_holding());
+    let held: Vec<&Event> = out.iter().filter(|e| of_container(e)).collect();
+    let all = common::dump(&out);
+    let first = held
+        .first()
+        .unwrap_or_else(|| panic!("nothing held:\n{all}"));
+    assert!(
+        matches!(&first.detail, Detail::Exec(x) if x.argv.first().map(String::as_str) == Some("sh")),
+        "the container's first event first:\n{all}"
+    );
+    for e in &held {
+        assert_eq!(
+            e.identity
+                .as_ref()
+                .and_then(|i| i.agent.as_ref())
+                .map(|a| a.name.as_str()),
+            Some("codex"),
+            "{all}"
+        );
+    }
+    assert!(
+        held.iter()
+            .any(|e| e.kind == Kind::Open && e.path() == Some("/etc/hostname")),
+        "{all}"
+    );
+}
+
+/// A container whose processes (and cgroup) are gone before the daemon
+/// reads their records, as when the daemon is behind a flood: the records
+/// still name the container and its agent, from the cgroup id the kernel
+/// put in each record and the path it recorded at the cgroup's creation
+/// (not from /proc, where nothing is left to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_gone_before_its_records_are_read_is_still_known() {
+    if !common::docker_ready() {
+        return;
+    }
+    let name = format!("agtest-gone-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
+    let paths = sensor
+        .take_cgroup_paths()
+        .expect("the cgroup:cgroup_mkdir probe is attached");
+    let map = ContainerMap::default();
+    let wanted = watch::spawn_docker(map.clone(), None);
+    let mut stage = IdentityStage::new(
+        Resolver::new(map, DEFAULT_AGENTS).with_cgroup_paths(Box::new(move |cg| paths.get(cg))),
+        wanted,
+        Duration::from_secs(5),
+    );
+    let id = common::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "agentguard.io/agent=gone",
+        common::TEST_IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/hostname",
+    ]);
+    common::docker(&["wait", &name]);
+    // Everything of it has exited: its records wait in the ring buffer.
+    let events = common::container_events(&mut sensor, &mut stage, &id, 20, |evs| {
+        evs.iter()
+            .any(|e| e.kind == Kind::Open && e.path() == Some("/etc/hostname"))
+    })
+    .await;
+    let all = common::dump(&events);
+    let open = events
+        .iter()
+        .find(|e| e.kind == Kind::Open && e.path() == Some("/etc/hostname"))
+        .unwrap_or_else(|| panic!("the container's open was not tagged with it:\n{all}"));
+    let ident = open.identity.as_ref().expect("identity");
+    assert_eq!(ident.scope, Scope::Container);
+    assert_eq!(
+        ident.agent.as_ref().map(|a| a.name.as_str()),
+        Some("gone"),
+        "{all}"
+    );
+}

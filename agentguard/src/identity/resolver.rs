@@ -187,7 +187,12 @@ pub struct Resolver {
     /// Bumped whenever a process's exe, parent or container may have
     /// changed: cached chains older than this are rebuilt.
     generation: u64,
+    /// A cgroup's path by its id, as the kernel recorded it at mkdir.
+    cgroup_paths: Option<CgroupPathFn>,
 }
+
+/// Looks up a cgroup's path (below the cgroup2 mount) by its id.
+pub type CgroupPathFn = Box<dyn Fn(u64) -> Option<String> + Send>;
 
 /// Glob match with `*` (any run) and `?` (one char), iterative with
 /// single-star backtracking: linear enough for image names.
@@ -240,7 +245,47 @@ impl Resolver {
             wanted: Vec::new(),
             asked: HashMap::new(),
             generation: 0,
+            cgroup_paths: None,
         }
+    }
+
+    /// Tags events by the cgroup id they carry (the kernel's word, good
+    /// after the process and its cgroup are gone) before /proc.
+    pub fn with_cgroup_paths(mut self, f: CgroupPathFn) -> Resolver {
+        self.cgroup_paths = Some(f);
+        self
+    }
+
+    /// The container of cgroup `cg` from its recorded path: None when the
+    /// path is not recorded, Some(None) for a cgroup that is no container's.
+    fn container_by_cgroup(&self, cg: u64) -> Option<Option<Arc<str>>> {
+        let path = self.cgroup_paths.as_ref()?(cg)?;
+        Some(cgroup::parse_path(&path).container_id.map(Arc::<str>::from))
+    }
+
+    /// A process that was gone before the table met it: built from its
+    /// record (the container from the cgroup id, the agent from a known
+    /// parent).
+    fn adopt(&mut self, ev: &Event) {
+        let container = self.container_by_cgroup(ev.cgroup_id).flatten();
+        let agent = self.procs.get(&ev.ppid).and_then(|p| p.agent.clone());
+        let (exe, argv) = match &ev.detail {
+            Detail::Exec(x) if ev.ok() => (Arc::from(x.file.path.as_str()), summary(&x.argv)),
+            _ => (Arc::from(""), Arc::from("")),
+        };
+        self.procs.insert(
+            ev.pid,
+            Proc {
+                ppid: ev.ppid,
+                cgroup_id: ev.cgroup_id,
+                exe,
+                argv,
+                container,
+                agent,
+                chain: None,
+            },
+        );
+        self.generation += 1;
     }
 
     /// Adds agents named by image patterns (first match wins; a container's
@@ -322,13 +367,35 @@ impl Resolver {
     /// Updates the table from `ev` and returns its identity.
     pub fn tag(&mut self, ev: &Event) -> Identity {
         let _ = self.load(ev.pid, 0);
+        // Records the daemon made itself (a flood report) name a pid that
+        // may be long gone: identified, never kept.
+        let synthetic = matches!(ev.kind, Kind::Flood | Kind::PolicyReload);
+        let adopted = !self.procs.contains_key(&ev.pid) && ev.pid != 0;
+        if adopted {
+            self.adopt(ev);
+        }
+        let recheck = self
+            .procs
+            .get(&ev.pid)
+            .is_some_and(|p| p.cgroup_id != ev.cgroup_id || (ev.kind == Kind::Exec && ev.ok()));
+        let by_id = if recheck {
+            self.container_by_cgroup(ev.cgroup_id)
+        } else {
+            None
+        };
         if let Some(p) = self.procs.get_mut(&ev.pid) {
             // Re-read the container when the cgroup changed, and at every
-            // exec (on v1-only hosts the v2 id may not move).
-            if p.cgroup_id != ev.cgroup_id || (ev.kind == Kind::Exec && ev.ok()) {
+            // exec (on v1-only hosts the v2 id may not move): by the
+            // record's cgroup id, else from /proc.
+            if recheck {
                 p.cgroup_id = ev.cgroup_id;
-                if let Ok(cg) = cgroup::for_pid(ev.pid) {
-                    p.container = cg.container_id.map(Arc::<str>::from);
+                match by_id {
+                    Some(c) => p.container = c,
+                    None => {
+                        if let Ok(cg) = cgroup::for_pid(ev.pid) {
+                            p.container = cg.container_id.map(Arc::<str>::from);
+                        }
+                    }
                 }
                 self.generation += 1;
             }
@@ -386,7 +453,7 @@ impl Resolver {
             }
         }
         let id = self.identify(ev.pid);
-        if ev.kind == Kind::Exit {
+        if ev.kind == Kind::Exit || (adopted && synthetic) {
             self.procs.remove(&ev.pid);
         }
         id

@@ -1,11 +1,15 @@
 //! The identity stage of the pipeline: tags each event and, when the event
 //! comes from a container whose metadata has just been asked for, holds it
-//! (and everything behind it, to keep order) a bounded time so a
-//! container's first exec already carries its name, image and labels.
+//! (and the rest of that container's events, to keep their order) a bounded
+//! time so a container's first exec already carries its name, image and
+//! labels, which agent rules select on.
 //!
-//! A container that stays unknown past the bound is let go with its id only,
-//! and later events of it are not held again: the stage never delays the
-//! stream more than `max_wait` per new container.
+//! Only the new container's events wait: the host's and every other
+//! container's pass straight through, so the bound can leave room for an
+//! engine slowed by a busy host (an agent's labels arriving late would let
+//! its first actions escape the agent rules). A container that stays unknown
+//! past the bound is let go with its id only, and later events of it are not
+//! held again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -17,16 +21,26 @@ use super::resolver::Resolver;
 use crate::event::Event;
 
 /// Default bound on the wait for a new container's metadata: a Docker
-/// inspect takes a few milliseconds here; this leaves room for a busy engine.
-pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(250);
+/// inspect takes a few milliseconds here, but well over 250 ms while agents
+/// flood the host's two CPUs (measured in the flood test).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// Events held in all (memory bound): past it, the container waiting
+/// longest is let go early.
+const MAX_HELD_EVENTS: usize = 65_536;
+
+struct Held {
+    deadline: Instant,
+    events: VecDeque<Event>,
+}
 
 pub struct IdentityStage {
     resolver: Resolver,
     wanted_tx: UnboundedSender<String>,
     max_wait: Duration,
-    pending: VecDeque<Event>,
-    /// Container ids being waited for, with their deadline.
-    held: HashMap<Arc<str>, Instant>,
+    /// Containers being waited for, with their events in arrival order.
+    held: HashMap<Arc<str>, Held>,
+    held_events: usize,
     /// Ids whose wait expired: their events pass straight through.
     gave_up: HashSet<Arc<str>>,
     /// Events that waited, and waits that expired (for metrics).
@@ -44,8 +58,8 @@ impl IdentityStage {
             resolver,
             wanted_tx,
             max_wait,
-            pending: VecDeque::new(),
             held: HashMap::new(),
+            held_events: 0,
             gave_up: HashSet::new(),
             waited: 0,
             expired: 0,
@@ -63,76 +77,112 @@ impl IdentityStage {
             // A closed channel means no watcher: events keep their ids.
             let _ = self.wanted_tx.send(w);
         }
-        let unknown = id
+        let container = id
             .container
             .as_ref()
-            .filter(|c| c.info.is_none())
-            .map(|c| Arc::clone(&c.id));
+            .map(|c| (Arc::clone(&c.id), c.info.is_none()));
         ev.identity = Some(id);
-        if let Some(cid) = unknown {
-            if !self.gave_up.contains(&cid) {
-                self.held.entry(cid).or_insert(now + self.max_wait);
+        if let Some((cid, unknown)) = container {
+            // Behind its container's held events, even once known, so the
+            // container's events stay in order.
+            if let Some(h) = self.held.get_mut(&cid) {
+                h.events.push_back(ev);
+                self.held_events += 1;
                 self.waited += 1;
-                self.pending.push_back(ev);
+                self.drain(now, out);
+                return;
+            }
+            if unknown && !self.gave_up.contains(&cid) {
+                let mut events = VecDeque::new();
+                events.push_back(ev);
+                self.held.insert(
+                    cid,
+                    Held {
+                        deadline: now + self.max_wait,
+                        events,
+                    },
+                );
+                self.held_events += 1;
+                self.waited += 1;
                 self.drain(now, out);
                 return;
             }
         }
-        if self.pending.is_empty() {
-            out(ev);
-        } else {
-            self.pending.push_back(ev);
+        out(ev);
+        if !self.held.is_empty() {
             self.drain(now, out);
         }
     }
 
-    /// Releases held events whose metadata arrived or whose wait expired.
+    /// Releases the held containers whose metadata arrived or whose wait
+    /// expired.
     pub fn drain(&mut self, now: Instant, out: &mut impl FnMut(Event)) {
-        while let Some(front) = self.pending.front_mut() {
-            let Some(id) = front.identity.as_mut() else {
-                self.release(out);
-                continue;
-            };
-            if self.resolver.refresh(id) {
-                if let Some(c) = &id.container {
-                    self.held.remove(&c.id);
-                }
-                self.release(out);
-                continue;
+        if self.held.is_empty() {
+            return;
+        }
+        let mut ready: Vec<(Arc<str>, bool)> = Vec::new();
+        for (cid, h) in self.held.iter_mut() {
+            let known = h
+                .events
+                .front_mut()
+                .and_then(|e| e.identity.as_mut())
+                .is_none_or(|id| self.resolver.refresh(id));
+            if known {
+                ready.push((Arc::clone(cid), true));
+            } else if now >= h.deadline {
+                ready.push((Arc::clone(cid), false));
             }
-            let cid = id.container.as_ref().map(|c| Arc::clone(&c.id));
-            let deadline = cid.as_ref().and_then(|c| self.held.get(c)).copied();
-            match (cid, deadline) {
-                (Some(_), Some(d)) if now < d => break,
-                (Some(cid), _) => {
-                    self.held.remove(&cid);
-                    if self.gave_up.len() >= 4096 {
-                        self.gave_up.clear();
-                    }
-                    self.gave_up.insert(cid);
-                    self.expired += 1;
-                    self.release(out);
-                }
-                (None, _) => self.release(out),
+        }
+        if self.held_events > MAX_HELD_EVENTS && ready.is_empty() {
+            if let Some(cid) = self
+                .held
+                .iter()
+                .min_by_key(|(_, h)| h.deadline)
+                .map(|(c, _)| Arc::clone(c))
+            {
+                ready.push((cid, false));
             }
+        }
+        for (cid, known) in ready {
+            if !known {
+                if self.gave_up.len() >= 4096 {
+                    self.gave_up.clear();
+                }
+                self.gave_up.insert(Arc::clone(&cid));
+                self.expired += 1;
+            }
+            self.release(&cid, out);
         }
     }
 
-    fn release(&mut self, out: &mut impl FnMut(Event)) {
-        if let Some(ev) = self.pending.pop_front() {
+    fn release(&mut self, cid: &Arc<str>, out: &mut impl FnMut(Event)) {
+        let Some(h) = self.held.remove(cid) else {
+            return;
+        };
+        self.held_events = self.held_events.saturating_sub(h.events.len());
+        for mut ev in h.events {
+            if let Some(id) = ev.identity.as_mut() {
+                self.resolver.refresh(id);
+            }
             out(ev);
         }
     }
 
     /// Whether events are held (the caller should call `drain` soon).
     pub fn is_holding(&self) -> bool {
-        !self.pending.is_empty()
+        !self.held.is_empty()
     }
 
-    /// Lets everything go (shutdown).
+    /// Lets everything go (shutdown), longest waiting first.
     pub fn flush(&mut self, out: &mut impl FnMut(Event)) {
-        while let Some(ev) = self.pending.pop_front() {
-            out(ev);
+        let mut cids: Vec<(Instant, Arc<str>)> = self
+            .held
+            .iter()
+            .map(|(c, h)| (h.deadline, Arc::clone(c)))
+            .collect();
+        cids.sort();
+        for (_, cid) in cids {
+            self.release(&cid, out);
         }
     }
 }

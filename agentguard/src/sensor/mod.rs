@@ -6,6 +6,7 @@
 //! task filter (the identity stage will drive it).
 
 pub mod btf;
+pub mod cgroups;
 pub mod decode;
 pub mod features;
 pub mod paths;
@@ -77,6 +78,14 @@ const PROBES: &[ProbeSpec] = &[
         category: "sched",
         kinds: &[],
         optional: false,
+        nr: NO_NR,
+    },
+    // A cgroup's path at its creation: container ids by cgroup id.
+    ProbeSpec {
+        program: "cgroup_mkdir",
+        category: "cgroup",
+        kinds: &[],
+        optional: true,
         nr: NO_NR,
     },
     ProbeSpec {
@@ -465,6 +474,11 @@ pub struct Sensor {
     ring_bytes: u32,
     /// CLOCK_BOOTTIME ns just before the probes were attached.
     started_ns: u64,
+    /// Classified cgroups (`CGROUP_MASK`), and the masks their classes
+    /// stand for.
+    cgroups: cgroups::CgroupClasses,
+    default_mask: u32,
+    guarded_mask: u32,
 }
 
 impl Sensor {
@@ -703,6 +717,9 @@ impl Sensor {
             pending_lost: [0; 4],
             ring_bytes: opts.ring_buffer_bytes,
             started_ns,
+            cgroups: cgroups::CgroupClasses::default(),
+            default_mask: if opts.watch_all { kind_mask } else { IGNORE },
+            guarded_mask: 0,
         })
     }
 
@@ -760,7 +777,116 @@ impl Sensor {
         let mut cfg: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "CONFIG")?)?;
         cfg.set(config::DEFAULT_MASK, mask, 0)
             .context("writing CONFIG[DEFAULT_MASK]")?;
+        if mask != self.default_mask {
+            self.default_mask = mask;
+            self.rewrite_cgroups(cgroups::CgroupClass::Other)?;
+        }
         Ok(())
+    }
+
+    /// Sets what a guarded task streams before it has an entry of its own
+    /// (and the tasks of an agent's container, or of a cgroup not
+    /// classified yet).
+    pub fn set_guarded(&mut self, kinds: &[Kind]) -> Result<()> {
+        let mask = Kind::mask(kinds) & self.kind_mask;
+        self.set_config(config::GUARDED_MASK, mask)?;
+        if mask != self.guarded_mask {
+            self.guarded_mask = mask;
+            self.rewrite_cgroups(cgroups::CgroupClass::Agent)?;
+        }
+        Ok(())
+    }
+
+    fn class_mask(&self, class: cgroups::CgroupClass) -> u32 {
+        match class {
+            cgroups::CgroupClass::Agent => self.guarded_mask,
+            cgroups::CgroupClass::Other => self.default_mask,
+        }
+    }
+
+    /// Classifies cgroup `cg` for the kernel's stream filter (a no-op when
+    /// it already is).
+    pub fn classify_cgroup(&mut self, cg: u64, class: cgroups::CgroupClass) -> Result<()> {
+        if !self.cgroups.needs(cg, class) {
+            return Ok(());
+        }
+        let mask = self.class_mask(class);
+        let mut m: HashMap<_, u64, u32> = HashMap::try_from(map(&mut self.ebpf, "CGROUP_MASK")?)?;
+        if let Err(e) = m.insert(cg, mask, 0) {
+            // Full: the cgroup stays unclassified and streams what the rules
+            // need (safe, dearer); the sweep makes room.
+            self.cgroups.refused += 1;
+            return Err(anyhow!("writing CGROUP_MASK[{cg}]: {e}"));
+        }
+        self.cgroups.record(cg, class);
+        Ok(())
+    }
+
+    fn rewrite_cgroups(&mut self, class: cgroups::CgroupClass) -> Result<()> {
+        if self.cgroups.is_empty() {
+            return Ok(());
+        }
+        let mask = self.class_mask(class);
+        let ids: Vec<u64> = self
+            .cgroups
+            .iter()
+            .filter(|(_, k)| *k == class)
+            .map(|(c, _)| c)
+            .collect();
+        let mut m: HashMap<_, u64, u32> = HashMap::try_from(map(&mut self.ebpf, "CGROUP_MASK")?)?;
+        for cg in ids {
+            m.insert(cg, mask, 0)
+                .with_context(|| format!("writing CGROUP_MASK[{cg}]"))?;
+        }
+        Ok(())
+    }
+
+    /// Walks the cgroup tree: classifies the cgroups that are no
+    /// container's (`is_container` says from the path) as `Other`, and
+    /// removes the classification of cgroups that no longer exist. Returns
+    /// how many are classified.
+    pub fn sweep_cgroups(&mut self, is_container: impl Fn(&str) -> bool) -> usize {
+        let Some(all) = features::cgroup2_mount().and_then(|r| cgroups::walk_cgroups(&r)) else {
+            return self.cgroups.len();
+        };
+        for (cg, path) in &all {
+            if self.cgroups.needs(*cg, cgroups::CgroupClass::Other)
+                && self.cgroups.needs(*cg, cgroups::CgroupClass::Agent)
+                && !is_container(path)
+            {
+                let _ = self.classify_cgroup(*cg, cgroups::CgroupClass::Other);
+            }
+        }
+        let live: std::collections::HashSet<u64> = all.iter().map(|(c, _)| *c).collect();
+        let gone = self.cgroups.sweep(&live);
+        if let Ok(mut m) = map(&mut self.ebpf, "CGROUP_MASK")
+            .and_then(|m| Ok(HashMap::<_, u64, u32>::try_from(m)?))
+        {
+            for cg in gone {
+                let _ = m.remove(&cg);
+            }
+        }
+        self.cgroups.len()
+    }
+
+    /// The kernel's record of cgroup paths, for the identity stage (once;
+    /// None if the probe is missing).
+    pub fn take_cgroup_paths(&mut self) -> Option<cgroups::CgroupPaths> {
+        if !self.attached.iter().any(|p| p == "cgroup/cgroup_mkdir") {
+            return None;
+        }
+        let m = self.ebpf.take_map("CGROUP_PATHS")?;
+        let map = HashMap::try_from(m).ok()?;
+        let mut paths = cgroups::CgroupPaths::new(map);
+        if let Some(all) = features::cgroup2_mount().and_then(|r| cgroups::walk_cgroups(&r)) {
+            paths.prefill(&all);
+        }
+        Some(paths)
+    }
+
+    /// Cgroup classifications the kernel map refused (full).
+    pub fn cgroups_refused(&self) -> u64 {
+        self.cgroups.refused
     }
 
     /// Replaces the file names the open prefilter lets through: (name,
