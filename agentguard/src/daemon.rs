@@ -851,7 +851,11 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         sensor.syscall_hooks().as_str()
     );
     // The host's cgroups leave the "not classified yet" stream at once.
-    sensor.sweep_cgroups(is_container_cgroup);
+    if let Some(all) =
+        features::cgroup2_mount().and_then(|r| crate::sensor::cgroups::walk_cgroups(&r))
+    {
+        sensor.sweep_cgroups(&all, is_container_cgroup);
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let mut refresh_ticks: u64 = 0;
@@ -918,10 +922,23 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 }
                 // New host cgroups are classified, and classified cgroups
                 // that are gone leave the stream filter.
+                // What was written for containers that are gone is
+                // forgotten.
                 if refresh_ticks.is_multiple_of(5) {
-                    let n = sensor.sweep_cgroups(is_container_cgroup);
-                    if let Ok(mut s) = status.write() {
-                        s.counters.insert("cgroups_classified".into(), n as u64);
+                    if let Some(all) = features::cgroup2_mount()
+                        .and_then(|r| crate::sensor::cgroups::walk_cgroups(&r))
+                    {
+                        let n = sensor.sweep_cgroups(&all, is_container_cgroup);
+                        let live: std::collections::HashSet<u64> =
+                            all.iter().map(|(c, _)| *c).collect();
+                        let enforced = pipe.enforcer.kernel.as_mut().map_or(0, |k| {
+                            k.forget_cgroups(&live);
+                            k.cgroups_enforced()
+                        });
+                        if let Ok(mut s) = status.write() {
+                            s.counters.insert("cgroups_classified".into(), n as u64);
+                            s.counters.insert("cgroups_enforced".into(), enforced as u64);
+                        }
                     }
                 }
             }

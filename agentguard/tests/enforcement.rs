@@ -255,6 +255,20 @@ fn rm_of_a_mounted_volume_by_an_agent_is_killed_in_the_kernel() {
         c.0.as_str()
     );
     assert!(a["event"]["kernel_action"]["killed"] == true, "{a}");
+    // The container is gone (its cgroup with it): what the kernel maps held
+    // for it is forgotten, so they do not fill with every container run.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = d.counters()["cgroups_enforced"].as_u64();
+        if n == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kernel state of a gone container kept: cgroups_enforced={n:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     d.stop();
     cleanup();
     let _ = std::fs::remove_dir_all(&vol);

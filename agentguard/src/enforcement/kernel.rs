@@ -817,6 +817,48 @@ impl KernelEnforcer {
     }
 
     /// The `TAINTS` keys in the kernel now.
+    /// Forgets what was written for cgroups that are gone (cgroup ids are
+    /// never reused while the host runs): their rule masks, volume entries
+    /// and taints, so neither the kernel maps nor the daemon's memory grow
+    /// with every container ever run. Returns how many were forgotten.
+    pub fn forget_cgroups(&mut self, live: &HashSet<u64>) -> usize {
+        let gone: HashSet<u64> = self
+            .cgroup_masks
+            .keys()
+            .chain(self.mounts_done.keys())
+            .filter(|c| !live.contains(c))
+            .copied()
+            .collect();
+        for cg in &gone {
+            self.cgroup_masks.remove(cg);
+            self.mounts_done.remove(cg);
+            let _ = self.cgroups.remove(cg);
+        }
+        if !gone.is_empty() {
+            remove_where(&mut self.paths, |k| {
+                let c = k.data().cgroup_id;
+                c != 0 && gone.contains(&c)
+            });
+        }
+        let dead_taints: Vec<u64> = self
+            .taints
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|&k| k & TAINT_CGROUP != 0 && !live.contains(&(k & !TAINT_CGROUP)))
+            .collect();
+        for k in &dead_taints {
+            let _ = self.taints.remove(k);
+        }
+        gone.len()
+    }
+
+    /// Container cgroups the kernel maps hold rules or volumes for.
+    pub fn cgroups_enforced(&self) -> usize {
+        let mut all: HashSet<u64> = self.cgroup_masks.keys().copied().collect();
+        all.extend(self.mounts_done.keys());
+        all.len()
+    }
+
     pub fn taint_keys_live(&self) -> HashSet<u64> {
         self.taints.keys().filter_map(|k| k.ok()).collect()
     }

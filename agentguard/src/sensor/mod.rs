@@ -841,15 +841,16 @@ impl Sensor {
         Ok(())
     }
 
-    /// Walks the cgroup tree: classifies the cgroups that are no
+    /// From a walk of the cgroup tree: classifies the cgroups that are no
     /// container's (`is_container` says from the path) as `Other`, and
     /// removes the classification of cgroups that no longer exist. Returns
     /// how many are classified.
-    pub fn sweep_cgroups(&mut self, is_container: impl Fn(&str) -> bool) -> usize {
-        let Some(all) = features::cgroup2_mount().and_then(|r| cgroups::walk_cgroups(&r)) else {
-            return self.cgroups.len();
-        };
-        for (cg, path) in &all {
+    pub fn sweep_cgroups(
+        &mut self,
+        all: &[(u64, String)],
+        is_container: impl Fn(&str) -> bool,
+    ) -> usize {
+        for (cg, path) in all {
             if self.cgroups.needs(*cg, cgroups::CgroupClass::Other)
                 && self.cgroups.needs(*cg, cgroups::CgroupClass::Agent)
                 && !is_container(path)
