@@ -28,10 +28,8 @@ pub struct RegoPolicy {
     kinds: Vec<Kind>,
     mode: Mode,
     compiled: regorus::CompiledPolicy,
-    /// The policy compiled to regorus's bytecode VM, several times faster
-    /// per evaluation than the tree interpreter; `None` when the VM
-    /// compiler can't take it (then the interpreter runs it).
-    program: Option<Arc<Program>>,
+    /// The policy compiled to regorus's bytecode VM (the only way it runs).
+    program: Arc<Program>,
     /// Idle VMs, reused: a VM needs `&mut` and evaluation takes `&self`.
     vms: Mutex<Vec<RegoVM>>,
 }
@@ -262,14 +260,27 @@ impl RegoPolicy {
         let compiled = engine
             .compile_with_entrypoint(&ENTRY_POINT.into())
             .map_err(|e| vec![diag_from_regorus(file, &e)])?;
+        // Only what the bytecode VM runs is loaded: regorus's tree
+        // interpreter recurses on the thread's stack, so a recursive
+        // function in a policy it runs overflows the stack and aborts the
+        // daemon (found by fuzzing); the VM keeps call frames on the heap.
         let program = match Compiler::compile_from_policy(&compiled, &[ENTRY_POINT]) {
-            Ok(p) => Some(p),
+            Ok(p) => p,
             Err(e) => {
-                tracing::debug!(
-                    "{}: evaluated by the interpreter (VM compiler: {e})",
-                    file.display()
-                );
-                None
+                let line = src
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("package "))
+                    .map_or(1, |i| i + 1);
+                return Err(vec![Diagnostic::new(
+                    file,
+                    line,
+                    1,
+                    format!(
+                        "this policy uses what regorus's bytecode VM cannot run ({e}); \
+                         agentguard runs Rego policies on the VM only (its tree interpreter \
+                         can overflow the stack on recursion). `with` belongs in *_test.rego files"
+                    ),
+                )]);
             }
         };
         let name = file
@@ -320,18 +331,8 @@ impl RegoPolicy {
         Ok(bad)
     }
 
-    /// Whether the bytecode VM (rather than the interpreter) runs it.
-    pub fn compiled_to_vm(&self) -> bool {
-        self.program.is_some()
-    }
-
     fn run(&self, input: &Value) -> Result<Value, String> {
-        let Some(program) = &self.program else {
-            return self
-                .compiled
-                .eval_with_input(input.clone())
-                .map_err(|e| format!("{e:#}"));
-        };
+        let program = &self.program;
         let idle = self.vms.lock().ok().and_then(|mut v| v.pop());
         let mut vm = idle.unwrap_or_else(|| {
             let mut vm = RegoVM::new_with_policy(self.compiled.clone());
@@ -405,6 +406,21 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_only_the_interpreter_could_run_is_refused_at_load() {
+        // `with` (the VM compiler refuses it) around a recursive function:
+        // the interpreter would recurse on the stack until the daemon died.
+        let src = "# kinds: exec\npackage agentguard\n\nimport rego.v1\n\n\
+                   f(x) := y if {\n\ty := f(x)\n}\n\n\
+                   decisions contains d if {\n\tf(1) with input as {}\n\t\
+                   d := {\"rule\": \"r\", \"action\": \"alert\", \"severity\": \"low\", \"message\": \"m\"}\n}\n";
+        let errs = RegoPolicy::load(Path::new("/p/with.rego"), src).expect_err("refused");
+        assert_eq!(errs.len(), 1);
+        let d = &errs[0];
+        assert_eq!(d.line, 2, "{d}");
+        assert!(d.message.contains("bytecode VM"), "{d}");
+    }
+
+    #[test]
     fn a_recursive_function_is_an_evaluation_error_not_a_stack_overflow() {
         // Found by fuzzing (fuzz/fuzz_targets/rego.rs): the VM ran a
         // function calling itself on the thread's stack until it
@@ -414,7 +430,6 @@ mod tests {
                    decisions contains d if {\n\tbase(input.exec.file.path)\n\t\
                    d := {\"rule\": \"r\", \"action\": \"alert\", \"severity\": \"low\", \"message\": \"m\"}\n}\n";
         let p = RegoPolicy::load(Path::new("/p/rec.rego"), src).expect("loads");
-        assert!(p.compiled_to_vm());
         let input =
             Value::from_json_str(r#"{"exec": {"file": {"path": "/bin/sh"}}}"#).expect("input");
         let mut out = Vec::new();
