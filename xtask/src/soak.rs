@@ -24,7 +24,9 @@
 //! target/soak.json, the daemon's log and alerts to
 //! target/soak-agentguard.log and target/soak-alerts.jsonl). It
 //! fails if the daemon died, if no alert came from a container started
-//! after the Docker restart (it did not re-attach), or, in runs of at least
+//! after the Docker restart (it did not re-attach), if a host process's
+//! connect was denied or an alert named no agent (the pack's rules all
+//! select agents), or, in runs of at least
 //! [`JUDGE_MINS`] minutes, if its RSS grew by more than [`GROWTH_PCT`] % and
 //! [`GROWTH_MB`] MB from the end of the first minute to the end.
 
@@ -1382,6 +1384,21 @@ fn summarize(
             "RSS grew {:.1} MB ({:.1} %) from {:.0} s to the end: more than {GROWTH_PCT} % and \
              {GROWTH_MB} MB",
             g.mb, g.pct, g.from_t_s
+        ));
+    }
+    // An agent's rules applied to the host, or an alert about no agent
+    // (every rule of the pack selects agents): the daemon's mistakes.
+    let host_denied = get(&load.host_denied);
+    if host_denied > 0 {
+        failures.push(format!(
+            "{host_denied} connect(s) of a host process (no agent) were denied: an agent's \
+             network rules reached the host"
+        ));
+    }
+    if alerts.not_agent > 0 {
+        failures.push(format!(
+            "{} alert(s) about processes that are no agent (see target/soak-alerts.jsonl)",
+            alerts.not_agent
         ));
     }
     match &restart {
