@@ -850,6 +850,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         sensor.attached().len(),
         sensor.syscall_hooks().as_str()
     );
+    crate::notify::tell(&format!(
+        "READY=1\nSTATUS=guarding: {} policy rule(s), {} in the kernel, {} probes",
+        pipe.policy.rules().len() + pipe.policy.rego_policies().len(),
+        pipe.enforcer.kernel.as_ref().map_or(0, |k| k.slots().len()),
+        sensor.attached().len()
+    ));
     // The host's cgroups leave the "not classified yet" stream at once.
     if let Some(all) =
         features::cgroup2_mount().and_then(|r| crate::sensor::cgroups::walk_cgroups(&r))
@@ -948,8 +954,13 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 "SIGHUP: reloading policies from {}",
                 reloader.dir().display()
             );
+            crate::notify::tell(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}",
+                crate::notify::monotonic_usec()
+            ));
             let r = reloader.reload_checked(&mut strict_check(&pipe));
             apply_reload(r, &mut pipe, &mut sensor, &metrics, &status);
+            crate::notify::tell("READY=1");
         }
         let now = Instant::now();
         for f in &floods {
@@ -976,6 +987,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
             }
         }
     }
+    crate::notify::tell("STOPPING=1");
     // Queued alerts go out before exit; pinned deny programs stay.
     stage.flush(&mut |e| pipe.handle(e));
     pipe.flush_alerts(Instant::now(), true);

@@ -520,3 +520,56 @@ fn policy_files_others_can_write_are_refused() {
     let _ = d.wait();
     clean_up(&dir);
 }
+
+/// The systemd unit is `Type=notify`: the daemon says READY=1 only once
+/// `status` answers (probes attached, policy in force), RELOADING=1 then
+/// READY=1 around a SIGHUP reload, and STOPPING=1 at SIGTERM.
+#[test]
+fn the_service_manager_is_told_ready_reloading_and_stopping() {
+    if !common::privileged() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (dir, pol) = scratch("notify", &["files.yaml"]);
+    let sock = dir.join("status.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.join("notify.sock")).expect("bind");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notify message in 60 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut d = Command::new(BIN)
+        .args(["run", "--policies"])
+        .arg(&pol)
+        .arg("--alerts-file")
+        .arg(dir.join("alerts.jsonl"))
+        .arg("--status-socket")
+        .arg(&sock)
+        .env("NOTIFY_SOCKET", dir.join("notify.sock"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+        .spawn()
+        .expect("spawn daemon");
+    let ready = recv();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(ready.contains("STATUS=guarding"), "{ready}");
+    // Ready means ready: status answers at once.
+    assert_eq!(status(&sock)["pid"], d.id());
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
+    let reloading = recv();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(recv(), "READY=1");
+    // SAFETY: as above.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    assert_eq!(recv(), "STOPPING=1");
+    let st = d.wait().expect("wait");
+    assert!(st.success(), "exit {st}");
+    clean_up(&dir);
+}

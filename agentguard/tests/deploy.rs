@@ -160,6 +160,8 @@ fn systemd_unit_runs_the_daemon() {
         .map(|i| argv[i + 1])
         .expect("--config");
     assert_eq!(config, agentguard::config::DEFAULT_PATH);
+    // The daemon says when it is ready (sd_notify; daemon_ops tests it).
+    assert_eq!(value("Type"), ["notify"]);
     assert_eq!(value("LimitMEMLOCK"), ["infinity"]);
     assert_eq!(value("User"), ["root"]);
     let caps = value("CapabilityBoundingSet").join(" ");

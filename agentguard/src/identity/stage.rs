@@ -46,6 +46,9 @@ pub struct IdentityStage {
     /// Events that waited, and waits that expired (for metrics).
     pub waited: u64,
     pub expired: u64,
+    /// When `push` last looked at the held containers: at most once a
+    /// millisecond, not at every event of a busy host.
+    last_drain: Option<Instant>,
 }
 
 impl IdentityStage {
@@ -63,7 +66,21 @@ impl IdentityStage {
             gave_up: HashSet::new(),
             waited: 0,
             expired: 0,
+            last_drain: None,
         }
+    }
+
+    fn maybe_drain(&mut self, now: Instant, out: &mut impl FnMut(Event)) {
+        if self.held.is_empty() {
+            return;
+        }
+        if self
+            .last_drain
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(1))
+        {
+            return;
+        }
+        self.drain(now, out);
     }
 
     pub fn resolver(&self) -> &Resolver {
@@ -89,7 +106,7 @@ impl IdentityStage {
                 h.events.push_back(ev);
                 self.held_events += 1;
                 self.waited += 1;
-                self.drain(now, out);
+                self.maybe_drain(now, out);
                 return;
             }
             if unknown && !self.gave_up.contains(&cid) {
@@ -104,19 +121,18 @@ impl IdentityStage {
                 );
                 self.held_events += 1;
                 self.waited += 1;
-                self.drain(now, out);
+                self.maybe_drain(now, out);
                 return;
             }
         }
         out(ev);
-        if !self.held.is_empty() {
-            self.drain(now, out);
-        }
+        self.maybe_drain(now, out);
     }
 
     /// Releases the held containers whose metadata arrived or whose wait
     /// expired.
     pub fn drain(&mut self, now: Instant, out: &mut impl FnMut(Event)) {
+        self.last_drain = Some(now);
         if self.held.is_empty() {
             return;
         }
