@@ -778,7 +778,11 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
     let mut resolver = Resolver::new(container_map.clone(), &agent_refs)
         .with_image_agents(cfg.agent_images.0.clone());
-    match sensor.take_cgroup_paths() {
+    // One walk of the cgroup tree at start: the kernel's path record is
+    // filled with the cgroups older than its probe, and the host's cgroups
+    // are classified below.
+    let cgroups_at_start = crate::sensor::cgroups::walk_host();
+    match sensor.take_cgroup_paths(cgroups_at_start.as_deref().unwrap_or_default()) {
         Some(paths) => resolver = resolver.with_cgroup_paths(Box::new(move |cg| paths.get(cg))),
         None => tracing::warn!("no cgroup:cgroup_mkdir probe: a container whose processes are gone before the daemon looks is tagged as the host"),
     }
@@ -857,10 +861,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         sensor.attached().len()
     ));
     // The host's cgroups leave the "not classified yet" stream at once.
-    if let Some(all) =
-        features::cgroup2_mount().and_then(|r| crate::sensor::cgroups::walk_cgroups(&r))
-    {
-        sensor.sweep_cgroups(&all, is_container_cgroup);
+    if let Some(all) = &cgroups_at_start {
+        sensor.sweep_cgroups(all, is_container_cgroup);
     }
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -931,9 +933,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 // What was written for containers that are gone is
                 // forgotten.
                 if refresh_ticks.is_multiple_of(5) {
-                    if let Some(all) = features::cgroup2_mount()
-                        .and_then(|r| crate::sensor::cgroups::walk_cgroups(&r))
-                    {
+                    if let Some(all) = crate::sensor::cgroups::walk_host() {
                         let n = sensor.sweep_cgroups(&all, is_container_cgroup);
                         let live: std::collections::HashSet<u64> =
                             all.iter().map(|(c, _)| *c).collect();

@@ -380,7 +380,8 @@ async fn events(args: EventsArgs) -> Result<()> {
     let container_map = ContainerMap::default();
     let (wanted_tx, _) = watch::spawn_runtimes(container_map.clone(), docker_socket, None);
     let mut resolver = Resolver::new(container_map, DEFAULT_AGENTS);
-    if let Some(paths) = sensor.take_cgroup_paths() {
+    let existing = agentguard::sensor::cgroups::walk_host().unwrap_or_default();
+    if let Some(paths) = sensor.take_cgroup_paths(&existing) {
         resolver = resolver.with_cgroup_paths(Box::new(move |cg| paths.get(cg)));
     }
     let mut stage = IdentityStage::new(resolver, wanted_tx, DEFAULT_MAX_WAIT);

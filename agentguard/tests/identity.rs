@@ -384,7 +384,7 @@ async fn a_container_gone_before_its_records_are_read_is_still_known() {
     let _guard = common::ContainerGuard(name.clone());
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
     let paths = sensor
-        .take_cgroup_paths()
+        .take_cgroup_paths(&agentguard::sensor::cgroups::walk_host().unwrap_or_default())
         .expect("the cgroup:cgroup_mkdir probe is attached");
     let map = ContainerMap::default();
     let wanted = watch::spawn_docker(map.clone(), None);

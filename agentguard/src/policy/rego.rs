@@ -242,14 +242,16 @@ impl RegoPolicy {
         let packages = engine
             .get_packages()
             .map_err(|e| vec![diag_from_regorus(file, &e)])?;
-        if !packages.iter().any(|p| p == "data.agentguard") {
-            let line = src
-                .lines()
+        // Errors about the policy as a whole point at its `package` line.
+        let package_line = || {
+            src.lines()
                 .position(|l| l.trim_start().starts_with("package "))
-                .map_or(1, |i| i + 1);
+                .map_or(1, |i| i + 1)
+        };
+        if !packages.iter().any(|p| p == "data.agentguard") {
             return Err(vec![Diagnostic::new(
                 file,
-                line,
+                package_line(),
                 1,
                 format!(
                     "a policy must be `package agentguard` (found {})",
@@ -267,13 +269,9 @@ impl RegoPolicy {
         let program = match Compiler::compile_from_policy(&compiled, &[ENTRY_POINT]) {
             Ok(p) => p,
             Err(e) => {
-                let line = src
-                    .lines()
-                    .position(|l| l.trim_start().starts_with("package "))
-                    .map_or(1, |i| i + 1);
                 return Err(vec![Diagnostic::new(
                     file,
-                    line,
+                    package_line(),
                     1,
                     format!(
                         "this policy uses what regorus's bytecode VM cannot run ({e}); \

@@ -68,6 +68,12 @@ impl CgroupClasses {
     }
 }
 
+/// [`walk_cgroups`] of the host's cgroup2 mount (None without one, or when
+/// the walk was cut short).
+pub fn walk_host() -> Option<Vec<(u64, String)>> {
+    walk_cgroups(&crate::sensor::features::cgroup2_mount()?)
+}
+
 /// The cgroups that exist now, as (id, path below the cgroup2 mount): on
 /// cgroup2 a cgroup's id is its directory's inode number. Bounded walk
 /// (depth and count) so a hostile tree of delegated cgroups cannot stall

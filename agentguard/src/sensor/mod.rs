@@ -871,17 +871,19 @@ impl Sensor {
     }
 
     /// The kernel's record of cgroup paths, for the identity stage (once;
-    /// None if the probe is missing).
-    pub fn take_cgroup_paths(&mut self) -> Option<cgroups::CgroupPaths> {
+    /// None if the probe is missing), pre-filled with `existing` (a walk of
+    /// the tree: the cgroups made before the probe).
+    pub fn take_cgroup_paths(
+        &mut self,
+        existing: &[(u64, String)],
+    ) -> Option<cgroups::CgroupPaths> {
         if !self.attached.iter().any(|p| p == "cgroup/cgroup_mkdir") {
             return None;
         }
         let m = self.ebpf.take_map("CGROUP_PATHS")?;
         let map = HashMap::try_from(m).ok()?;
         let mut paths = cgroups::CgroupPaths::new(map);
-        if let Some(all) = features::cgroup2_mount().and_then(|r| cgroups::walk_cgroups(&r)) {
-            paths.prefill(&all);
-        }
+        paths.prefill(existing);
         Some(paths)
     }
 
