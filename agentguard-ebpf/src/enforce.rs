@@ -392,6 +392,49 @@ fn kill_if_armed(rules: u32, armed: u32) -> u32 {
     kill(hit.trailing_zeros())
 }
 
+/// Without BPF-LSM, a removal by a bare name relative to a directory
+/// (`unlinkat(dirfd, "f")` as `rm -rf` and `find -delete` do, or `rm f`
+/// in the cwd): the string says nothing of where the file is, so the
+/// decision walks up from the directory object to the protected trees
+/// (`INODE_RULES`). A name with a directory part is left to userspace: a
+/// `..` or a symlink in it could lead out of the directory's tree.
+#[inline(always)]
+pub fn check_bare_removal(rules: u32, op: u32, dirfd: i32, path: &[u8; PATH_LEN]) -> u32 {
+    if rules == 0 || path[0] == b'/' || path[0] == 0 || config_value(config::LSM_ACTIVE) != 0 {
+        return 0;
+    }
+    let mut i = 0;
+    while i < PATH_LEN {
+        let c = path[i];
+        if c == 0 {
+            break;
+        }
+        if c == b'/' {
+            return 0;
+        }
+        i += 1;
+    }
+    let task = crate::kernel::current_task();
+    let dir = if dirfd == agentguard_common::event::AT_FDCWD {
+        match crate::kernel::fs_paths(task) {
+            Ok((_, cwd)) => cwd,
+            Err(_) => return 0,
+        }
+    } else {
+        match crate::kernel::fd_path(task, dirfd) {
+            Ok(p) => p,
+            Err(_) => return 0,
+        }
+    };
+    let Some(hit) = crate::lsm::walk_below(dir.dentry, rules, op) else {
+        return 0;
+    };
+    if rule_slot(hit.rule).is_none_or(|s| s.action != rule_action::KILL) {
+        return 0;
+    }
+    kill(hit.rule)
+}
+
 /// Without BPF-LSM: is the file a guarded task just opened a protected one
 /// by identity (a hard link, any path)? A deny or kill rule kills the task
 /// before it returns to userspace, so it never reads through the fd; an

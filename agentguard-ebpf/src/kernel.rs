@@ -180,7 +180,7 @@ pub fn note_cgroup_root() {
 /// as `/root/.ssh/id_rsa`. Other tasks (a chrooted build on the host)
 /// keep their own root.
 #[inline(always)]
-fn fs_paths(task: u64) -> Result<(KPath, KPath), i32> {
+pub fn fs_paths(task: u64) -> Result<(KPath, KPath), i32> {
     let fs = read_u64(task + OFF_TASK_FS.load())?;
     let root = read_path(fs + OFF_FS_ROOT.load())?;
     let cwd = read_path(fs + OFF_FS_PWD.load())?;

@@ -171,8 +171,19 @@ fn walk(dentry: u64, rules: u32, ops: u32) -> Option<Hit> {
     if parent == dentry || parent == 0 {
         return None;
     }
+    let h = walk_below(parent, rules, ops);
+    if h.is_some() {
+        crate::bump(counter::LSM_HITS);
+    }
+    h
+}
+
+/// First rule of `rules` protecting the subtree `dir` is in (`dir` itself
+/// or an ancestor) for any op of `ops`: what protects a name inside `dir`.
+#[inline(always)]
+pub fn walk_below(dir: u64, rules: u32, ops: u32) -> Option<Hit> {
     let mut w = InodeWalk {
-        dentry: parent,
+        dentry: dir,
         rules: u64::from(rules),
         ops: u64::from(ops),
         depth: 0,
@@ -192,7 +203,6 @@ fn walk(dentry: u64, rules: u32, ops: u32) -> Option<Hit> {
     if w.hit == 0 {
         return None;
     }
-    crate::bump(counter::LSM_HITS);
     Some(Hit {
         rule: (w.hit - 1) as u32,
         entry: InodeKey {

@@ -727,7 +727,10 @@ fn file_enter(
     ev.size = size;
     let mut hflags = 0;
     read_path(path, &mut ev.path, &mut hflags, flags::PATH_TRUNCATED);
-    let verdict = enforce::check_path(rules, op, &ev.path, None);
+    let mut verdict = enforce::check_path(rules, op, &ev.path, None);
+    if verdict == 0 && op & (enforce::UNLINK_OP | enforce::RMDIR_OP) != 0 {
+        verdict = enforce::check_bare_removal(rules, op, dirfd, &ev.path);
+    }
     // A task only enforced on still reports what was done to it.
     if !want && verdict == 0 {
         return;

@@ -940,6 +940,131 @@ fn a_process_whose_leader_exited_is_still_guarded() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Files under `dir`, at any depth.
+fn count_tree(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                count_tree(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// GNU `rm -rf DIR` walks the tree with directory descriptors and removes
+/// each entry by a bare name (`unlinkat(dirfd, "f")`); `cd DIR && rm *`
+/// passes bare names relative to the cwd. Neither string says where the
+/// file is: the kernel walks up from the directory object to the protected
+/// tree and kills at the first removal (at most one file lost per process).
+#[test]
+fn removals_by_bare_names_in_a_protected_directory_are_killed_in_the_kernel() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-bare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
+    let fill = |name: &str| {
+        let keep = dir.join(name);
+        std::fs::create_dir_all(keep.join("sub/deeper")).expect("mkdir");
+        for i in 0..20 {
+            for d in [keep.clone(), keep.join("sub"), keep.join("sub/deeper")] {
+                std::fs::write(d.join(format!("f{i:02}")), b"x").expect("write");
+            }
+        }
+        keep
+    };
+    let (rf, star, control) = (fill("rf"), fill("star"), fill("control"));
+    std::fs::write(
+        dir.join("pol/keep.yaml"),
+        format!(
+            "name: keep\nrules:\n  - name: keep-removal\n    kinds: [unlink, rmdir]\n    match: {{ agent: any }}\n    when: {{ path: [\"{0}/rf/**\", \"{0}/star/**\"] }}\n    action: kill\n    severity: critical\n    message: \"{{comm}} removed {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let d = Daemon::start(&dir.join("pol"), "bare");
+    // GNU rm (coreutils) from the host, not the test image's busybox: its
+    // fts walk is the one that passes bare names.
+    let out = run_host_agent(
+        &dir,
+        &format!("sleep 1\n/bin/rm -rf {}; echo \"rm=$?\"\n", rf.display()),
+    );
+    assert!(out.contains("rm=137"), "rm -rf was not killed: {out}");
+    let left = count_tree(&rf);
+    assert!(left >= 59, "rm -rf lost {} of 60 files: {out}", 60 - left);
+    let a = d.wait_alert("keep-removal", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["by"], "kernel", "{a}");
+    assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+    // Bare names relative to the cwd, one rm per file, in a shell the
+    // agent started (its tool): the first rm is killed at its unlink, the
+    // loop around it is quarantined (the agent itself is not).
+    let out = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1\nsh -c 'cd {}/sub/deeper && for f in *; do /bin/rm \"$f\"; done; echo looped'; echo \"sh=$?\"\n",
+            star.display()
+        ),
+    );
+    assert!(
+        out.contains("sh=137"),
+        "the tool's shell was not killed: {out}"
+    );
+    let left = count_tree(&star);
+    assert!(
+        !out.contains("looped"),
+        "the rm loop ran to its end ({left} files left): {out}"
+    );
+    assert!(
+        left >= 59,
+        "rm in the cwd lost {} of 60 files: {out}",
+        60 - left
+    );
+    // The control: an unprotected tree, removed the same ways by the agent.
+    let out = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1\ncd {0}/sub/deeper && /bin/rm -f *; /bin/rm -rf {0}; echo \"rm=$?\"\n",
+            control.display()
+        ),
+    );
+    assert!(out.contains("rm=0"), "control: {out}");
+    assert!(!control.exists(), "control tree still there: {out}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// In a volume: `cd /data && rm -f *` and `rm -rf sub` pass names relative
+/// to the cwd (busybox builds `sub/f` for the tree, which has a directory
+/// part and is resolved in userspace: measured and printed). The bare names
+/// are killed in the kernel at the first.
+#[test]
+fn relative_removals_in_a_volume_are_killed() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "relvol");
+    let script = "sleep 1; cd /data && rm -f *; echo \"rm=$?\"";
+    let (agent, avol, plain, pvol) = agent_and_control("relvol", 30, script);
+    let left = count(&avol);
+    assert!(
+        left >= 29,
+        "rm in /data lost {} of 30 files: {agent}",
+        30 - left
+    );
+    assert!(agent.contains("rm=137"), "rm was not killed: {agent}");
+    let a = d.wait_alert("volume-removal", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["by"], "kernel", "{a}");
+    assert!(plain.contains("rm=0"), "{plain}");
+    assert_eq!(count(&pvol), 0, "{plain}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&avol);
+    let _ = std::fs::remove_dir_all(&pvol);
+}
+
 /// `rm -rf` through a symlink to the volume: one process, many unlinks,
 /// each passing a path whose string is not under the mount. The daemon
 /// resolves the first, kills the process and quarantines its tree; what

@@ -127,14 +127,17 @@ const MAX_FILE_DEPTH: usize = 8;
 /// inode, or their subtree) and, below a protected directory, every file
 /// already there by identity: a hard link elsewhere reaches the same inode
 /// but not the directory.
-fn target_entries(t: &FileTarget, bit: u32, want: &mut HashMap<InodeKey, InodeRules>) {
+/// `files`: also each file already below a protected directory (not
+/// needed where only directories are walked: removals on the tracepoint
+/// backend).
+fn target_entries(t: &FileTarget, bit: u32, want: &mut HashMap<InodeKey, InodeRules>, files: bool) {
     let (found, below) = resolve_glob(&t.pattern);
     for p in found {
         let Some(k) = inode_key(&p) else {
             continue;
         };
         add_inode(want, k, bit, t.ops, !below, below);
-        if !below {
+        if !below || !files {
             continue;
         }
         let mut stack = vec![(p, 0usize)];
@@ -166,6 +169,12 @@ fn target_entries(t: &FileTarget, bit: u32, want: &mut HashMap<InodeKey, InodeRu
             }
         }
     }
+}
+
+/// A tracepoint-backend removal target whose directories get inode
+/// entries: a whole tree (`/dir/**`) removed by unlink or rmdir.
+fn tracepoint_walks(t: &FileTarget) -> bool {
+    t.ops & (op::UNLINK | op::RMDIR) != 0 && t.pattern.ends_with("/**")
 }
 
 fn op_index(o: u32) -> impl Iterator<Item = usize> {
@@ -613,15 +622,21 @@ impl KernelEnforcer {
                 KernelPart::Files { targets } => match self.backend {
                     Backend::Lsm => {
                         for t in targets {
-                            target_entries(t, i, &mut want_inodes);
+                            target_entries(t, i, &mut want_inodes, true);
                         }
                     }
                     Backend::Tracepoint => {
                         for t in targets {
                             if t.ops & (op::OPEN | op::LINK) != 0 {
                                 // Opens: checked by identity at exit.
-                                target_entries(t, i, &mut want_inodes);
+                                target_entries(t, i, &mut want_inodes, true);
                                 continue;
+                            }
+                            if tracepoint_walks(t) {
+                                // Removals by a bare name relative to a
+                                // directory: checked at entry by walking up
+                                // from the directory object.
+                                target_entries(t, i, &mut want_inodes, false);
                             }
                             let prefix = t.pattern.trim_end_matches("**");
                             if let Some(k) = path_key(0, prefix) {
@@ -774,9 +789,12 @@ impl KernelEnforcer {
         for s in &self.slots {
             if let KernelPart::Files { targets } = &s.plan.kernel {
                 for t in targets {
-                    // Tracepoints: only opens are checked by identity.
+                    // Tracepoints: opens by identity, removals by their
+                    // directory's identity.
                     if self.backend == Backend::Lsm || t.ops & (op::OPEN | op::LINK) != 0 {
-                        target_entries(t, s.bit, &mut want);
+                        target_entries(t, s.bit, &mut want, true);
+                    } else if tracepoint_walks(t) {
+                        target_entries(t, s.bit, &mut want, false);
                     }
                 }
             }
@@ -967,47 +985,48 @@ impl KernelEnforcer {
                 continue;
             }
             for m in &volumes {
-                match self.backend {
-                    Backend::Lsm => {
-                        // The mount's source as the kernel sees it: every
-                        // path into the volume ends at its inodes.
-                        let host = Path::new(&m.source);
-                        let key = inode_key(host).or_else(|| {
-                            inode_key(
-                                &Path::new("/proc/1/root")
-                                    .join(host.strip_prefix("/").unwrap_or(host)),
-                            )
-                        });
-                        let Some(k) = key else {
-                            self.notes.push(format!(
-                                "volume source {} not found: {} guarded from userspace",
-                                m.source, m.destination
-                            ));
-                            continue;
-                        };
-                        add_inode(&mut want, k, s.bit, ops, true, true);
-                        done.push((k, s.bit, ops));
-                        inodes_changed = true;
-                    }
-                    Backend::Tracepoint => {
-                        let prefix = format!("{}/", m.destination.trim_end_matches('/'));
-                        let Some(k) = path_key(cgroup_id, &prefix) else {
-                            self.notes.push(format!(
-                                "mount {} is longer than {KILL_PATH_LEN} bytes: guarded from userspace",
-                                m.destination
-                            ));
-                            continue;
-                        };
-                        let v = PathVerdict {
-                            rules: 1 << s.bit,
-                            ops,
-                            entry_id: self.next_entry,
-                            rule: s.bit,
-                        };
-                        self.next_entry += 1;
-                        if let Err(e) = self.paths.insert(&k, v, 0) {
-                            tracing::warn!("KILL_PATHS {prefix} (cgroup {cgroup_id}): {e}");
+                if self.backend == Backend::Lsm || ops & (op::UNLINK | op::RMDIR) != 0 {
+                    // The mount's source as the kernel sees it: every path
+                    // into the volume ends at its inodes (LSM hooks; on
+                    // tracepoints, bare names removed relative to a
+                    // directory).
+                    let host = Path::new(&m.source);
+                    let key = inode_key(host).or_else(|| {
+                        inode_key(
+                            &Path::new("/proc/1/root").join(host.strip_prefix("/").unwrap_or(host)),
+                        )
+                    });
+                    match key {
+                        Some(k) => {
+                            add_inode(&mut want, k, s.bit, ops, true, true);
+                            done.push((k, s.bit, ops));
+                            inodes_changed = true;
                         }
+                        None => self.notes.push(format!(
+                            "volume source {} not found: {} guarded from userspace",
+                            m.source, m.destination
+                        )),
+                    }
+                }
+                if self.backend == Backend::Tracepoint {
+                    // Absolute paths by the mount's destination prefix.
+                    let prefix = format!("{}/", m.destination.trim_end_matches('/'));
+                    let Some(k) = path_key(cgroup_id, &prefix) else {
+                        self.notes.push(format!(
+                            "mount {} is longer than {KILL_PATH_LEN} bytes: guarded from userspace",
+                            m.destination
+                        ));
+                        continue;
+                    };
+                    let v = PathVerdict {
+                        rules: 1 << s.bit,
+                        ops,
+                        entry_id: self.next_entry,
+                        rule: s.bit,
+                    };
+                    self.next_entry += 1;
+                    if let Err(e) = self.paths.insert(&k, v, 0) {
+                        tracing::warn!("KILL_PATHS {prefix} (cgroup {cgroup_id}): {e}");
                     }
                 }
             }
