@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod enforcement;
 pub mod event;
 pub mod identity;
+pub mod learn;
 pub mod notify;
 pub mod outputs;
 pub mod policy;

@@ -98,6 +98,8 @@ enum Cmd {
     },
     /// Evaluate recorded events (JSON lines) against policies; print decisions as JSON lines.
     Replay(agentguard::policy::cli::ReplayArgs),
+    /// Write a policy (and its tests) from what an agent did: recorded events, or watched now.
+    Learn(agentguard::learn::LearnArgs),
     /// Show what the running daemon is doing (read from its status socket; root).
     Status(agentguard::status::StatusArgs),
     /// Give tainted subjects their network back (a taint rule took it; root).
@@ -171,6 +173,7 @@ fn main() -> std::process::ExitCode {
         } => run(&flags, cleanup, ready_file),
         Cmd::Policy { cmd } => agentguard::policy::cli::run(cmd),
         Cmd::Replay(args) => agentguard::policy::cli::run_replay(args),
+        Cmd::Learn(args) => agentguard::learn::run(args),
         Cmd::Status(args) => agentguard::status::run_cli(args),
         Cmd::Untaint(args) => agentguard::enforcement::untaint::run(&args),
         Cmd::Ps {
