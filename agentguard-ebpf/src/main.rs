@@ -637,6 +637,9 @@ pub fn dir_slot(slot: u32) -> Option<*mut DirChain> {
     }
 }
 
+/// open(2)'s O_PATH flag.
+const O_PATH: u32 = 0o10000000;
+
 /// Relative (or empty) paths need the directory they are relative to.
 /// `first` is the path's first byte.
 #[inline(always)]
@@ -785,6 +788,7 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
         } else {
             Prefilter::Host
         },
+        args.flags,
     ) else {
         return;
     };
@@ -883,9 +887,13 @@ fn file_exit(ctx: &impl Sys) {
         if rules != 0 {
             let file = kernel::fd_path(kernel::current_task(), ret as i32).ok();
             let prior = (*evp).header.verdict;
-            let Some(verdict) =
-                judge_open(file, rules, prior, open_prefiltered(by_task, by_cgroup))
-            else {
+            let Some(verdict) = judge_open(
+                file,
+                rules,
+                prior,
+                open_prefiltered(by_task, by_cgroup),
+                (*evp).flags,
+            ) else {
                 let _ = PENDING_FILE.remove(&tid);
                 bump(counter::PENDING_OUT + pending::FILE);
                 return;
@@ -917,10 +925,21 @@ fn judge_open(
     rules: u32,
     prior: u32,
     prefilter: Prefilter,
+    open_flags: u32,
 ) -> Option<u32> {
     let Some(p) = file else {
         return Some(prior);
     };
+    // An O_PATH descriptor reads and writes nothing (a reopen through
+    // /proc/self/fd is an open of its own): no verdict, and no record a
+    // rule could match.
+    if open_flags & O_PATH != 0 {
+        if prefilter == Prefilter::No {
+            return Some(prior);
+        }
+        bump(counter::PREFILTERED);
+        return None;
+    }
     if prefilter == Prefilter::No {
         return Some(prior | enforce::check_opened(p, rules));
     }

@@ -100,6 +100,9 @@ struct Pipeline {
     /// Agent processes widened and alive (the kernel drops a filter entry
     /// at exit, so a reused pid must be widened again).
     widened: std::collections::HashSet<u32>,
+    /// Host agent processes (found by ancestry) seen and not yet exited,
+    /// by pid: their name, for `status`.
+    host_agents: std::collections::BTreeMap<u32, String>,
     /// Cgroups to classify for the kernel's stream filter, and the last one
     /// asked (consecutive events mostly share a cgroup).
     classify: Vec<(u64, CgroupClass)>,
@@ -347,6 +350,15 @@ impl Pipeline {
     fn handle(&mut self, ev: Event) {
         self.events += 1;
         self.metrics.event(ev.kind);
+        if ev.kind == Kind::Exit {
+            self.host_agents.remove(&ev.pid);
+        } else if let Some(a) = ev.identity.as_ref().and_then(|i| i.agent.as_ref()) {
+            if let (AgentSource::Ancestry, Some(pid)) = (a.source, a.pid) {
+                self.host_agents
+                    .entry(pid)
+                    .or_insert_with(|| a.name.clone());
+            }
+        }
         if let Some(k) = self.enforcer.kernel.as_mut() {
             k.observe(&ev, &self.policy);
             if ev.kind == Kind::Exit {
@@ -801,6 +813,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         watch: cfg.watch,
         widen: Vec::new(),
         widened: Default::default(),
+        host_agents: Default::default(),
         classify: Vec::new(),
         last_class: None,
         map_full_alerted: Default::default(),
@@ -900,8 +913,13 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 metrics.containers_watched.set(container_map.read().map_or(0, |m| m.len()) as i64);
                 metrics.agents_watched.set(pipe.widened.len() as i64);
                 let containers = container_statuses(&container_map);
+                // An agent whose exit was lost is dropped when its pid is gone.
+                pipe.host_agents
+                    .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+                let agents = agent_statuses(&pipe.host_agents, &containers);
                 if let Ok(mut s) = status.write() {
                     s.containers = containers;
+                    s.agents = agents;
                     pipe.enforcer.sync_taints();
                     s.tainted = pipe.enforcer.taints();
                     s.counters.insert("events".into(), pipe.events);
@@ -1193,6 +1211,30 @@ pub fn preflight() -> Result<()> {
         bail!("agentguard run needs root (it loads eBPF programs and pins them in bpffs)");
     }
     Ok(())
+}
+
+/// The agents running now, for `status`: host agents by process, agent
+/// containers by name.
+fn agent_statuses(
+    host: &std::collections::BTreeMap<u32, String>,
+    containers: &[crate::status::ContainerStatus],
+) -> Vec<crate::status::AgentStatus> {
+    let mut v: Vec<_> = host
+        .iter()
+        .map(|(pid, name)| crate::status::AgentStatus {
+            name: name.clone(),
+            pid: Some(*pid),
+            container: None,
+        })
+        .collect();
+    v.extend(containers.iter().filter_map(|c| {
+        Some(crate::status::AgentStatus {
+            name: c.agent.clone()?,
+            pid: None,
+            container: Some(c.name.clone().unwrap_or_else(|| c.id.clone())),
+        })
+    }));
+    v
 }
 
 /// The containers the identity stage knows now, by name, for `status`.

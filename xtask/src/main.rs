@@ -366,6 +366,11 @@ fn test(args: &[String]) -> Result<()> {
     // Tests that boot a guest run `$AGENTGUARD_XTASK guest ...`.
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     cmd.env("AGENTGUARD_XTASK", xtask);
+    // tests/real_agents.rs drives the real CLI installed above.
+    cmd.env(
+        "AGENTGUARD_CLAUDE",
+        target_dir().join("agents/claude-code/node_modules/.bin/claude"),
+    );
     eprintln!("xtask: {}", describe(&cmd));
     run_cmd(&mut cmd)?;
 

@@ -23,6 +23,8 @@ const LLVM_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The Claude Code CLI the real-agent tests drive (npm, pinned).
+pub const CLAUDE_CODE_VERSION: &str = "2.1.332";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const DOCKER_SOCK: &str = "/var/run/docker.sock";
 const DOCKERD_LOG: &str = "/var/log/agentguard-dockerd.log";
@@ -42,8 +44,43 @@ impl Setup {
         if docker {
             self.docker()?;
             self.vm()?;
+            self.agents()?;
         }
         Ok(())
+    }
+
+    /// The real agent CLIs of tests/real_agents.rs, from npm at pinned
+    /// versions, cached under target/agents. Returns Claude Code's path.
+    pub fn agents(&mut self) -> Result<PathBuf> {
+        let prefix = crate::target_dir().join("agents/claude-code");
+        let bin = prefix.join("node_modules/.bin/claude");
+        let stamp = prefix.join("version");
+        if bin.exists()
+            && std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == CLAUDE_CODE_VERSION)
+        {
+            return Ok(bin);
+        }
+        if which("npm").is_none() {
+            self.apt_install("npm (to fetch the agent CLIs the tests drive)", &["npm"])?;
+        }
+        eprintln!(
+            "xtask: installing the Claude Code CLI {CLAUDE_CODE_VERSION} from npm into {} (for the real-agent tests) ...",
+            prefix.display()
+        );
+        std::fs::create_dir_all(&prefix)?;
+        let mut cmd = Command::new("npm");
+        cmd.args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"));
+        run_cmd(&mut cmd)?;
+        if !bin.exists() {
+            bail!(
+                "npm installed @anthropic-ai/claude-code but {} is missing",
+                bin.display()
+            );
+        }
+        std::fs::write(&stamp, CLAUDE_CODE_VERSION)?;
+        Ok(bin)
     }
 
     /// qemu, a static busybox and every guest kernel, for the tests that

@@ -14,6 +14,9 @@ use crate::alert::{Action, Decision, KillScope, Mode, Severity};
 use crate::event::{Detail, Event, Kind};
 use crate::identity::resolver::{Identity, Scope};
 
+/// open(2)'s O_PATH flag.
+const O_PATH: u32 = 0o10000000;
+
 /// Path globs split by the base-name rule: patterns without `/` match the
 /// last component, the others the whole path.
 #[derive(Debug)]
@@ -409,6 +412,12 @@ impl Rule {
         }
         match &ev.detail {
             Detail::File(f) => {
+                // An O_PATH descriptor reads and writes nothing (a reopen
+                // through /proc/self/fd is an open of its own): agents and
+                // their runtimes take them to look paths up.
+                if ev.kind == Kind::Open && f.flags & O_PATH != 0 {
+                    return false;
+                }
                 if !self.access.is_empty()
                     && ev.kind == Kind::Open
                     && !f

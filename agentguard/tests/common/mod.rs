@@ -1,8 +1,10 @@
 //! Shared helpers for the privileged integration tests.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod dns;
 pub mod evade;
+pub mod model;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
