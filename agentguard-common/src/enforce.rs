@@ -92,6 +92,32 @@ pub struct InodeRules {
     pub op_rules: [u32; op::COUNT],
 }
 
+/// Key of `PIPE_PROGS`: a program's file name (the exec path's last
+/// component), NUL-padded.
+pub const PIPE_PROG_LEN: usize = 16;
+
+/// Which pipe rules a program takes part in (`PIPE_PROGS` value): as the
+/// reader (its stdin is the pipe: a shell) or the writer (its stdout is
+/// the pipe: a downloader).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipeProg {
+    pub reader_rules: u32,
+    pub writer_rules: u32,
+}
+
+/// One pipe an exec of a guarded task has one end of (`PIPES`, by the
+/// pipe's inode number): the rules its reader or writer take part in and
+/// their process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipeEnds {
+    pub reader_rules: u32,
+    pub reader_tgid: u32,
+    pub writer_rules: u32,
+    pub writer_tgid: u32,
+}
+
 /// Deepest ancestor walk in the LSM hooks (a path deeper than this is
 /// matched on its innermost levels only).
 pub const MAX_INODE_DEPTH: u32 = 48;

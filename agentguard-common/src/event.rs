@@ -243,6 +243,10 @@ pub struct ExecEvent {
     pub argc: u32,
     /// Bytes used in `argv`.
     pub argv_len: u32,
+    /// Inode numbers of the pipes the program gets as stdin and stdout
+    /// (0: not a pipe): `curl | sh` is the same pipe at both ends.
+    pub stdin_pipe: u64,
+    pub stdout_pipe: u64,
     pub path: [u8; PATH_LEN],
     pub argv: [u8; ARGV_BUF],
     pub dir: DirChain,

@@ -78,8 +78,11 @@ pub mod config {
     /// at least this many bytes wait in the ring buffer (0: always): while
     /// the daemon keeps up, a busy subject loses nothing.
     pub const FLOOD_PRESSURE: u32 = 15;
+    /// Rule mask of the slots holding a pipe rule (`stdin_from`): 0 keeps
+    /// exec to no extra lookup.
+    pub const PIPE_RULES: u32 = 16;
 
-    pub const MAX: u32 = 16;
+    pub const MAX: u32 = 17;
 }
 
 /// In `CONFIG[URGENT_KINDS]`: unix-socket connects (the connect kind bit

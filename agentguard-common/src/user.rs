@@ -46,6 +46,7 @@ mod enforce_pod {
     unsafe impl aya::Pod for RuleSlot {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for InodeRules {}
+    unsafe impl aya::Pod for PipeProg {}
     unsafe impl aya::Pod for Taint {}
     unsafe impl aya::Pod for DnsKey {}
     unsafe impl aya::Pod for DnsAllowKey {}

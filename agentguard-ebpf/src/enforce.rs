@@ -392,6 +392,106 @@ fn kill_if_armed(rules: u32, armed: u32) -> u32 {
     kill(hit.trailing_zeros())
 }
 
+/// Pipe rules (`stdin_from`): the programs that read or write the pipe.
+#[map]
+static PIPE_PROGS: HashMap<[u8; PIPE_PROG_LEN], PipeProg> = HashMap::with_max_entries(256, 0);
+
+/// Pipes a guarded task's exec has one end of, by inode number.
+#[map]
+static PIPES: LruHashMap<u64, PipeEnds> = LruHashMap::with_max_entries(4096, 0);
+
+/// The verdict of pipe rule(s) `hit`: kill (and quarantine `other`, the
+/// process at the pipe's other end, already running) or mark.
+#[inline(always)]
+fn pipe_verdict(hit: u32, other: u32) -> u32 {
+    let r = hit.trailing_zeros();
+    match rule_slot(r).map_or(rule_action::NONE, |s| s.action) {
+        rule_action::KILL => {
+            if other > 1 {
+                let _ = QUARANTINE.insert(&other, &(r + 1), 0);
+            }
+            kill(r)
+        }
+        rule_action::ALERT => verdict::MATCHED | ((r + 1) & verdict::RULE_MASK),
+        _ => 0,
+    }
+}
+
+/// At the exit of a guarded task's exec (the new program, named `comm`,
+/// has not run a byte yet) with these stdin/stdout pipes: a
+/// reader (a shell) whose stdin is a pipe a writer of the same rule (a
+/// downloader) already writes, or a writer whose stdout is a pipe such a
+/// reader already reads, is decided here, before the new program runs a
+/// byte: `curl URL | sh` is one pipe at both ends, whatever the command
+/// line said and in whichever order the two started.
+#[inline(always)]
+pub fn check_pipes(rules: u32, stdin: u64, stdout: u64, tgid: u32) -> u32 {
+    let armed = config_value(config::PIPE_RULES) & rules;
+    if armed == 0 || (stdin == 0 && stdout == 0) {
+        return 0;
+    }
+    // The new program's name (the exec path's last component, as the
+    // kernel set it): the key format of PIPE_PROGS.
+    let Ok(key) = bpf_get_current_comm() else {
+        return 0;
+    };
+    // SAFETY: value copied out at once.
+    let Some(prog) = (unsafe { PIPE_PROGS.get(&key) }).copied() else {
+        return 0;
+    };
+    let (rd, wr) = (prog.reader_rules & armed, prog.writer_rules & armed);
+    if rd != 0 && stdin != 0 {
+        match PIPES.get_ptr_mut(&stdin) {
+            Some(e) => {
+                // SAFETY: value of a live map entry; racing updates only
+                // add bits.
+                let (hit, other) = unsafe { ((*e).writer_rules & rd, (*e).writer_tgid) };
+                if hit != 0 {
+                    return pipe_verdict(hit, other);
+                }
+                // SAFETY: as above.
+                unsafe {
+                    (*e).reader_rules |= rd;
+                    (*e).reader_tgid = tgid;
+                }
+            }
+            None => {
+                let v = PipeEnds {
+                    reader_rules: rd,
+                    reader_tgid: tgid,
+                    ..Default::default()
+                };
+                let _ = PIPES.insert(&stdin, &v, 0);
+            }
+        }
+    }
+    if wr != 0 && stdout != 0 {
+        match PIPES.get_ptr_mut(&stdout) {
+            Some(e) => {
+                // SAFETY: as above.
+                let (hit, other) = unsafe { ((*e).reader_rules & wr, (*e).reader_tgid) };
+                if hit != 0 {
+                    return pipe_verdict(hit, other);
+                }
+                // SAFETY: as above.
+                unsafe {
+                    (*e).writer_rules |= wr;
+                    (*e).writer_tgid = tgid;
+                }
+            }
+            None => {
+                let v = PipeEnds {
+                    writer_rules: wr,
+                    writer_tgid: tgid,
+                    ..Default::default()
+                };
+                let _ = PIPES.insert(&stdout, &v, 0);
+            }
+        }
+    }
+    0
+}
+
 /// Without BPF-LSM, a removal by a bare name relative to a directory
 /// (`unlinkat(dirfd, "f")` as `rm -rf` and `find -delete` do, or `rm f`
 /// in the cwd): the string says nothing of where the file is, so the

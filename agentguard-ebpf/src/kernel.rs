@@ -44,6 +44,7 @@ offsets!(
     OFF_FILE_PATH,
     OFF_DENTRY_INODE,
     OFF_INODE_INO,
+    OFF_INODE_MODE,
     OFF_INODE_SB,
     OFF_SB_DEV,
     OFF_BPRM_FILE,
@@ -199,6 +200,30 @@ fn container_root() -> Option<KPath> {
     }
     // SAFETY: value copied out at once.
     unsafe { CGROUP_ROOTS.get(&cg) }.copied()
+}
+
+/// The inode number of the pipe `fd` of `task` is, or 0 when it is not
+/// one (or can't be read).
+#[inline(always)]
+pub fn fd_pipe(task: u64, fd: i32) -> u64 {
+    const S_IFMT: u16 = 0o170000;
+    const S_IFIFO: u16 = 0o010000;
+    let Ok(p) = fd_path(task, fd) else {
+        return 0;
+    };
+    let Ok(inode) = read_u64(p.dentry + OFF_DENTRY_INODE.load()) else {
+        return 0;
+    };
+    if inode == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    let mode: u16 = unsafe { bpf_probe_read_kernel((inode + OFF_INODE_MODE.load()) as *const u16) }
+        .unwrap_or(0);
+    if mode & S_IFMT != S_IFIFO {
+        return 0;
+    }
+    read_u64(inode + OFF_INODE_INO.load()).unwrap_or(0)
 }
 
 /// `f_path` of the current task's open file `fd`.

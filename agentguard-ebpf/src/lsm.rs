@@ -288,6 +288,8 @@ fn report_file(pid_tgid: u64, k: u16, hook: u16, obj: KPath, v: u32, ret: i32) {
             ev.flags = 0;
             ev.argc = 0;
             ev.argv_len = 0;
+            ev.stdin_pipe = 0;
+            ev.stdout_pipe = 0;
             ev.path[0] = 0;
             kernel::capture_object(obj, kernel::slot::EXEC);
             crate::output_prefix(&*ev, EXEC_EVENT_MIN + ev.dir.len as usize);

@@ -1364,8 +1364,14 @@ fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
         &mut ev.header.flags,
         flags::PATH_TRUNCATED,
     );
+    let task = kernel::current_task();
+    ev.stdin_pipe = kernel::fd_pipe(task, 0);
+    ev.stdout_pipe = kernel::fd_pipe(task, 1);
     ev.header.verdict = enforce::check_path(rules, enforce::EXEC_OP, &ev.path, None);
-    if !want && ev.header.verdict == 0 {
+    // A pipe rule decides at exit, on the new program: keep the record.
+    let pipes = rules & enforce::config_value(config::PIPE_RULES) != 0
+        && (ev.stdin_pipe != 0 || ev.stdout_pipe != 0);
+    if !want && ev.header.verdict == 0 && !pipes {
         return;
     }
     fill_dir(ev.path[0], dirfd, kernel::slot::EXEC);
@@ -1437,6 +1443,15 @@ fn exec_exit(ctx: &impl Sys) {
     ev.header.ret = ret_of(ctx);
     if ev.header.ret == 0 {
         refresh_creds(&mut ev.header);
+        if ev.header.verdict == 0 && (ev.stdin_pipe != 0 || ev.stdout_pipe != 0) {
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            ev.header.verdict = enforce::check_pipes(
+                enforce::subject_rules(tgid),
+                ev.stdin_pipe,
+                ev.stdout_pipe,
+                tgid,
+            );
+        }
     }
     output_prefix(&*ev, EXEC_EVENT_MIN + ev.dir.len as usize);
     let _ = PENDING_EXEC.remove(&tid);

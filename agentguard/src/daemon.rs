@@ -103,6 +103,8 @@ struct Pipeline {
     /// Host agent processes (found by ancestry) seen and not yet exited,
     /// by pid: their name, for `status`.
     host_agents: std::collections::BTreeMap<u32, String>,
+    /// Who writes into which pipe, for `stdin_from` rules.
+    pipe_writers: PipeWriters,
     /// Cgroups to classify for the kernel's stream filter, and the last one
     /// asked (consecutive events mostly share a cgroup).
     classify: Vec<(u64, CgroupClass)>,
@@ -347,7 +349,8 @@ impl Pipeline {
         self.groups.values().map(|p| p.deadline).min()
     }
 
-    fn handle(&mut self, ev: Event) {
+    fn handle(&mut self, mut ev: Event) {
+        self.pipe_writers.note(&mut ev);
         self.events += 1;
         self.metrics.event(ev.kind);
         if ev.kind == Kind::Exit {
@@ -814,6 +817,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         widen: Vec::new(),
         widened: Default::default(),
         host_agents: Default::default(),
+        pipe_writers: Default::default(),
         classify: Vec::new(),
         last_class: None,
         map_full_alerted: Default::default(),
@@ -1211,6 +1215,47 @@ pub fn preflight() -> Result<()> {
         bail!("agentguard run needs root (it loads eBPF programs and pins them in bpffs)");
     }
     Ok(())
+}
+
+/// The programs execs started with a pipe as stdout, by the pipe's inode
+/// (the most recent [`PipeWriters::MAX`]): an exec whose stdin is one of
+/// them gets `exec.stdin_from`, what a `stdin_from` rule matches. The
+/// kernel pairs both orders itself; this is for the order it reports.
+#[derive(Default)]
+struct PipeWriters {
+    by_pipe: std::collections::HashMap<u64, String>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl PipeWriters {
+    const MAX: usize = 4096;
+
+    fn note(&mut self, ev: &mut Event) {
+        let crate::event::Detail::Exec(x) = &mut ev.detail else {
+            return;
+        };
+        // Only what ran: a shell's PATH search fails its way to the one
+        // exec that works.
+        if ev.ret != 0 {
+            return;
+        }
+        if let Some(p) = x.stdin_pipe {
+            if let Some(w) = self.by_pipe.get(&p) {
+                x.stdin_from = Some(w.clone());
+            }
+        }
+        if let Some(p) = x.stdout_pipe {
+            let exe = x.binary.clone().unwrap_or_else(|| x.file.path.clone());
+            if self.by_pipe.insert(p, exe).is_none() {
+                self.order.push_back(p);
+                if self.order.len() > Self::MAX {
+                    if let Some(old) = self.order.pop_front() {
+                        self.by_pipe.remove(&old);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The agents running now, for `status`: host agents by process, agent

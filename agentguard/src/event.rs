@@ -253,6 +253,17 @@ pub struct ExecDetail {
     /// when equal or when the process was already gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary: Option<String>,
+    /// Inode numbers of the pipes the program got as stdin and stdout
+    /// (`curl URL | sh`: the same pipe at both ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_pipe: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_pipe: Option<u64>,
+    /// The executable of the process writing into this one's stdin pipe,
+    /// when the daemon saw it start first (a `stdin_from` rule matches on
+    /// it; the kernel decides either order itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_from: Option<String>,
 }
 
 impl ExecDetail {

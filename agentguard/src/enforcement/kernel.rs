@@ -18,9 +18,9 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 
 use agentguard_common::enforce::{
     net_flags, op, rule_action, DnsAllow, DnsAllowKey, DnsKey, DnsSock, InodeKey, InodeRules,
-    NetKey, NetVerdict, PathKey, PathVerdict, PortRange as KPorts, RuleSlot, DNS_KEY_RULE_BITS,
-    DNS_NAME_LEN, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS,
-    PATH_KEY_CGROUP_BITS, TAINT_CGROUP,
+    NetKey, NetVerdict, PathKey, PathVerdict, PipeProg, PortRange as KPorts, RuleSlot,
+    DNS_KEY_RULE_BITS, DNS_NAME_LEN, KILL_PATH_LEN, MAX_PORT_RANGES, MAX_RULES, NET_KEY_RULE_BITS,
+    PATH_KEY_CGROUP_BITS, PIPE_PROG_LEN, TAINT_CGROUP,
 };
 use agentguard_common::filter::config;
 
@@ -374,6 +374,7 @@ pub struct KernelEnforcer {
     net: LpmTrie<MapData, NetKey, NetVerdict>,
     rules: Array<MapData, RuleSlot>,
     inodes: BpfHashMap<MapData, InodeKey, InodeRules>,
+    pipe_progs: BpfHashMap<MapData, [u8; PIPE_PROG_LEN], PipeProg>,
     quarantine: BpfHashMap<MapData, u32, u32>,
     agent_roots: BpfHashMap<MapData, u32, u32>,
     roots_written: HashSet<u32>,
@@ -416,6 +417,7 @@ impl KernelEnforcer {
             net: LpmTrie::try_from(sensor.take_map("NET_RULES")?)?,
             rules: Array::try_from(sensor.take_map("RULES")?)?,
             inodes: BpfHashMap::try_from(sensor.take_map("INODE_RULES")?)?,
+            pipe_progs: BpfHashMap::try_from(sensor.take_map("PIPE_PROGS")?)?,
             quarantine: BpfHashMap::try_from(sensor.take_map("QUARANTINE")?)?,
             agent_roots: BpfHashMap::try_from(sensor.take_map("AGENT_ROOTS")?)?,
             roots_written: HashSet::new(),
@@ -580,6 +582,8 @@ impl KernelEnforcer {
         let mut compat = 0u32;
         let mut net_slots = 0u32;
         let mut dns_rules = 0u32;
+        let mut pipe_rules = 0u32;
+        let mut want_pipes: HashMap<[u8; PIPE_PROG_LEN], PipeProg> = HashMap::new();
         let mut want_dns: HashSet<Vec<u8>> = HashSet::new();
         let mut want_net: HashSet<Vec<u8>> = HashSet::new();
         let mut want_paths: HashSet<Vec<u8>> = HashSet::new();
@@ -658,6 +662,25 @@ impl KernelEnforcer {
                     io_uring |= 1 << i;
                 }
                 KernelPart::Compat => compat |= 1 << i,
+                KernelPart::Pipe { readers, writers } => {
+                    pipe_rules |= 1 << i;
+                    for (names, reader) in [(readers, true), (writers, false)] {
+                        for n in names {
+                            let mut key = [0u8; PIPE_PROG_LEN];
+                            let b = n.as_bytes();
+                            if b.len() >= PIPE_PROG_LEN {
+                                continue;
+                            }
+                            key[..b.len()].copy_from_slice(b);
+                            let e = want_pipes.entry(key).or_default();
+                            if reader {
+                                e.reader_rules |= 1 << i;
+                            } else {
+                                e.writer_rules |= 1 << i;
+                            }
+                        }
+                    }
+                }
                 KernelPart::Mount { .. } => {}
             }
             rule_slots.push((i, slot));
@@ -696,6 +719,22 @@ impl KernelEnforcer {
         self.slots = slots;
         sensor.set_config(config::IO_URING_RULES, io_uring)?;
         sensor.set_config(config::COMPAT_RULES, compat)?;
+        // Program names of pipe rules: exactly the wanted ones.
+        let stale_pipes: Vec<[u8; PIPE_PROG_LEN]> = self
+            .pipe_progs
+            .keys()
+            .flatten()
+            .filter(|k| !want_pipes.contains_key(k))
+            .collect();
+        for k in stale_pipes {
+            let _ = self.pipe_progs.remove(&k);
+        }
+        for (k, v) in &want_pipes {
+            self.pipe_progs
+                .insert(k, v, 0)
+                .context("writing PIPE_PROGS")?;
+        }
+        sensor.set_config(config::PIPE_RULES, pipe_rules)?;
         sensor.set_config(config::NET_SLOTS, net_slots)?;
         sensor.set_config(config::ENFORCE, u32::from(!self.slots.is_empty()))?;
         Ok(())

@@ -65,6 +65,12 @@ pub enum KernelPart {
     IoUring,
     /// Kill at a 32-bit ABI syscall (raw_syscalls tracepoint).
     Compat,
+    /// A reader (`exec`) whose stdin is the pipe a writer (`stdin_from`)
+    /// writes into: program names, paired on the pipe at exec.
+    Pipe {
+        readers: Vec<String>,
+        writers: Vec<String>,
+    },
 }
 
 impl KernelPart {
@@ -76,6 +82,7 @@ impl KernelPart {
             KernelPart::Files { .. } => "files",
             KernelPart::IoUring => "io_uring",
             KernelPart::Compat => "compat_syscall",
+            KernelPart::Pipe { .. } => "pipe",
         }
     }
 }
@@ -332,6 +339,29 @@ fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>
     }
     if kinds == [Kind::CompatSyscall] && only(0) && r.action() == Action::Kill {
         return Some((KernelPart::Compat, None));
+    }
+    if kinds == [Kind::Exec] && !w.exec.is_empty() && !w.stdin_from.is_empty() && only(2) {
+        // The kernel pairs the two ends by program name (the exec path's
+        // last component): plain names only.
+        let names = |globs: &[crate::policy::spec::PathGlob]| -> Option<Vec<String>> {
+            globs
+                .iter()
+                .map(|g| {
+                    let n = g.0.as_str();
+                    let plain = !n.is_empty()
+                        && n.len() < agentguard_common::enforce::PIPE_PROG_LEN
+                        && !n.contains(['/', '*', '?', '[', '{']);
+                    plain.then(|| n.to_owned())
+                })
+                .collect()
+        };
+        return Some((
+            KernelPart::Pipe {
+                readers: names(&w.exec)?,
+                writers: names(&w.stdin_from)?,
+            },
+            None,
+        ));
     }
     if kinds == [Kind::Exec] && !w.exec.is_empty() && only(1) {
         if lsm {

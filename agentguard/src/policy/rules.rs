@@ -123,6 +123,7 @@ pub struct Rule {
     exec: Option<PathGlobs>,
     argv: Option<RegexSet>,
     cmdline: Option<RegexSet>,
+    stdin_from: Option<PathGlobs>,
     dest_cidrs: Box<[Cidr]>,
     dest_ports: Box<[PortRange]>,
     unix_path: Option<PathGlobs>,
@@ -237,6 +238,7 @@ impl Rule {
             exec: PathGlobs::build(&when.exec)?,
             argv: regex_set(&when.argv)?,
             cmdline: regex_set(&when.cmdline)?,
+            stdin_from: PathGlobs::build(&when.stdin_from)?,
             dest_cidrs: when
                 .dest
                 .as_ref()
@@ -451,6 +453,11 @@ impl Rule {
                 }
                 if let Some(s) = &self.argv {
                     if !x.argv.iter().any(|a| s.is_match(a)) {
+                        return false;
+                    }
+                }
+                if let Some(g) = &self.stdin_from {
+                    if !x.stdin_from.as_deref().is_some_and(|w| g.is_match(w)) {
                         return false;
                     }
                 }

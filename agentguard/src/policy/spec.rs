@@ -173,6 +173,10 @@ pub struct Conditions {
     /// exec: regexes over the arguments joined by single spaces.
     #[serde(default, deserialize_with = "one_or_many")]
     pub cmdline: Vec<Pattern>,
+    /// exec: the program writing into the new program's stdin pipe
+    /// (path globs; `curl URL | sh`: `exec: sh`, `stdin_from: curl`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub stdin_from: Vec<PathGlob>,
     /// connect/send: IP destination.
     #[serde(default)]
     pub dest: Option<NetDest>,
@@ -233,6 +237,7 @@ impl Conditions {
                 !self.exec.is_empty() as usize
                     + !self.argv.is_empty() as usize
                     + !self.cmdline.is_empty() as usize
+                    + !self.stdin_from.is_empty() as usize
             }
             Kind::Connect | Kind::Send => {
                 self.dest.is_some() as usize + !self.unix_path.is_empty() as usize
@@ -258,6 +263,7 @@ impl Conditions {
             !self.exec.is_empty(),
             !self.argv.is_empty(),
             !self.cmdline.is_empty(),
+            !self.stdin_from.is_empty(),
             self.dest.is_some(),
             !self.unix_path.is_empty(),
         ]

@@ -299,6 +299,7 @@ fn kernel_decides(r: &Rule, k: Kind, slot: Option<&SlotPlan>, backend: Option<Ba
         KernelPart::Compat => k == Kind::CompatSyscall,
         KernelPart::Files { .. } => k == Kind::Open || (lsm && k != Kind::Connect),
         KernelPart::Mount { .. } => lsm,
+        KernelPart::Pipe { .. } => k == Kind::Exec,
     }
 }
 

@@ -217,6 +217,9 @@ fn exec_detail(e: &raw::ExecEvent) -> ExecDetail {
         argv_truncated: e.header.flags & flags::ARGV_TRUNCATED != 0,
         flags: e.flags,
         binary: None,
+        stdin_pipe: (e.stdin_pipe != 0).then_some(e.stdin_pipe),
+        stdout_pipe: (e.stdout_pipe != 0).then_some(e.stdout_pipe),
+        stdin_from: None,
     }
 }
 

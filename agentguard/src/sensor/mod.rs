@@ -192,6 +192,7 @@ const OFFSETS: &[(&str, &str, &str)] = &[
     ("OFF_FILE_PATH", "file", "f_path"),
     ("OFF_DENTRY_INODE", "dentry", "d_inode"),
     ("OFF_INODE_INO", "inode", "i_ino"),
+    ("OFF_INODE_MODE", "inode", "i_mode"),
     ("OFF_INODE_SB", "inode", "i_sb"),
     ("OFF_SB_DEV", "super_block", "s_dev"),
     ("OFF_BPRM_FILE", "linux_binprm", "file"),
