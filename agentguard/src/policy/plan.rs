@@ -601,6 +601,32 @@ mod tests {
     }
 
     #[test]
+    fn pipe_rules_with_plain_names_go_to_the_kernel() {
+        let yaml = "name: t\nrules:\n  - name: r\n    kinds: exec\n    match: { agent: any }\n    when: { exec: [sh, bash], stdin_from: [curl] }\n    action: kill\n    severity: high\n    message: m\n";
+        for backend in [Backend::Tracepoint, Backend::Lsm] {
+            let p = plan_of(yaml, backend);
+            assert_eq!(
+                p.slots.first().map(|s| &s.kernel),
+                Some(&KernelPart::Pipe {
+                    readers: vec!["sh".into(), "bash".into()],
+                    writers: vec!["curl".into()],
+                })
+            );
+        }
+        // A path glob on either side: userspace only.
+        for other in [
+            yaml.replace("stdin_from: [curl]", "stdin_from: [\"/usr/bin/*\"]"),
+            yaml.replace("exec: [sh, bash]", "exec: [\"/bin/sh\"]"),
+            yaml.replace("action: kill", "action: alert"),
+        ] {
+            assert!(
+                plan_of(&other, Backend::Tracepoint).slots.is_empty(),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
     fn ids_are_stable_and_nonzero() {
         assert_eq!(fnv("a"), fnv("a"));
         assert_ne!(fnv("a"), fnv("b"));
