@@ -37,7 +37,7 @@ pub struct Event {
     /// Who did it (container, pod, agent, ancestry); filled by the identity
     /// stage, absent straight from the sensor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<crate::identity::resolver::Identity>,
+    pub identity: Option<crate::identity::model::Identity>,
 }
 
 /// An action the kernel took itself, without waiting for userspace.

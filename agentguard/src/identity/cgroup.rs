@@ -6,15 +6,7 @@
 //! apart here (the enforcement maps key on it). The *paths* name the
 //! runtime's container id in well-known shapes, on v1, v2 and hybrid hosts.
 
-/// The runtime that owns a cgroup path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Runtime {
-    Docker,
-    Containerd,
-    Crio,
-    Podman,
-}
+pub use super::model::Runtime;
 
 /// What a cgroup path says about its container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -8,69 +8,12 @@ use anyhow::{Context as _, Result};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use super::cgroup::Runtime;
 
-/// Labels that name the agent (see the identity docs).
-pub const AGENT_LABEL: &str = "agentguard.io/agent";
-pub const SESSION_LABEL: &str = "agentguard.io/session";
-
-/// One mount of a container.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountInfo {
-    pub source: String,
-    pub destination: String,
-    pub read_only: bool,
-    /// "bind", "volume", "tmpfs", ...
-    pub kind: String,
-}
-
-/// Kubernetes pod facts from the CRI labels.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodInfo {
-    pub name: String,
-    pub namespace: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-}
-
-/// What an event's container is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerInfo {
-    pub id: String,
-    pub name: String,
-    pub image: String,
-    pub runtime: Runtime,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub mounts: Vec<MountInfo>,
-    /// Host pid of the container's init process while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_pid: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodInfo>,
-}
-
-impl ContainerInfo {
-    /// The agent named by the container's label, if any.
-    pub fn agent_label(&self) -> Option<&str> {
-        self.labels.get(AGENT_LABEL).map(String::as_str)
-    }
-}
-
-/// Pod identity from CRI labels (Docker or containerd carry the same keys).
-pub fn pod_from_labels(labels: &BTreeMap<String, String>) -> Option<PodInfo> {
-    Some(PodInfo {
-        name: labels.get("io.kubernetes.pod.name")?.clone(),
-        namespace: labels.get("io.kubernetes.pod.namespace")?.clone(),
-        uid: labels.get("io.kubernetes.pod.uid").cloned(),
-        container: labels.get("io.kubernetes.container.name").cloned(),
-    })
-}
+pub use super::model::{
+    pod_from_labels, ContainerInfo, MountInfo, PodInfo, AGENT_LABEL, SESSION_LABEL,
+};
 
 /// A connected Docker client.
 #[derive(Clone)]

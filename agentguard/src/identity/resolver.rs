@@ -14,7 +14,7 @@
 //! nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -38,88 +38,7 @@ pub const DEFAULT_AGENTS: &[&str] = &[
 /// Longest ancestry chain carried by an event.
 pub const MAX_ANCESTRY: usize = 8;
 
-/// How the agent was recognized.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentSource {
-    /// The container's `agentguard.io/agent` label.
-    Label,
-    /// An ancestor process runs a known agent executable.
-    Ancestry,
-    /// The container's image matches a configured pattern.
-    Image,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Agent {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
-    pub source: AgentSource,
-    /// The agent's own process (ancestry), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-}
-
-/// One link of the chain from the acting process up to the agent or the
-/// container's init.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ancestor {
-    pub pid: u32,
-    /// Shared with the process table: no copy per event.
-    pub exe: Arc<str>,
-    /// argv joined by spaces, cut at 120 bytes.
-    pub argv: Arc<str>,
-}
-
-/// A container as tagged on an event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerTag {
-    pub id: Arc<str>,
-    /// Full metadata once the runtime has described it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Arc<ContainerInfo>>,
-}
-
-/// Where the process runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    Host,
-    Container,
-}
-
-/// Who did it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub scope: Scope,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerTag>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<Arc<Agent>>,
-    /// From the acting process up; shared with the resolver's cache.
-    #[serde(default, skip_serializing_if = "slice_is_empty")]
-    pub ancestry: Arc<[Ancestor]>,
-}
-
-fn slice_is_empty(a: &Arc<[Ancestor]>) -> bool {
-    a.is_empty()
-}
-
-impl Identity {
-    /// The identity of a process nothing is known about.
-    pub fn host() -> Identity {
-        Identity {
-            scope: Scope::Host,
-            container: None,
-            agent: None,
-            ancestry: Arc::from(Vec::new()),
-        }
-    }
-}
-
-/// Containers by id, shared with the runtime watchers.
-pub type ContainerMap = Arc<RwLock<HashMap<String, Arc<ContainerInfo>>>>;
+pub use super::model::{Agent, AgentSource, Ancestor, ContainerMap, ContainerTag, Identity, Scope};
 
 #[derive(Clone, Debug)]
 struct Proc {
