@@ -5,10 +5,12 @@
 //! [`Sensor::read`] in a loop; [`Sensor::set_filter`] feeds the in-kernel
 //! task filter (the identity stage will drive it).
 
+pub mod bpfsys;
 pub mod btf;
 pub mod cgroups;
 pub mod decode;
 pub mod features;
+pub mod hostfs;
 pub mod paths;
 
 use std::os::fd::AsRawFd;
