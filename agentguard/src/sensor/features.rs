@@ -924,10 +924,38 @@ mod tests {
                 "{yes} should be supported here:\n{table}"
             );
         }
-        for no in ["fentry", "bpf_lsm", "kprobes", "probe_write_user"] {
+        // The kernel-dependent verdicts, each held against a fact of the
+        // running kernel read another way (not the host this was written
+        // on: a kernel where they work passes too).
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let lsms = read("/sys/kernel/security/lsm");
+        if !lsms.split(',').any(|l| l.trim() == "bpf") {
             assert!(
-                !r.is_supported(no),
-                "{no} should not be supported here:\n{table}"
+                !r.is_supported("bpf_lsm"),
+                "bpf_lsm without bpf in the LSM list {lsms:?}:\n{table}"
+            );
+        }
+        let kprobe_events = Path::new("/sys/kernel/tracing/kprobe_events").exists()
+            || Path::new("/sys/kernel/debug/tracing/kprobe_events").exists();
+        if !kprobe_events {
+            assert!(
+                !r.is_supported("kprobes"),
+                "kprobes without kprobe_events:\n{table}"
+            );
+        }
+        // bpf_probe_write_user is what lockdown=integrity takes away first.
+        let lockdown = read("/sys/kernel/security/lockdown");
+        if lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]") {
+            assert!(!r.is_supported("probe_write_user"), "{lockdown}:\n{table}");
+            assert!(!r.is_supported("lockdown"), "{lockdown}:\n{table}");
+        } else if lockdown.contains("[none]") {
+            assert!(r.is_supported("lockdown"), "{lockdown}:\n{table}");
+        }
+        // fentry and tp_btf attach by BTF id: never without BTF.
+        for by_btf in ["fentry", "tp_btf", "bpf_lsm"] {
+            assert!(
+                !r.is_supported(by_btf) || r.is_supported("btf"),
+                "{by_btf} without BTF:\n{table}"
             );
         }
         assert!(!r.kernel.is_empty());
