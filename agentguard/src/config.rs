@@ -189,6 +189,7 @@ impl<'de> Deserialize<'de> for AgentImages {
             ) -> Result<AgentImages, A::Error> {
                 let mut v = Vec::new();
                 while let Some((pattern, agent)) = m.next_entry::<String, String>()? {
+                    crate::policy::rules::text_glob(&pattern).map_err(serde::de::Error::custom)?;
                     v.push(ImageAgent { pattern, agent });
                 }
                 Ok(AgentImages(v))
@@ -465,6 +466,8 @@ impl Config {
                 .split_once('=')
                 .filter(|(p, a)| !p.is_empty() && !a.is_empty())
                 .ok_or_else(|| format!("--agent-image {spec:?}: expected GLOB=AGENT"))?;
+            crate::policy::rules::text_glob(pattern)
+                .map_err(|e| format!("--agent-image {spec:?}: {e}"))?;
             self.agent_images.0.push(ImageAgent {
                 pattern: pattern.into(),
                 agent: agent.into(),
@@ -745,6 +748,9 @@ kernel_maps: { task_filter: 131072, pending_file: 32768 }
         assert_eq!(e.line, 4, "{e}");
         let e = parse("watch: some\n").expect_err("refused");
         assert!(e.reason.contains("all"), "{e}");
+        // Agent image patterns are the policy's text globs: one dialect.
+        let e = parse("agent_images:\n  \"acme/[agent\": acme\n").expect_err("refused");
+        assert!(e.reason.contains("bad glob"), "{e}");
     }
 
     #[test]

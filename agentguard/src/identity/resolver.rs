@@ -99,7 +99,8 @@ pub struct Resolver {
     containers: ContainerMap,
     known: HashMap<Arc<str>, KnownContainer>,
     agents: Vec<String>,
-    images: Vec<ImageAgent>,
+    /// With each pattern compiled (the policy's text-glob dialect).
+    images: Vec<(globset::GlobMatcher, ImageAgent)>,
     /// Container ids seen without metadata, for the watcher to describe.
     wanted: Vec<String>,
     asked: HashMap<Arc<str>, Instant>,
@@ -115,28 +116,6 @@ pub type CgroupPathFn = Box<dyn Fn(u64) -> Option<String> + Send>;
 
 /// Glob match with `*` (any run) and `?` (one char), iterative with
 /// single-star backtracking: linear enough for image names.
-pub fn glob_match(pattern: &str, s: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), s.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == b'*')
-}
-
 fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
@@ -209,8 +188,19 @@ impl Resolver {
 
     /// Adds agents named by image patterns (first match wins; a container's
     /// `agentguard.io/agent` label still takes precedence).
+    /// A pattern that is not a glob (the config refuses those at load) is
+    /// left out, with a warning.
     pub fn with_image_agents(mut self, images: Vec<ImageAgent>) -> Resolver {
-        self.images = images;
+        self.images = images
+            .into_iter()
+            .filter_map(|i| match crate::policy::rules::text_glob(&i.pattern) {
+                Ok(m) => Some((m, i)),
+                Err(e) => {
+                    tracing::warn!("agent image pattern left out: {e}");
+                    None
+                }
+            })
+            .collect();
         self
     }
 
@@ -419,8 +409,8 @@ impl Resolver {
         }
         self.images
             .iter()
-            .find(|i| glob_match(&i.pattern, &c.image))
-            .map(|i| {
+            .find(|(m, _)| m.is_match(&c.image))
+            .map(|(_, i)| {
                 Arc::new(Agent {
                     name: i.agent.clone(),
                     session: c.labels.get(SESSION_LABEL).cloned(),
@@ -563,6 +553,11 @@ mod tests {
     use crate::identity::cgroup::Runtime;
     use std::collections::BTreeMap;
 
+    fn glob_match(pattern: &str, s: &str) -> bool {
+        crate::policy::rules::text_glob(pattern).is_ok_and(|m| m.is_match(s))
+    }
+
+    /// Agent image patterns in the policy's text-glob dialect.
     #[test]
     fn glob_cases() {
         assert!(glob_match("*", ""));

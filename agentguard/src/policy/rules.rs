@@ -70,6 +70,16 @@ impl PathGlobs {
     }
 }
 
+/// One text glob in the policy's dialect (`*` crosses `/`: images,
+/// labels, names), for the other stages that match such patterns (agent
+/// images in the config), so a pattern means the same everywhere.
+pub fn text_glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("bad glob {pattern:?}: {}", e.kind()))
+}
+
 fn text_globs(globs: &[TextGlob]) -> Result<Option<GlobSet>, String> {
     if globs.is_empty() {
         return Ok(None);
