@@ -367,10 +367,8 @@ fn test(args: &[String]) -> Result<()> {
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     cmd.env("AGENTGUARD_XTASK", xtask);
     // tests/real_agents.rs drives the real CLI installed above.
-    cmd.env(
-        "AGENTGUARD_CLAUDE",
-        target_dir().join("agents/claude-code/node_modules/.bin/claude"),
-    );
+    cmd.env("AGENTGUARD_CLAUDE", setup::claude_bin());
+    cmd.env("AGENTGUARD_AGENTS_DIR", setup::AGENTS_DIR);
     eprintln!("xtask: {}", describe(&cmd));
     run_cmd(&mut cmd)?;
 

@@ -25,6 +25,18 @@ const LLVM_PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The Claude Code CLI the real-agent tests drive (npm, pinned).
 pub const CLAUDE_CODE_VERSION: &str = "2.1.332";
+/// Where the real agent CLIs and their workspaces live: a fixed place
+/// outside any temp directory, wherever the checkout is (the pack flags
+/// programs run from /tmp, and a real install or workspace is not there;
+/// CI's clone may be).
+pub const AGENTS_DIR: &str = "/var/cache/agentguard-tests";
+
+/// Claude Code's executable under [`AGENTS_DIR`].
+pub fn claude_bin() -> PathBuf {
+    Path::new(AGENTS_DIR).join(format!(
+        "claude-code-{CLAUDE_CODE_VERSION}/node_modules/.bin/claude"
+    ))
+}
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const DOCKER_SOCK: &str = "/var/run/docker.sock";
 const DOCKERD_LOG: &str = "/var/log/agentguard-dockerd.log";
@@ -50,10 +62,10 @@ impl Setup {
     }
 
     /// The real agent CLIs of tests/real_agents.rs, from npm at pinned
-    /// versions, cached under target/agents. Returns Claude Code's path.
+    /// versions, cached under [`AGENTS_DIR`]. Returns Claude Code's path.
     pub fn agents(&mut self) -> Result<PathBuf> {
-        let prefix = crate::target_dir().join("agents/claude-code");
-        let bin = prefix.join("node_modules/.bin/claude");
+        let prefix = Path::new(AGENTS_DIR).join(format!("claude-code-{CLAUDE_CODE_VERSION}"));
+        let bin = claude_bin();
         let stamp = prefix.join("version");
         if bin.exists()
             && std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == CLAUDE_CODE_VERSION)
