@@ -417,6 +417,52 @@ fn pipe_verdict(hit: u32, other: u32) -> u32 {
     }
 }
 
+/// One end of `pipe` taken by the current task (`tgid`), as its reader or
+/// its writer, for pipe rules `mine`: the verdict when the other end of
+/// the same rules is already there, else this end is recorded.
+#[inline(always)]
+fn pipe_end(pipe: u64, mine: u32, reader: bool, tgid: u32) -> Option<u32> {
+    match PIPES.get_ptr_mut(&pipe) {
+        Some(e) => {
+            // SAFETY: value of a live map entry; racing updates only add
+            // bits.
+            let e = unsafe { &mut *e };
+            let (hit, other) = if reader {
+                (e.writer_rules & mine, e.writer_tgid)
+            } else {
+                (e.reader_rules & mine, e.reader_tgid)
+            };
+            if hit != 0 {
+                return Some(pipe_verdict(hit, other));
+            }
+            if reader {
+                e.reader_rules |= mine;
+                e.reader_tgid = tgid;
+            } else {
+                e.writer_rules |= mine;
+                e.writer_tgid = tgid;
+            }
+        }
+        None => {
+            let v = if reader {
+                PipeEnds {
+                    reader_rules: mine,
+                    reader_tgid: tgid,
+                    ..Default::default()
+                }
+            } else {
+                PipeEnds {
+                    writer_rules: mine,
+                    writer_tgid: tgid,
+                    ..Default::default()
+                }
+            };
+            let _ = PIPES.insert(&pipe, &v, 0);
+        }
+    }
+    None
+}
+
 /// At the exit of a guarded task's exec (the new program, named `comm`,
 /// has not run a byte yet) with these stdin/stdout pipes: a
 /// reader (a shell) whose stdin is a pipe a writer of the same rule (a
@@ -441,52 +487,13 @@ pub fn check_pipes(rules: u32, stdin: u64, stdout: u64, tgid: u32) -> u32 {
     };
     let (rd, wr) = (prog.reader_rules & armed, prog.writer_rules & armed);
     if rd != 0 && stdin != 0 {
-        match PIPES.get_ptr_mut(&stdin) {
-            Some(e) => {
-                // SAFETY: value of a live map entry; racing updates only
-                // add bits.
-                let (hit, other) = unsafe { ((*e).writer_rules & rd, (*e).writer_tgid) };
-                if hit != 0 {
-                    return pipe_verdict(hit, other);
-                }
-                // SAFETY: as above.
-                unsafe {
-                    (*e).reader_rules |= rd;
-                    (*e).reader_tgid = tgid;
-                }
-            }
-            None => {
-                let v = PipeEnds {
-                    reader_rules: rd,
-                    reader_tgid: tgid,
-                    ..Default::default()
-                };
-                let _ = PIPES.insert(&stdin, &v, 0);
-            }
+        if let Some(v) = pipe_end(stdin, rd, true, tgid) {
+            return v;
         }
     }
     if wr != 0 && stdout != 0 {
-        match PIPES.get_ptr_mut(&stdout) {
-            Some(e) => {
-                // SAFETY: as above.
-                let (hit, other) = unsafe { ((*e).reader_rules & wr, (*e).reader_tgid) };
-                if hit != 0 {
-                    return pipe_verdict(hit, other);
-                }
-                // SAFETY: as above.
-                unsafe {
-                    (*e).writer_rules |= wr;
-                    (*e).writer_tgid = tgid;
-                }
-            }
-            None => {
-                let v = PipeEnds {
-                    writer_rules: wr,
-                    writer_tgid: tgid,
-                    ..Default::default()
-                };
-                let _ = PIPES.insert(&stdout, &v, 0);
-            }
+        if let Some(v) = pipe_end(stdout, wr, false, tgid) {
+            return v;
         }
     }
     0

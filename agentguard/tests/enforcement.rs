@@ -75,34 +75,6 @@ fn agent_rm_volume(tag: &str, agent: &str, vol: &Path) -> (common::ContainerGuar
     (guard, out)
 }
 
-fn bridge_gateway() -> String {
-    let gw = common::docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]);
-    if !gw.is_empty() {
-        return gw;
-    }
-    // Docker may leave the gateway out of the IPAM config when it picked the
-    // subnet itself: the bridge then holds the subnet's first address.
-    let subnet = common::docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Subnet}}",
-    ]);
-    let net: std::net::Ipv4Addr = subnet
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no bridge gateway or subnet: {subnet:?}"));
-    std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()
-}
-
 #[test]
 fn rm_of_a_mounted_volume_by_an_agent_is_killed_in_the_kernel() {
     let Some(_g) = ready() else { return };
@@ -148,7 +120,7 @@ fn rm_of_a_mounted_volume_by_an_agent_is_killed_in_the_kernel() {
 fn agent_egress_is_denied_and_unlabelled_containers_are_left_alone() {
     let Some(_g) = ready() else { return };
     let d = Daemon::start(&pack(), "net");
-    let gw = bridge_gateway();
+    let gw = common::bridge_gateway();
     let agent = format!("agtest-net-{}", std::process::id());
     let _c = common::ContainerGuard(agent.clone());
     let script = format!(
@@ -261,7 +233,7 @@ fn exec_nc(container: &str, gw: &str) -> String {
 #[test]
 fn network_deny_outlives_kill_9_and_a_restart_adopts_it() {
     let Some(_g) = ready() else { return };
-    let gw = bridge_gateway();
+    let gw = common::bridge_gateway();
     let d = Daemon::start(&pack(), "persist");
     let name = format!("agtest-persist-{}", std::process::id());
     let _c = common::ContainerGuard(name.clone());
@@ -810,22 +782,6 @@ fn a_process_whose_leader_exited_is_still_guarded() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Files under `dir`, at any depth.
-fn count_tree(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                count_tree(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
 /// GNU `rm -rf DIR` walks the tree with directory descriptors and removes
 /// each entry by a bare name (`unlinkat(dirfd, "f")`); `cd DIR && rm *`
 /// passes bare names relative to the cwd. Neither string says where the
@@ -864,7 +820,7 @@ fn removals_by_bare_names_in_a_protected_directory_are_killed_in_the_kernel() {
         &format!("sleep 1\n/bin/rm -rf {}; echo \"rm=$?\"\n", rf.display()),
     );
     assert!(out.contains("rm=137"), "rm -rf was not killed: {out}");
-    let left = count_tree(&rf);
+    let left = common::count_tree(&rf);
     assert!(left >= 59, "rm -rf lost {} of 60 files: {out}", 60 - left);
     let a = d.wait_alert("keep-removal", |a| a["result"]["outcome"] == "killed");
     assert_eq!(a["result"]["by"], "kernel", "{a}");
@@ -883,7 +839,7 @@ fn removals_by_bare_names_in_a_protected_directory_are_killed_in_the_kernel() {
         out.contains("sh=137"),
         "the tool's shell was not killed: {out}"
     );
-    let left = count_tree(&star);
+    let left = common::count_tree(&star);
     assert!(
         !out.contains("looped"),
         "the rm loop ran to its end ({left} files left): {out}"
@@ -1475,7 +1431,7 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 fn agents_reach_only_what_allowed_names_resolved_to() {
     use common::dns::{DnsServer, Rec};
     let Some(_g) = ready() else { return };
-    let gw = bridge_gateway();
+    let gw = common::bridge_gateway();
     let gw_ip: std::net::Ipv4Addr = gw.parse().expect("gateway address");
     let (_t1, t1) = http_target("dns-t1");
     let (_t2, t2) = http_target("dns-t2");

@@ -25,18 +25,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn gateway() -> String {
-    let gw = common::docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]);
-    assert!(!gw.is_empty(), "no bridge gateway");
-    gw
-}
-
 /// Replays `lines` (events as JSON) under `pol`; returns the decisions.
 fn replay(dir: &Path, pol: &Path, lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
     let f = dir.join("probe.jsonl");
@@ -93,7 +81,7 @@ fn a_learned_policy_fits_the_session_it_came_from_and_catches_the_rest() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let gw = gateway();
+    let gw = common::bridge_gateway();
     let name = format!("agtest-learner-{}", std::process::id());
     let _c = common::ContainerGuard(name.clone());
     let script = format!(

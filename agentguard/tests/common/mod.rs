@@ -181,3 +181,48 @@ pub async fn container_events(
     stage.flush(&mut |x| keep(&mut events, x));
     events
 }
+
+/// The Docker bridge's gateway address (this machine's end of the bridge).
+pub fn bridge_gateway() -> String {
+    let gw = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    if !gw.is_empty() {
+        return gw;
+    }
+    // Docker may leave the gateway out of the IPAM config when it picked the
+    // subnet itself: the bridge then holds the subnet's first address.
+    let subnet = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+    ]);
+    let net: std::net::Ipv4Addr = subnet
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no bridge gateway or subnet: {subnet:?}"));
+    std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()
+}
+
+/// Files under `dir`, at any depth.
+pub fn count_tree(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                count_tree(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
