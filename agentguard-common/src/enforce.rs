@@ -327,3 +327,33 @@ pub const DNS_SOCK_ENTRIES: u32 = 16384;
 pub const DNS_MAX_ADDRS: usize = 8;
 /// Most answer records read from one response.
 pub const DNS_MAX_ANSWERS: u32 = 16;
+
+/// Files a guarded container created itself (`OWN_FILES`): room for this
+/// many at once, least recently used first out.
+pub const OWN_FILE_ENTRIES: u32 = 8192;
+
+/// Key of `OWN_FILES`: the container's cgroup id and the absolute path its
+/// creating open passed, zero-padded (the whole key is hashed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnKey {
+    pub cgroup_id: u64,
+    pub path: [u8; crate::event::PATH_LEN],
+}
+
+/// What the creating open got: the removal of the same path is the
+/// container's own file only while this dentry still holds that name
+/// (`hash_len`, `parent`), is hashed, and holds the same inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnFile {
+    pub dentry: u64,
+    pub parent: u64,
+    /// `qstr.hash_len` of the name (salted with the parent).
+    pub hash_len: u64,
+    pub ino: u64,
+    pub generation: u32,
+    pub _pad: u32,
+    /// CLOCK_BOOTTIME ns of the creation (see `OWN_EPOCH`).
+    pub at: u64,
+}

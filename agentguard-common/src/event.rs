@@ -132,6 +132,10 @@ pub mod flags {
     /// walked from the returned descriptor at exit (symlinks, `..`,
     /// `/proc/self/root` resolved); `path` keeps the string as passed.
     pub const PATH_FROM_FD: u32 = 1 << 7;
+    /// unlink, rename: the file is one the container created itself,
+    /// checked by the kernel on its dentry and inode (`OWN_FILES`): a
+    /// volume rule lets it go.
+    pub const OWN_FILE: u32 = 1 << 9;
 }
 
 /// Common prefix of every record.

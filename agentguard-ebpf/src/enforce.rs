@@ -255,15 +255,31 @@ fn path_lookup(cgroup_id: u64, path: &[u8; PATH_LEN]) -> Option<PathVerdict> {
     KILL_PATHS.get(&key).copied()
 }
 
+/// Does a volume rule of the current container (one of `rules`) guard
+/// removals at the absolute `path`? Then a file created there is recorded
+/// as the container's own (`crate::own`).
+#[inline(always)]
+pub fn volume_guards(rules: u32, path: &[u8; PATH_LEN]) -> bool {
+    if rules == 0 || path[0] != b'/' {
+        return false;
+    }
+    // SAFETY: helper without preconditions.
+    let cg = unsafe { bpf_get_current_cgroup_id() };
+    path_lookup(cg, path).is_some_and(|v| v.rules & rules != 0 && v.ops & UNLINK_OP != 0)
+}
+
 /// Kill-path decision for an absolute `path` and operation `op` by a task
 /// subject to `rules`. `other` is a rename's target: a move inside the same
-/// entry (an atomic save in a volume) is not a removal.
+/// entry (an atomic save in a volume) is not a removal. A volume entry
+/// (per container) lets the container's own files go, and says so in
+/// `hflags` (`flags::OWN_FILE`).
 #[inline(always)]
 pub fn check_path(
     rules: u32,
     op: u32,
     path: &[u8; PATH_LEN],
     other: Option<&[u8; PATH_LEN]>,
+    hflags: &mut u32,
 ) -> u32 {
     if rules == 0 || path[0] != b'/' {
         return 0;
@@ -297,6 +313,10 @@ pub fn check_path(
                 return 0;
             }
         }
+    }
+    if scope != 0 && op & (UNLINK_OP | RENAME_OP) != 0 && crate::own::is_own(path) {
+        *hflags |= agentguard_common::event::flags::OWN_FILE;
+        return 0;
     }
     kill(r)
 }

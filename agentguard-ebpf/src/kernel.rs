@@ -51,6 +51,9 @@ offsets!(
     OFF_UNIX_SOCK_PATH,
     OFF_MSGHDR_NAME,
     OFF_FILE_FLAGS,
+    OFF_FILE_MODE,
+    OFF_DENTRY_HASH,
+    OFF_INODE_GENERATION,
 );
 
 /// Offsets of `task_struct.signal` and `signal_struct.live` (an
@@ -229,6 +232,12 @@ pub fn fd_pipe(task: u64, fd: i32) -> u64 {
 /// `f_path` of the current task's open file `fd`.
 #[inline(always)]
 pub fn fd_path(task: u64, fd: i32) -> Result<KPath, i32> {
+    read_path(fd_file(task, fd)? + OFF_FILE_PATH.load())
+}
+
+/// The `struct file` of the current task's open file `fd`.
+#[inline(always)]
+pub fn fd_file(task: u64, fd: i32) -> Result<u64, i32> {
     if fd < 0 {
         return Err(-9);
     }
@@ -252,7 +261,7 @@ pub fn fd_path(task: u64, fd: i32) -> Result<KPath, i32> {
     if file == 0 {
         return Err(-9);
     }
-    read_path(file + OFF_FILE_PATH.load())
+    Ok(file)
 }
 
 /// Which scratch record's DirChain a walk fills (see `crate::dir_slot`).

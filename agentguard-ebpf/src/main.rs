@@ -12,6 +12,7 @@ mod dns;
 mod enforce;
 mod kernel;
 mod lsm;
+mod own;
 
 use aya_ebpf::{
     helpers::{
@@ -639,6 +640,8 @@ pub fn dir_slot(slot: u32) -> Option<*mut DirChain> {
 
 /// open(2)'s O_PATH flag.
 const O_PATH: u32 = 0o10000000;
+const O_CREAT: u32 = 0o100;
+const RENAME_EXCHANGE: u32 = 1 << 1;
 
 /// Relative (or empty) paths need the directory they are relative to.
 /// `first` is the path's first byte.
@@ -730,7 +733,7 @@ fn file_enter(
     ev.size = size;
     let mut hflags = 0;
     read_path(path, &mut ev.path, &mut hflags, flags::PATH_TRUNCATED);
-    let mut verdict = enforce::check_path(rules, op, &ev.path, None);
+    let mut verdict = enforce::check_path(rules, op, &ev.path, None, &mut hflags);
     if verdict == 0 && op & (enforce::UNLINK_OP | enforce::RMDIR_OP) != 0 {
         verdict = enforce::check_bare_removal(rules, op, dirfd, &ev.path);
     }
@@ -769,16 +772,26 @@ struct OpenArgs {
 #[map]
 static OPEN_ARGS: HashMap<u32, OpenArgs> = HashMap::with_max_entries(16384, 0);
 
+/// `f_path` of a `struct file`.
+#[inline(always)]
+fn read_kpath(file: u64) -> Option<kernel::KPath> {
+    kernel::read_path(file + kernel::OFF_FILE_PATH.load()).ok()
+}
+
 /// Exit of a prefiltered open: nothing to send unless a rule could match
 /// the file (or the open failed: no file to judge by).
 #[inline(always)]
 fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
     let rules = args.rules;
-    let file = if ret >= 0 {
-        kernel::fd_path(kernel::current_task(), ret as i32).ok()
+    let fptr = if ret >= 0 {
+        kernel::fd_file(kernel::current_task(), ret as i32).ok()
     } else {
         None
     };
+    let file = fptr.and_then(|f| read_kpath(f));
+    if let (Some(f), Some(p), true) = (fptr, file, args.flags & O_CREAT != 0) {
+        own::note_user(args.path, f, p, |path| enforce::volume_guards(rules, path));
+    }
     let Some(verdict) = judge_open(
         file,
         rules,
@@ -885,7 +898,13 @@ fn file_exit(ctx: &impl Sys) {
         };
         let rules = by_task | by_cgroup;
         if rules != 0 {
-            let file = kernel::fd_path(kernel::current_task(), ret as i32).ok();
+            let fptr = kernel::fd_file(kernel::current_task(), ret as i32).ok();
+            let file = fptr.and_then(|f| read_kpath(f));
+            if let (Some(f), Some(p), true) = (fptr, file, (*evp).flags & O_CREAT != 0) {
+                own::note_copied(&(*evp).path, f, p, |path| {
+                    enforce::volume_guards(rules, path)
+                });
+            }
             let prior = (*evp).header.verdict;
             let Some(verdict) = judge_open(
                 file,
@@ -1274,8 +1293,18 @@ fn rename_enter(syscall: u16, olddirfd: i32, old: u64, newdirfd: i32, new: u64, 
         &mut ev.header.flags,
         flags::PATH2_TRUNCATED,
     );
-    ev.header.verdict =
-        enforce::check_path(rules, enforce::RENAME_OP, &ev.oldpath, Some(&ev.newpath));
+    // A guarded task moving anything but a file it created itself may be
+    // moving a directory of one: the container's own files stop counting.
+    if rules != 0 && (flags & RENAME_EXCHANGE != 0 || !own::is_own(&ev.oldpath)) {
+        own::reset_epoch();
+    }
+    ev.header.verdict = enforce::check_path(
+        rules,
+        enforce::RENAME_OP,
+        &ev.oldpath,
+        Some(&ev.newpath),
+        &mut ev.header.flags,
+    );
     if !want && ev.header.verdict == 0 {
         return;
     }
@@ -1367,7 +1396,8 @@ fn exec_enter(syscall: u16, dirfd: i32, path: u64, argv: u64, flags: u32) {
     let task = kernel::current_task();
     ev.stdin_pipe = kernel::fd_pipe(task, 0);
     ev.stdout_pipe = kernel::fd_pipe(task, 1);
-    ev.header.verdict = enforce::check_path(rules, enforce::EXEC_OP, &ev.path, None);
+    let mut unused = 0;
+    ev.header.verdict = enforce::check_path(rules, enforce::EXEC_OP, &ev.path, None, &mut unused);
     // A pipe rule decides at exit, on the new program: keep the record.
     let pipes = rules & enforce::config_value(config::PIPE_RULES) != 0
         && (ev.stdin_pipe != 0 || ev.stdout_pipe != 0);

@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
             flag_names: Vec::new(),
             mode: None,
             size: None,
+            own_file: false,
         }),
         Kind::Open,
     );

@@ -310,6 +310,10 @@ pub struct FileDetail {
     /// truncate: the new length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// unlink: the file is one the container created itself (checked by
+    /// the kernel on the file's identity): volume rules let it go.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_file: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -319,6 +323,10 @@ pub struct RenameDetail {
     /// renameat2 flags.
     #[serde(default)]
     pub flags: u32,
+    /// The source is a file the container created itself (as for
+    /// [`FileDetail::own_file`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_file: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1926,3 +1926,135 @@ fn one_action_of_an_agent_is_one_alert() {
     cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One agent container run over `vol` at /data; returns its output.
+/// `host_usr`: with the host's /usr read-only (for git), as in the real
+/// agent tests.
+fn agent_in_volume(tag: &str, vol: &Path, host_usr: bool, script: &str) -> String {
+    let name = format!("agtest-{tag}-{}", std::process::id());
+    let _guard = common::ContainerGuard(name.clone());
+    let data = format!("{}:/data", vol.display());
+    let mut args = vec![
+        "--name",
+        name.as_str(),
+        "--label",
+        "agentguard.io/agent=claude",
+        "-v",
+        data.as_str(),
+    ];
+    if host_usr {
+        args.extend(["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro"]);
+        args.extend(["-v", "/usr/lib64:/lib64:ro"]);
+    }
+    args.extend([common::TEST_IMAGE, "sh", "-c", script]);
+    docker_run(&args)
+}
+
+/// `volume-removal` guards what was in the volume, not what the agent
+/// made there itself: a lock or temp file it created (git's index.lock)
+/// goes, in the kernel's judgement of the file's dentry and inode. Each
+/// way to pass another file off as an own one is killed: renaming a
+/// volume file over an own name, moving the own file's directory away and
+/// putting a symlink to another directory in its place, re-linking a
+/// volume file at a freed own name, and another container's own file.
+#[test]
+fn own_files_in_a_volume_may_be_removed_and_nothing_else() {
+    let Some(_g) = ready() else { return };
+    let d = Daemon::start(&pack(), "own");
+    let vol = volume("own", 4);
+    std::fs::create_dir_all(vol.join("p")).expect("mkdir");
+    std::fs::write(vol.join("p/x"), b"data").expect("write");
+    // The way in: create and remove own files, the way editors, build
+    // tools and git do (absolute paths, plain and O_EXCL creates, and a
+    // rename of an own file in between).
+    let ok = agent_in_volume(
+        "own-ok",
+        &vol,
+        false,
+        "sleep 1; for i in 1 2 3; do echo l > /data/own.lock && rm /data/own.lock || exit 9; done; \
+         set -C; echo t > /data/tmp.$$ && rm /data/tmp.$$; set +C; \
+         echo a > /data/new.tmp && mv /data/new.tmp /data/saved && echo b > /data/other.tmp && \
+         rm /data/other.tmp && echo own=ok",
+    );
+    assert!(ok.contains("own=ok"), "own files were not let go: {ok}");
+    // Ways around: each must die at its rm.
+    let tries = [
+        (
+            "rename-over",
+            "echo o > /data/x; mv /data/f000 /data/x; rm /data/x",
+        ),
+        (
+            "dir-swap",
+            "mkdir /data/d; echo o > /data/d/x; mv /data/d /data/d2; ln -s /data/p /data/d; rm /data/d/x",
+        ),
+        (
+            "relink",
+            "echo o > /data/y; rm /data/y; ln /data/f001 /data/y; rm /data/y",
+        ),
+    ];
+    for (tag, script) in tries {
+        let out = agent_in_volume(
+            &format!("own-{tag}"),
+            &vol,
+            false,
+            &format!("sleep 1; {script}; echo rm=$?"),
+        );
+        assert!(
+            !out.contains("rm=0"),
+            "{tag}: a volume file was removed as the agent's own: {out}"
+        );
+        d.wait_alert("volume-removal", |a| {
+            a["result"]["outcome"] == "killed"
+                && a["event"]["identity"]["container"]["info"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(&format!("own-{tag}")))
+        });
+    }
+    // Another container's own file is not this one's.
+    let made = agent_in_volume(
+        "own-maker",
+        &vol,
+        false,
+        "sleep 1; echo m > /data/theirs; echo made",
+    );
+    assert!(made.contains("made"), "{made}");
+    let out = agent_in_volume(
+        "own-other",
+        &vol,
+        false,
+        "sleep 1; rm /data/theirs; echo rm=$?",
+    );
+    assert!(
+        !out.contains("rm=0"),
+        "another container's file went as own: {out}"
+    );
+    d.wait_alert("volume-removal", |a| {
+        a["event"]["identity"]["container"]["info"]["name"]
+            .as_str()
+            .is_some_and(|n| n.contains("own-other"))
+    });
+    // git in the volume: its index.lock comes and goes (the container
+    // benign session's former false positive).
+    let git = agent_in_volume(
+        "own-git",
+        &vol,
+        true,
+        "sleep 1; cd /data && git init -q repo && cd repo && echo a > f && git add f && \
+         git -c user.email=t@t -c user.name=t commit -qm m && \
+         for i in 1 2 3 4 5; do touch f; git status --short >/dev/null || exit 9; git diff --quiet; done; echo git=ok",
+    );
+    let own_alerts: Vec<_> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            a["event"]["identity"]["container"]["info"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("own-ok") || n.contains("own-git"))
+        })
+        .collect();
+    assert!(own_alerts.is_empty(), "alerts on own files: {own_alerts:?}");
+    assert!(git.contains("git=ok"), "git in the volume failed: {git}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&vol);
+}

@@ -444,21 +444,9 @@ fn claude_code_in_an_agent_container_benign_then_hostile() {
     );
     assert_benign_ran(&out, &api, &ws);
     std::thread::sleep(Duration::from_secs(2));
-    // Known false positive, in the README's limits: git removing its own
-    // lock file (`.git/index.lock`, when `git status` refreshes the index)
-    // in the workspace volume is a removal under the mount to
-    // `volume-removal`, which kills git. Counted and shown; anything else
-    // fails the test.
-    let (known, alerts): (Vec<_>, Vec<_>) = alerts_of(&d).into_iter().partition(|a| {
-        a["decision"]["rule"] == "volume-removal"
-            && a["event"]["file"]["path"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("/work/.git/") && p.ends_with(".lock"))
-    });
-    eprintln!(
-        "known false positives (git lock files in the volume): {}",
-        known.len()
-    );
+    // git's `.git/index.lock` in the workspace volume is its own file
+    // (once a false positive of `volume-removal`): nothing at all.
+    let alerts = alerts_of(&d);
     assert!(
         alerts.is_empty(),
         "false positives in a container: {alerts:#?}"

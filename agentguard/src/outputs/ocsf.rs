@@ -279,6 +279,7 @@ pub(crate) mod tests {
                 flag_names: vec![],
                 mode: None,
                 size: None,
+                own_file: false,
             }),
         };
         Alert {

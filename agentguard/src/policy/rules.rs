@@ -440,9 +440,12 @@ impl Rule {
                     return false;
                 }
                 let id = ev.identity.as_ref();
+                // A volume rule guards the data that was there: a file the
+                // container created itself (its lock, its temp file) is its
+                // own to remove, as the kernel checked.
                 self.path_holds(&f.file.path)
                     && (!self.spec.when.under_mount
-                        || volume_mounts(id).any(|m| path_under(&f.file.path, m)))
+                        || (!f.own_file && volume_mounts(id).any(|m| path_under(&f.file.path, m))))
             }
             Detail::Rename(r) => {
                 let id = ev.identity.as_ref();
@@ -450,8 +453,10 @@ impl Rule {
                 // rename inside the same mount (atomic save) is not.
                 self.path_holds(&r.from.path)
                     && (!self.spec.when.under_mount
-                        || volume_mounts(id)
-                            .any(|m| path_under(&r.from.path, m) && !path_under(&r.to.path, m)))
+                        || (!r.own_file
+                            && volume_mounts(id).any(|m| {
+                                path_under(&r.from.path, m) && !path_under(&r.to.path, m)
+                            })))
             }
             Detail::Exec(x) => {
                 // The path as run or the binary loaded: a symlink or

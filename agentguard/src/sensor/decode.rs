@@ -184,6 +184,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     h.flags & flags::PATH2_TRUNCATED != 0,
                 ),
                 flags: r.flags,
+                own_file: h.flags & flags::OWN_FILE != 0,
             })
         }
         kind::CONNECT | kind::SEND | kind::SOCKET => {
@@ -297,6 +298,7 @@ fn file_detail(f: &raw::FileEvent) -> FileDetail {
         },
         mode: (is_open && f.flags & 0o100 != 0).then_some(f.mode),
         size: (h.kind == kind::TRUNCATE).then_some(f.size),
+        own_file: h.flags & flags::OWN_FILE != 0,
     }
 }
 

@@ -201,6 +201,9 @@ const OFFSETS: &[(&str, &str, &str)] = &[
     ("OFF_UNIX_SOCK_PATH", "unix_sock", "path"),
     ("OFF_MSGHDR_NAME", "msghdr", "msg_name"),
     ("OFF_FILE_FLAGS", "file", "f_flags"),
+    ("OFF_FILE_MODE", "file", "f_mode"),
+    ("OFF_DENTRY_HASH", "dentry", "d_hash"),
+    ("OFF_INODE_GENERATION", "inode", "i_generation"),
 ];
 
 /// BPF-LSM programs: (program, hook, optional).
