@@ -531,18 +531,7 @@ impl Pipeline {
                     None => why,
                 });
             }
-            let actor = ev
-                .identity
-                .as_ref()
-                .and_then(|i| i.agent.as_ref())
-                .and_then(|a| a.pid)
-                .map(|p| {
-                    if p == ev.pid {
-                        crate::alert::Actor::Agent
-                    } else {
-                        crate::alert::Actor::Tool
-                    }
-                });
+            let actor = crate::policy::rules::actor(&ev);
             let alert = Alert {
                 time: time.clone(),
                 host: self.host.clone(),

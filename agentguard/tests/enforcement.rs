@@ -2058,3 +2058,45 @@ fn own_files_in_a_volume_may_be_removed_and_nothing_else() {
     cleanup();
     let _ = std::fs::remove_dir_all(&vol);
 }
+
+/// An agent installed under /tmp (its user's choice) does not raise
+/// `exec-from-temp` by starting (`actor: tool` in the pack); a program it
+/// runs from /tmp does, and the alert says a tool of it acted.
+#[test]
+fn an_agent_started_from_tmp_is_not_exec_from_temp_but_what_it_runs_is() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-tmpagent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let d = Daemon::start(&pack(), "tmpagent");
+    let payload = dir.join("payload");
+    let out = run_host_agent(
+        &dir,
+        &format!(
+            "sleep 1; cp /bin/true {p}; {p} && echo ran",
+            p = payload.display()
+        ),
+    );
+    assert!(out.contains("ran"), "{out}");
+    let a = d.wait_alert("exec-from-temp", |a| {
+        a["event"]["exec"]["file"]["path"] == payload.display().to_string()
+    });
+    assert_eq!(a["actor"], "tool", "{a}");
+    assert_eq!(a["event"]["identity"]["agent"]["name"], "claude", "{a}");
+    // The agent's own start came first; give a late alert time anyway.
+    std::thread::sleep(Duration::from_secs(1));
+    let own: Vec<_> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            a["decision"]["rule"] == "exec-from-temp"
+                && a["event"]["exec"]["file"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/claude"))
+        })
+        .collect();
+    assert!(own.is_empty(), "the agent's own start alerted: {own:#?}");
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -266,6 +266,14 @@ fn no_exceptions(ex: &crate::policy::spec::Exceptions) -> bool {
 }
 
 fn kernel_part(r: &Rule, backend: Backend) -> Option<(KernelPart, Option<String>)> {
+    // Whether the agent process itself acted is known from the ancestry
+    // userspace resolves. The per-task rule bits leave the agent process
+    // out, but its child holds the agent's bits from fork to its exec: a
+    // kill there would be missed, so only alerts (which userspace raises
+    // anyway) go to the kernel.
+    if r.spec().selector.actor.is_some() && r.action() != Action::Alert {
+        return None;
+    }
     let w = &r.spec().when;
     let kinds = r.kinds();
     let ex = &w.except;
@@ -624,6 +632,21 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn actor_rules_go_to_the_kernel_only_as_alerts() {
+        let yaml = "name: t\nrules:\n  - name: r\n    kinds: exec\n    match: { agent: any, actor: tool }\n    when: { exec: [\"/tmp/**\"] }\n    action: alert\n    severity: high\n    message: m\n";
+        assert_eq!(plan_of(yaml, Backend::Lsm).slots.len(), 1);
+        let kill = yaml.replace("action: alert", "action: kill");
+        assert_eq!(
+            plan_of(&kill.replace(", actor: tool", ""), Backend::Lsm)
+                .slots
+                .len(),
+            1
+        );
+        assert!(plan_of(&kill, Backend::Lsm).slots.is_empty());
+        assert!(plan_of(&kill, Backend::Tracepoint).slots.is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::RegexSet;
 
 use super::spec::{Access, AgentSel, Cidr, PathGlob, PortRange, ResultSel, RuleSpec, TextGlob};
-use crate::alert::{Action, Decision, KillScope, Mode, Severity};
+use crate::alert::{Action, Actor, Decision, KillScope, Mode, Severity};
 use crate::event::{Detail, Event, Kind};
 use crate::identity::resolver::{Identity, Scope};
 
@@ -352,7 +352,7 @@ impl Rule {
     /// holds for every process of the container.
     pub fn selects_by_container_only(&self) -> bool {
         let s = &self.spec.selector;
-        s.exe.is_empty() && s.comm.is_empty() && s.ancestor.is_empty()
+        s.exe.is_empty() && s.comm.is_empty() && s.ancestor.is_empty() && s.actor.is_none()
     }
 
     fn selected(&self, ev: &Event) -> bool {
@@ -410,6 +410,12 @@ impl Rule {
         if let Some(g) = &self.ancestor {
             let hit = id.is_some_and(|i| i.ancestry.iter().skip(1).any(|a| g.is_match(&a.exe)));
             if !hit {
+                return false;
+            }
+        }
+        if let Some(want) = self.spec.selector.actor {
+            let got = actor(ev).unwrap_or(Actor::Tool);
+            if got != want {
                 return false;
             }
         }
@@ -577,6 +583,17 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
         v4 => v4,
     };
     canon(a) == canon(b)
+}
+
+/// Who acted, for an agent whose process is known (found by ancestry):
+/// the agent process itself, or a program it ran. None otherwise.
+pub fn actor(ev: &Event) -> Option<Actor> {
+    let pid = ev.identity.as_ref()?.agent.as_ref()?.pid?;
+    Some(if pid == ev.pid {
+        Actor::Agent
+    } else {
+        Actor::Tool
+    })
 }
 
 #[cfg(test)]

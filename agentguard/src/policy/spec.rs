@@ -115,6 +115,11 @@ pub struct Selector {
     /// Any ancestor's executable (not the process itself).
     #[serde(default, deserialize_with = "one_or_many")]
     pub ancestor: Vec<PathGlob>,
+    /// `agent`: the agent process itself acted (an agent found by
+    /// ancestry: its own start, its own reads); `tool`: anything else,
+    /// a program it ran or any process of an agent container.
+    #[serde(default)]
+    pub actor: Option<crate::alert::Actor>,
 }
 
 /// Syscall result filter.
