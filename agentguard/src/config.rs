@@ -253,11 +253,19 @@ pub struct Config {
     /// Alerts of one rule, subject and object within this many ms are one
     /// alert (`group`: count, time span, pids); 0: one alert per event.
     pub alert_window_ms: u64,
+    /// After an alert is sent, the same alert (rule, subject, object)
+    /// again within this many ms is held and its repeats sent as one
+    /// summary when the hold ends; 0: every repeat once its window closes.
+    pub alert_repeat_ms: u64,
 }
 
 /// `alert_window_ms` unless configured: one agent tool call's syscalls
 /// (several threads and processes) fall well within it.
 pub const DEFAULT_ALERT_WINDOW_MS: u64 = 1000;
+
+/// `alert_repeat_ms` unless configured: the same alert again within a
+/// minute of the last is folded into one summary (a retry storm).
+pub const DEFAULT_ALERT_REPEAT_MS: u64 = 60_000;
 
 /// `flood_quota` unless configured: well above what a busy agent's rule-
 /// relevant records come to (the prefilter keeps the rest in the kernel),
@@ -284,6 +292,7 @@ impl Default for Config {
             strict: false,
             flood_quota: DEFAULT_FLOOD_QUOTA,
             alert_window_ms: DEFAULT_ALERT_WINDOW_MS,
+            alert_repeat_ms: DEFAULT_ALERT_REPEAT_MS,
         }
     }
 }
@@ -485,6 +494,9 @@ impl Config {
         if let Some(q) = f.flood_quota {
             self.flood_quota = q;
         }
+        if let Some(w) = f.alert_repeat_ms {
+            self.alert_repeat_ms = w;
+        }
         if let Some(w) = f.alert_window_ms {
             self.alert_window_ms = w;
         }
@@ -644,6 +656,10 @@ pub struct RunFlags {
     /// into one (0: one alert per event).
     #[arg(long, value_name = "MS")]
     pub alert_window_ms: Option<u64>,
+    /// Hold the same alert again for this many ms after it was sent, and
+    /// send its repeats as one summary then (0: every repeat at once).
+    #[arg(long, value_name = "MS")]
+    pub alert_repeat_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -121,12 +121,58 @@ struct Pipeline {
     /// Alerts waiting for their window to close, by group key.
     groups: std::collections::HashMap<u64, PendingAlert>,
     alert_window: Duration,
+    /// Groups sent within `alert_repeat`: the same alert again is held
+    /// (folded into one summary, sent when the hold ends).
+    repeats: std::collections::HashMap<u64, RepeatHold>,
+    alert_repeat: Duration,
 }
 
 /// An alert held while events of its group may still come.
 struct PendingAlert {
     alert: Alert,
     deadline: Instant,
+}
+
+impl PendingAlert {
+    /// Folds `alert` (same group key) into this one's `group`.
+    fn fold(&mut self, alert: &Alert) {
+        fold_into(&mut self.alert, alert);
+    }
+}
+
+/// Folds `alert` into `p`'s `group` (count, time span, pids, outcomes).
+fn fold_into(p: &mut Alert, alert: &Alert) {
+    use crate::alert::AlertGroup;
+    let g = p.group.get_or_insert_with(|| AlertGroup {
+        count: 1,
+        first_ts_ns: p.event.ts_ns,
+        last_ts_ns: p.event.ts_ns,
+        pids: vec![p.event.pid],
+        other_outcomes: Vec::new(),
+        actors: p.actor.into_iter().collect(),
+    });
+    if let Some(a) = alert.actor {
+        if !g.actors.contains(&a) {
+            g.actors.push(a);
+        }
+    }
+    g.count += 1;
+    g.last_ts_ns = g.last_ts_ns.max(alert.event.ts_ns);
+    if g.pids.len() < 16 && !g.pids.contains(&alert.event.pid) {
+        g.pids.push(alert.event.pid);
+    }
+    let o = alert.result.outcome;
+    if o != p.result.outcome && !g.other_outcomes.contains(&o) {
+        g.other_outcomes.push(o);
+    }
+}
+
+/// A group just sent: the same alert again before `until` is folded into
+/// one summary, sent when the hold ends (a retry storm is two alerts a
+/// minute, not one a second).
+struct RepeatHold {
+    until: Instant,
+    summary: Option<Alert>,
 }
 
 /// At most this many alerts wait for their window; past it, alerts go
@@ -270,9 +316,9 @@ impl Pipeline {
     }
 
     /// Sends `alert` or folds it into the alert already waiting for the
-    /// same rule, subject and object.
+    /// same rule, subject and object, or into the repeat summary of one
+    /// sent within `alert_repeat`.
     fn emit(&mut self, mut alert: Alert, now: Instant) {
-        use crate::alert::AlertGroup;
         self.metrics.alert(&alert);
         if self.alert_window.is_zero() {
             self.outputs.send(&alert);
@@ -281,27 +327,16 @@ impl Pipeline {
         }
         let key = group_key(&alert);
         if let Some(p) = self.groups.get_mut(&key) {
-            let g = p.alert.group.get_or_insert_with(|| AlertGroup {
-                count: 1,
-                first_ts_ns: p.alert.event.ts_ns,
-                last_ts_ns: p.alert.event.ts_ns,
-                pids: vec![p.alert.event.pid],
-                other_outcomes: Vec::new(),
-                actors: p.alert.actor.into_iter().collect(),
-            });
-            if let Some(a) = alert.actor {
-                if !g.actors.contains(&a) {
-                    g.actors.push(a);
+            p.fold(&alert);
+            return;
+        }
+        if let Some(r) = self.repeats.get_mut(&key).filter(|r| now < r.until) {
+            match &mut r.summary {
+                Some(sum) => fold_into(sum, &alert),
+                None => {
+                    alert.group = None;
+                    r.summary = Some(alert);
                 }
-            }
-            g.count += 1;
-            g.last_ts_ns = g.last_ts_ns.max(alert.event.ts_ns);
-            if g.pids.len() < 16 && !g.pids.contains(&alert.event.pid) {
-                g.pids.push(alert.event.pid);
-            }
-            let o = alert.result.outcome;
-            if o != p.alert.result.outcome && !g.other_outcomes.contains(&o) {
-                g.other_outcomes.push(o);
             }
             return;
         }
@@ -322,7 +357,7 @@ impl Pipeline {
 
     /// Sends the alerts whose window has closed (all with `all`).
     fn flush_alerts(&mut self, now: Instant, all: bool) {
-        if self.groups.is_empty() {
+        if self.groups.is_empty() && self.repeats.is_empty() {
             return;
         }
         let due: Vec<u64> = self
@@ -331,11 +366,47 @@ impl Pipeline {
             .filter(|(_, p)| all || p.deadline <= now)
             .map(|(k, _)| *k)
             .collect();
-        let mut out: Vec<Alert> = due
-            .into_iter()
-            .filter_map(|k| self.groups.remove(&k))
-            .map(|p| p.alert)
+        let mut out: Vec<Alert> = Vec::with_capacity(due.len());
+        for k in due {
+            let Some(p) = self.groups.remove(&k) else {
+                continue;
+            };
+            // The same alert again within the hold is one summary.
+            if !self.alert_repeat.is_zero() && self.repeats.len() < MAX_PENDING_ALERTS {
+                self.repeats.insert(
+                    k,
+                    RepeatHold {
+                        until: now + self.alert_repeat,
+                        summary: None,
+                    },
+                );
+            }
+            out.push(p.alert);
+        }
+        let ended: Vec<u64> = self
+            .repeats
+            .iter()
+            .filter(|(_, r)| all || r.until <= now)
+            .map(|(k, _)| *k)
             .collect();
+        for k in ended {
+            let Some(r) = self.repeats.remove(&k) else {
+                continue;
+            };
+            if let Some(sum) = r.summary {
+                out.push(sum);
+                // Still repeating: another hold, one summary per hold.
+                if !all {
+                    self.repeats.insert(
+                        k,
+                        RepeatHold {
+                            until: now + self.alert_repeat,
+                            summary: None,
+                        },
+                    );
+                }
+            }
+        }
         // In the order the events happened.
         out.sort_by_key(|a| a.event.ts_ns);
         for a in out {
@@ -553,18 +624,19 @@ fn group_key(a: &Alert) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let ev = &a.event;
-    (&*a.decision.policy, &*a.decision.rule, a.decision.action).hash(&mut h);
+    (&*a.decision.policy, &*a.decision.rule).hash(&mut h);
+    if a.decision.taint {
+        // A taint rule's alert is its subject's: the read that tainted it
+        // (an alert) and what the taint then refuses it (its calls home,
+        // retried: denies) are one story.
+        subject_key(ev).hash(&mut h);
+        return h.finish();
+    }
+    a.decision.action.hash(&mut h);
     // The way in is part of the object: another syscall or ABI, or another
     // string for the same file, is another alert (an evasion shows as such).
     (ev.kind, &ev.syscall, ev.kernel_action.map(|k| k.hook)).hash(&mut h);
-    match ev.identity.as_ref() {
-        Some(i) => match (&i.agent, &i.container) {
-            (Some(ag), _) if ag.session.is_some() => ag.session.hash(&mut h),
-            (_, Some(c)) => c.id.hash(&mut h),
-            _ => ev.pid.hash(&mut h),
-        },
-        None => ev.pid.hash(&mut h),
-    }
+    subject_key(ev).hash(&mut h);
     use crate::event::Detail;
     match &ev.detail {
         Detail::Net(n) => {
@@ -579,6 +651,21 @@ fn group_key(a: &Alert) -> u64 {
         _ => ev.path().hash(&mut h),
     }
     h.finish()
+}
+
+/// The subject of an alert group: the agent session, else the container,
+/// else the process.
+fn subject_key(ev: &Event) -> String {
+    match ev.identity.as_ref() {
+        Some(i) => match (&i.agent, &i.container) {
+            (Some(ag), _) if ag.session.is_some() => {
+                format!("s{}", ag.session.as_deref().unwrap_or(""))
+            }
+            (_, Some(c)) => format!("c{}", c.id),
+            _ => format!("p{}", ev.pid),
+        },
+        None => format!("p{}", ev.pid),
+    }
 }
 
 /// The first 12 hex digits of a hash, for messages (the event has it all).
@@ -816,6 +903,8 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         flood_quota: cfg.flood_quota,
         groups: Default::default(),
         alert_window: Duration::from_millis(cfg.alert_window_ms),
+        repeats: Default::default(),
+        alert_repeat: Duration::from_millis(cfg.alert_repeat_ms),
     };
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its

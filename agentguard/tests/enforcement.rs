@@ -1868,7 +1868,9 @@ fn a_reused_pid_does_not_inherit_a_dead_processs_taint() {
 /// One action, one alert: a host agent reads a key itself and through
 /// five `cat`s, then reads another key once. The first key's six opens are
 /// one alert (count, span, pids, the agent and its tools as actors); the
-/// other key is an alert of its own.
+/// other key is an alert of its own. Two more reads of the key after its
+/// window (within the repeat hold, 4 s here) are held and come as one
+/// summary when the hold ends.
 #[test]
 fn one_action_of_an_agent_is_one_alert() {
     let Some(_g) = ready() else { return };
@@ -1886,10 +1888,11 @@ fn one_action_of_an_agent_is_one_alert() {
         ),
     )
     .expect("write policy");
-    let d = Daemon::start(&dir.join("pol"), "group");
+    let d = Daemon::start_with(&dir.join("pol"), "group", Some("alert_repeat_ms: 4000\n"));
     let key = dir.join("secret/key");
     let body = format!(
-        "sleep 1; read x < {k}; for i in 1 2 3 4 5; do cat {k} >/dev/null; done; cat {o} >/dev/null; echo done",
+        "sleep 1; read x < {k}; for i in 1 2 3 4 5; do cat {k} >/dev/null; done; cat {o} >/dev/null; \
+         sleep 1.5; cat {k} >/dev/null; sleep 0.5; cat {k} >/dev/null; echo done",
         k = key.display(),
         o = dir.join("secret/other").display()
     );
@@ -1903,12 +1906,21 @@ fn one_action_of_an_agent_is_one_alert() {
             .as_str()
             .is_some_and(|p| p.ends_with("/secret/other"))
     });
-    let of_key = d
-        .alerts()
-        .into_iter()
-        .filter(|a| a["event"]["file"]["path"] == key.to_str().unwrap_or_default())
-        .count();
-    assert_eq!(of_key, 1, "one alert for the key: {:?}", d.alerts());
+    let of_key = || {
+        d.alerts()
+            .into_iter()
+            .filter(|a| a["event"]["file"]["path"] == key.to_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of_key().len(), 1, "one alert for the key: {:?}", d.alerts());
+    // The repeats: nothing until the hold ends, then one summary of two.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while of_key().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = of_key();
+    assert_eq!(all.len(), 2, "the repeats: {all:#?}");
+    assert_eq!(all[1]["group"]["count"], 2, "{:#}", all[1]);
     let g = &first["group"];
     assert_eq!(g["count"], 6, "{first}");
     assert!(

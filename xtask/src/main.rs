@@ -367,7 +367,9 @@ fn test(args: &[String]) -> Result<()> {
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     cmd.env("AGENTGUARD_XTASK", xtask);
     // tests/real_agents.rs drives the real CLI installed above.
-    cmd.env("AGENTGUARD_CLAUDE", setup::claude_bin());
+    for cli in setup::AGENT_CLIS {
+        cmd.env(format!("AGENTGUARD_{}", cli.bin.to_uppercase()), cli.path());
+    }
     cmd.env("AGENTGUARD_AGENTS_DIR", setup::AGENTS_DIR);
     eprintln!("xtask: {}", describe(&cmd));
     run_cmd(&mut cmd)?;

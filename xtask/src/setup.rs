@@ -23,20 +23,49 @@ const LLVM_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// The Claude Code CLI the real-agent tests drive (npm, pinned).
-pub const CLAUDE_CODE_VERSION: &str = "2.1.332";
+/// The agent CLIs the real-agent tests drive (npm, pinned): (package,
+/// version, executable name, install directory stem).
+pub const AGENT_CLIS: &[AgentCli] = &[
+    AgentCli {
+        package: "@anthropic-ai/claude-code",
+        version: "2.1.332",
+        bin: "claude",
+        stem: "claude-code",
+    },
+    // Its npm package holds a wrapper that starts the native binary from
+    // the platform's optional dependency.
+    AgentCli {
+        package: "@openai/codex",
+        version: "0.171.0",
+        bin: "codex",
+        stem: "codex",
+    },
+];
+
+pub struct AgentCli {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub bin: &'static str,
+    pub stem: &'static str,
+}
+
+impl AgentCli {
+    fn prefix(&self) -> PathBuf {
+        Path::new(AGENTS_DIR).join(format!("{}-{}", self.stem, self.version))
+    }
+
+    /// The CLI's executable under [`AGENTS_DIR`].
+    pub fn path(&self) -> PathBuf {
+        self.prefix().join("node_modules/.bin").join(self.bin)
+    }
+}
+
 /// Where the real agent CLIs and their workspaces live: a fixed place
 /// outside any temp directory, wherever the checkout is (the pack flags
 /// programs run from /tmp, and a real install or workspace is not there;
 /// CI's clone may be).
 pub const AGENTS_DIR: &str = "/var/cache/agentguard-tests";
 
-/// Claude Code's executable under [`AGENTS_DIR`].
-pub fn claude_bin() -> PathBuf {
-    Path::new(AGENTS_DIR).join(format!(
-        "claude-code-{CLAUDE_CODE_VERSION}/node_modules/.bin/claude"
-    ))
-}
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const DOCKER_SOCK: &str = "/var/run/docker.sock";
 const DOCKERD_LOG: &str = "/var/log/agentguard-dockerd.log";
@@ -62,37 +91,45 @@ impl Setup {
     }
 
     /// The real agent CLIs of tests/real_agents.rs, from npm at pinned
-    /// versions, cached under [`AGENTS_DIR`]. Returns Claude Code's path.
-    pub fn agents(&mut self) -> Result<PathBuf> {
-        let prefix = Path::new(AGENTS_DIR).join(format!("claude-code-{CLAUDE_CODE_VERSION}"));
-        let bin = claude_bin();
+    /// versions, cached under [`AGENTS_DIR`].
+    pub fn agents(&mut self) -> Result<()> {
+        for cli in AGENT_CLIS {
+            self.agent(cli)?;
+        }
+        Ok(())
+    }
+
+    fn agent(&mut self, cli: &AgentCli) -> Result<()> {
+        let prefix = cli.prefix();
+        let bin = cli.path();
         let stamp = prefix.join("version");
-        if bin.exists()
-            && std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == CLAUDE_CODE_VERSION)
-        {
-            return Ok(bin);
+        if bin.exists() && std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == cli.version) {
+            return Ok(());
         }
         if which("npm").is_none() {
             self.apt_install("npm (to fetch the agent CLIs the tests drive)", &["npm"])?;
         }
         eprintln!(
-            "xtask: installing the Claude Code CLI {CLAUDE_CODE_VERSION} from npm into {} (for the real-agent tests) ...",
+            "xtask: installing {}@{} from npm into {} (for the real-agent tests) ...",
+            cli.package,
+            cli.version,
             prefix.display()
         );
         std::fs::create_dir_all(&prefix)?;
         let mut cmd = Command::new("npm");
         cmd.args(["install", "--no-audit", "--no-fund", "--prefix"])
             .arg(&prefix)
-            .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"));
+            .arg(format!("{}@{}", cli.package, cli.version));
         run_cmd(&mut cmd)?;
         if !bin.exists() {
             bail!(
-                "npm installed @anthropic-ai/claude-code but {} is missing",
+                "npm installed {} but {} is missing",
+                cli.package,
                 bin.display()
             );
         }
-        std::fs::write(&stamp, CLAUDE_CODE_VERSION)?;
-        Ok(bin)
+        std::fs::write(&stamp, cli.version)?;
+        Ok(())
     }
 
     /// qemu, a static busybox and every guest kernel, for the tests that

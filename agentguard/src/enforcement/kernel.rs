@@ -933,9 +933,11 @@ impl KernelEnforcer {
             return;
         }
         let id = ev.identity.as_ref();
-        // The agent process itself is never quarantined for a child's kill.
+        // The agent process itself is never quarantined for a child's kill:
+        // its own process (by ancestry, or found inside a labelled
+        // container) and the program its launcher started.
         if let Some(a) = id.and_then(|i| i.agent.as_ref()) {
-            if let (AgentSource::Ancestry, Some(pid)) = (a.source, a.pid) {
+            for pid in a.pid.into_iter().chain(a.runner) {
                 if self.roots_written.insert(pid) {
                     let _ = self.agent_roots.insert(pid, 1, 0);
                 }

@@ -98,6 +98,18 @@ pub struct Agent {
     /// The agent's own process (ancestry), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// When `pid` is a launcher (npm's node wrapper starting Codex's native
+    /// binary): the agent's program it started, which runs the tools and
+    /// acts as the agent. Never changes the agent's name or session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<u32>,
+}
+
+impl Agent {
+    /// Is `pid` the agent's own process (or the program its launcher ran)?
+    pub fn is_process(&self, pid: u32) -> bool {
+        self.pid == Some(pid) || self.runner == Some(pid)
+    }
 }
 
 /// One link of the chain from the acting process up to the agent or the

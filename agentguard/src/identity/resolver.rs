@@ -223,6 +223,40 @@ impl Resolver {
             .map(str::to_owned)
     }
 
+    /// A launcher's agent program starting: the exec, by a direct child of
+    /// an ancestry agent's process, of a binary of the agent's own name,
+    /// where that process was known by its exec path or argv[0] only (an
+    /// interpreter: npm's `node .bin/codex` starting Codex's native binary).
+    /// Then the child runs the tools and acts as the agent: the same agent,
+    /// with it as `runner`. Only one level, and never below a process that
+    /// is itself the agent's binary: a program of the agent's name that the
+    /// agent ran is a tool of it, not the agent.
+    fn launched(&self, ev: &Event) -> Option<Arc<Agent>> {
+        let Detail::Exec(x) = &ev.detail else {
+            return None;
+        };
+        if !ev.ok() {
+            return None;
+        }
+        let p = self.procs.get(&ev.pid)?;
+        let a = p.agent.as_ref()?;
+        if a.source != AgentSource::Ancestry || a.runner.is_some() || a.pid != Some(p.ppid) {
+            return None;
+        }
+        let binary = x.binary.as_deref().unwrap_or(&x.file.path);
+        if basename(binary) != a.name {
+            return None;
+        }
+        let root = self.procs.get(&p.ppid)?;
+        if basename(&root.exe) == a.name {
+            return None;
+        }
+        Some(Arc::new(Agent {
+            runner: Some(ev.pid),
+            ..(**a).clone()
+        }))
+    }
+
     /// Loads a process unknown to the table from /proc (and its ancestors,
     /// for an inherited agent). Bounded depth.
     fn load(&mut self, pid: u32, depth: usize) -> Option<()> {
@@ -247,6 +281,7 @@ impl Resolver {
                     session: process_session(pid),
                     source: AgentSource::Ancestry,
                     pid: Some(pid),
+                    runner: None,
                 })
             });
         let agent = match own {
@@ -346,7 +381,13 @@ impl Resolver {
                     session: process_session(ev.pid),
                     source: AgentSource::Ancestry,
                     pid: Some(ev.pid),
+                    runner: None,
                 }));
+            }
+        } else if let Some(runner) = self.launched(ev) {
+            if let Some(p) = self.procs.get_mut(&ev.pid) {
+                self.generation += 1;
+                p.agent = Some(runner);
             }
         }
         if let Detail::Fork(f) = &ev.detail {
@@ -405,6 +446,7 @@ impl Resolver {
                 session: c.labels.get(SESSION_LABEL).cloned(),
                 source: AgentSource::Label,
                 pid: None,
+                runner: None,
             }));
         }
         self.images
@@ -416,6 +458,7 @@ impl Resolver {
                     session: c.labels.get(SESSION_LABEL).cloned(),
                     source: AgentSource::Image,
                     pid: None,
+                    runner: None,
                 })
             })
     }
@@ -481,7 +524,19 @@ impl Resolver {
             Some((i, a)) => (Some(i), a),
             None => (None, None),
         };
-        let agent = container_agent.or(own_agent);
+        let agent = match (container_agent, own_agent) {
+            // The container's label names the agent; its process, found
+            // by its binary inside, says which process is the agent itself
+            // (for `actor`, and so a tool's kill never takes the agent).
+            (Some(c), Some(own)) if c.pid.is_none() && own.name == c.name && own.pid.is_some() => {
+                Some(Arc::new(Agent {
+                    pid: own.pid,
+                    runner: own.runner,
+                    ..(*c).clone()
+                }))
+            }
+            (c, own) => c.or(own),
+        };
         let stop_at = agent.as_ref().and_then(|a| a.pid);
         let generation = self.generation;
         let cached = self

@@ -588,8 +588,9 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 /// Who acted, for an agent whose process is known (found by ancestry):
 /// the agent process itself, or a program it ran. None otherwise.
 pub fn actor(ev: &Event) -> Option<Actor> {
-    let pid = ev.identity.as_ref()?.agent.as_ref()?.pid?;
-    Some(if pid == ev.pid {
+    let a = ev.identity.as_ref()?.agent.as_ref()?;
+    a.pid?;
+    Some(if a.is_process(ev.pid) {
         Actor::Agent
     } else {
         Actor::Tool

@@ -1,6 +1,7 @@
 //! A scripted model API on a local address: answers the Anthropic Messages
-//! API (streamed or not) with the tool calls a test wants, one per turn,
-//! then a final text. A real agent CLI pointed at it (its base-URL setting)
+//! API (streamed or not) and the OpenAI Responses API (streamed, as Codex
+//! uses it) with the tool calls a test wants, one per turn, then a final
+//! text. A real agent CLI pointed at it (its base-URL setting)
 //! runs those tools for real. It also serves files (`GET /files/NAME`) for
 //! downloads and package installs. No traffic leaves the machine.
 
@@ -23,6 +24,15 @@ pub fn bash(command: &str) -> Step {
     Step {
         tool: "Bash",
         input: json!({ "command": command, "description": "scripted step" }),
+    }
+}
+
+/// A Codex shell call (its `exec_command` tool); `apply_patch` commands
+/// are Codex's own edit tool, applied by the CLI itself.
+pub fn exec_command(cmd: &str) -> Step {
+    Step {
+        tool: "exec_command",
+        input: json!({ "cmd": cmd, "yield_time_ms": 60000 }),
     }
 }
 
@@ -77,11 +87,7 @@ impl ModelApi {
         self.shared
             .requests
             .lock()
-            .map(|r| {
-                r.iter()
-                    .filter(|(p, b)| p.starts_with("/v1/messages") && has_tools(b))
-                    .count()
-            })
+            .map(|r| r.iter().filter(|(p, b)| agent_turn(p, b)).count())
             .unwrap_or(0)
     }
 
@@ -93,14 +99,18 @@ impl ModelApi {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default();
-        let Some((_, last)) = reqs
-            .iter()
-            .rev()
-            .find(|(p, b)| p.starts_with("/v1/messages") && has_tools(b))
-        else {
+        let Some((_, last)) = reqs.iter().rev().find(|(p, b)| agent_turn(p, b)) else {
             return Vec::new();
         };
         let mut out = Vec::new();
+        for i in last["input"].as_array().into_iter().flatten() {
+            if i["type"] == "function_call_output" {
+                out.push(match &i["output"] {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                });
+            }
+        }
         for m in last["messages"].as_array().into_iter().flatten() {
             for c in m["content"].as_array().into_iter().flatten() {
                 if c["type"] == "tool_result" {
@@ -121,21 +131,68 @@ impl Drop for ModelApi {
     }
 }
 
+/// A request of the agent's own loop (it offers its shell tool), not a
+/// side request (a title, a token count).
+fn agent_turn(path: &str, body: &Value) -> bool {
+    (path.starts_with("/v1/messages") || path.starts_with("/v1/responses")) && has_tools(body)
+}
+
 fn has_tools(body: &Value) -> bool {
-    body["tools"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["name"] == "Bash"))
+    body["tools"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["name"] == "Bash" || t["name"] == "exec_command")
+    })
 }
 
 fn tool_results_in(body: &Value) -> usize {
-    body["messages"]
+    let messages = body["messages"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| m["content"].as_array())
         .flatten()
-        .filter(|c| c["type"] == "tool_result")
-        .count()
+        .filter(|c| c["type"] == "tool_result");
+    let responses = body["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["type"] == "function_call_output");
+    messages.count() + responses.count()
+}
+
+/// The Responses API's stream for this turn: one function call, or the
+/// final message.
+fn responses_stream(sh: &Shared, body: &Value) -> Vec<u8> {
+    let turn = tool_results_in(body);
+    let item = match sh.steps.get(turn).filter(|_| has_tools(body)) {
+        Some(step) => json!({"type": "function_call", "id": format!("fc_{turn:04}"),
+            "call_id": format!("call_{turn:04}"), "name": step.tool,
+            "arguments": step.input.to_string(), "status": "completed"}),
+        None => json!({"type": "message", "role": "assistant", "id": "msg_1",
+            "content": [{"type": "output_text", "text": "done"}]}),
+    };
+    let id = format!("resp_{turn:04}");
+    let usage = json!({"input_tokens": 1, "input_tokens_details": null, "output_tokens": 1,
+        "output_tokens_details": null, "total_tokens": 2});
+    let events = [
+        (
+            "response.created",
+            json!({"type": "response.created", "response": {"id": id}}),
+        ),
+        (
+            "response.output_item.done",
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+        ),
+        (
+            "response.completed",
+            json!({"type": "response.completed", "response": {"id": id, "usage": usage}}),
+        ),
+    ];
+    let mut out = String::new();
+    for (e, d) in events {
+        out.push_str(&format!("event: {e}\ndata: {d}\n\n"));
+    }
+    out.into_bytes()
 }
 
 fn serve(s: TcpStream, sh: &Shared) -> std::io::Result<()> {
@@ -194,6 +251,9 @@ fn respond(
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if let Ok(mut r) = sh.requests.lock() {
         r.push((path.to_owned(), body.clone()));
+    }
+    if path.starts_with("/v1/responses") {
+        return ("200 OK", "text/event-stream", responses_stream(sh, &body));
     }
     if !path.starts_with("/v1/messages") || path.starts_with("/v1/messages/count_tokens") {
         return (
