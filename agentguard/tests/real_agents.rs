@@ -582,6 +582,13 @@ fn hostile_on_host(cli: fn() -> Option<Cli>) {
         let agent = &a["event"]["identity"]["agent"];
         assert_eq!(agent["name"], cli.name(), "{a:#}");
         assert_eq!(agent["source"], "ancestry", "{a:#}");
+        // The session: the agent process instance (PID.START).
+        assert!(
+            agent["session"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&format!("{}.", agent["pid"]))),
+            "{a:#}"
+        );
         assert_eq!(a["actor"], "tool", "{a:#}");
     });
     let rm = alerts
@@ -621,6 +628,8 @@ fn run_in_container(
     cmd.args(["run", "--rm", "--name", name, "--network", "host"])
         .arg("--label")
         .arg(format!("agentguard.io/agent={}", cli.name()))
+        .arg("--label")
+        .arg(format!("agentguard.io/session={name}"))
         .args(["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro"])
         .args(["-v", "/usr/lib64:/lib64:ro"])
         .arg("-v")
@@ -738,6 +747,11 @@ fn in_container(cli: fn() -> Option<Cli>) {
     let alerts = one_alert_each(&d, &want, |a| {
         assert_eq!(a["event"]["identity"]["agent"]["name"], cli.name(), "{a:#}");
         assert_eq!(a["event"]["identity"]["agent"]["source"], "label", "{a:#}");
+        assert_eq!(
+            a["event"]["identity"]["agent"]["session"],
+            name2.as_str(),
+            "{a:#}"
+        );
         assert_eq!(
             a["event"]["identity"]["container"]["info"]["name"],
             name2.as_str(),
