@@ -624,15 +624,7 @@ fn group_key(a: &Alert) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let ev = &a.event;
-    (&*a.decision.policy, &*a.decision.rule).hash(&mut h);
-    if a.decision.taint {
-        // A taint rule's alert is its subject's: the read that tainted it
-        // (an alert) and what the taint then refuses it (its calls home,
-        // retried: denies) are one story.
-        subject_key(ev).hash(&mut h);
-        return h.finish();
-    }
-    a.decision.action.hash(&mut h);
+    (&*a.decision.policy, &*a.decision.rule, a.decision.action).hash(&mut h);
     // The way in is part of the object: another syscall or ABI, or another
     // string for the same file, is another alert (an evasion shows as such).
     (ev.kind, &ev.syscall, ev.kernel_action.map(|k| k.hook)).hash(&mut h);

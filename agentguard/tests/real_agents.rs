@@ -406,7 +406,9 @@ fn assert_benign_ran(out: &Output, api: &ModelApi, ws: &Path) {
 /// there is exactly one per action, with that outcome and passing `each`,
 /// and no alert of any other rule. Returns the alerts. A `rule` may list
 /// alternatives (`a|b`): two rules that stop the same action, of which
-/// exactly one must have.
+/// exactly one must have. What a taint then refuses the agent (its calls
+/// home, retried by Codex for half a minute) is another action: at most
+/// one alert (later repeats are held for `alert_repeat_ms`).
 fn one_alert_each(
     d: &Daemon,
     want: &[(&str, &str)],
@@ -426,7 +428,12 @@ fn one_alert_each(
         }
     }
     std::thread::sleep(Duration::from_secs(2));
-    let alerts = alerts_of(d);
+    let (refusals, alerts): (Vec<_>, Vec<_>) = alerts_of(d).into_iter().partition(|a| {
+        a["decision"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused: tainted by"))
+    });
+    assert!(refusals.len() <= 1, "taint refusals: {refusals:#?}");
     for (rule, outcome) in want {
         let of: Vec<&serde_json::Value> = alerts.iter().filter(|a| is(a, rule)).collect();
         assert_eq!(of.len(), 1, "{rule}: {} alerts: {of:#?}", of.len());
