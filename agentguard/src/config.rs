@@ -12,6 +12,9 @@
 //!   `agent_images` (they are "extra" names by nature).
 //!
 //! Unknown keys are refused, and every error names `file:line:col`.
+//!
+//! Size: about 660 lines of code (every setting's default, file key, flag and
+//! check); the rest is its tests.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -2,6 +2,10 @@
 //! sensor -> identity -> policy -> enforcement -> outputs — and owns the
 //! operational loop: signals (SIGHUP reloads, SIGTERM/SIGINT stop after
 //! flushing), policy file watch, metrics and the status snapshot.
+//!
+//! Size: the one place that sees every stage (start-up report, reloads, status
+//! snapshot, alert grouping and repeat holds, shutdown); moving status and
+//! alert grouping into modules of their own is the next split (issue 16).
 
 use std::path::Path;
 use std::sync::Arc;

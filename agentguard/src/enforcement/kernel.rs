@@ -6,6 +6,10 @@
 //! entries; this stage resolves them against the host (file globs to
 //! inodes, a container's volumes to their source inodes or mount
 //! prefixes) and reconciles the maps with them.
+//!
+//! Size: the only writer of the enforcement maps, kept together so rule-slot
+//! hashing, scrubbing, adoption of pinned state and per-container entries share
+//! one view of what is in the kernel.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

@@ -12,6 +12,8 @@
 //! The ancestry chain is cached per process and rebuilt only when the process
 //! table changed shape (an exec or a new process), so a cache hit allocates
 //! nothing.
+//!
+//! Size: about 600 lines of code; the rest is its tests.
 
 use std::collections::HashMap;
 use std::sync::Arc;

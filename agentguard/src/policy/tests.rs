@@ -1,5 +1,7 @@
 //! Unit tests of the policy stage: format errors with locations, matching
 //! semantics, Rego gating, reload.
+//!
+//! Size: tests only.
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@
 //! at id 1, each followed by kind-specific trailing data) and a string
 //! section. Every read is bounds-checked: the bytes come from the kernel but
 //! a malformed blob must give an error, never a panic.
+//!
+//! Size: about 480 lines of code; the rest is its tests.
 
 use std::collections::HashMap;
 

@@ -4,226 +4,42 @@
 //! Narrow interface: [`Sensor::start`] with [`SensorOptions`], then
 //! [`Sensor::read`] in a loop; [`Sensor::set_filter`] feeds the in-kernel
 //! task filter (the identity stage will drive it).
+//!
+//! Size: `Sensor::start` is one load, offset and attach sequence (about 280
+//! lines) kept in one place; the catalogue, attachment and counters live in
+//! `catalog.rs`, `attach.rs`, `stats.rs`.
 
+mod attach;
 pub mod bpfsys;
 pub mod btf;
+mod catalog;
 pub mod cgroups;
 pub mod decode;
 pub mod features;
 pub mod hostfs;
 pub mod paths;
+mod stats;
 
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    maps::{Array, HashMap, MapData, RingBuf},
     Ebpf, EbpfLoader,
 };
 use tokio::io::unix::AsyncFd;
 
-use agentguard_common::event::{ExecEvent, FileEvent, NetEvent, RenameEvent};
-use agentguard_common::filter::{config, counter, pending, IGNORE};
+use agentguard_common::filter::{config, IGNORE};
 
 use crate::event::{Detail, Event, Kind};
 
+pub use attach::tracepoint_field_offset;
+use attach::{attach_raw, attach_tracepoints};
+use catalog::{ProbeSpec, NO_NR, OFFSETS, PROBES};
+pub use catalog::{DNS_PROGRAMS, LSM_PROGRAMS, PIN_DIR, SOCK_ADDR_PROGRAMS, SOCK_CREATE_PROGRAM};
+
 /// The eBPF object built by build.rs (aya-build) from agentguard-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentguard"));
-
-/// One tracepoint program: its name in the object, its tracefs place and the
-/// kinds that need it (empty = always attached).
-struct ProbeSpec {
-    program: &'static str,
-    category: &'static str,
-    kinds: &'static [Kind],
-    /// Legacy syscalls absent on some architectures: warn, don't fail.
-    optional: bool,
-    /// The syscall's x86-64 number (raw dispatch slot); NO_NR for the
-    /// non-syscall tracepoints.
-    nr: u32,
-}
-
-const NO_NR: u32 = u32::MAX;
-
-const fn sc(program: &'static str, nr: u32, kinds: &'static [Kind], optional: bool) -> ProbeSpec {
-    ProbeSpec {
-        program,
-        category: "syscalls",
-        kinds,
-        optional,
-        nr,
-    }
-}
-
-const EXEC: &[Kind] = &[Kind::Exec];
-const OPEN: &[Kind] = &[Kind::Open];
-const DEL: &[Kind] = &[Kind::Unlink, Kind::Rmdir];
-const RENAME: &[Kind] = &[Kind::Rename];
-const TRUNC: &[Kind] = &[Kind::Truncate];
-const CONNECT: &[Kind] = &[Kind::Connect];
-const SEND: &[Kind] = &[Kind::Send];
-const SOCKET: &[Kind] = &[Kind::Socket];
-
-/// Every probe. Exit programs are listed before their entry programs so a
-/// syscall entered between the two attaches is never parked without an exit.
-const PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        program: "task_newtask",
-        category: "task",
-        kinds: &[],
-        optional: false,
-        nr: NO_NR,
-    },
-    ProbeSpec {
-        program: "sched_process_exit",
-        category: "sched",
-        kinds: &[],
-        optional: false,
-        nr: NO_NR,
-    },
-    // A cgroup's path at its creation: container ids by cgroup id.
-    ProbeSpec {
-        program: "cgroup_mkdir",
-        category: "cgroup",
-        kinds: &[],
-        optional: true,
-        nr: NO_NR,
-    },
-    ProbeSpec {
-        program: "sched_process_exec",
-        category: "sched",
-        kinds: EXEC,
-        optional: true,
-        nr: NO_NR,
-    },
-    sc("sys_exit_execve", 59, EXEC, false),
-    sc("sys_exit_execveat", 322, EXEC, false),
-    sc("sys_enter_execve", 59, EXEC, false),
-    sc("sys_enter_execveat", 322, EXEC, false),
-    sc("sys_exit_open", 2, OPEN, true),
-    sc("sys_exit_openat", 257, OPEN, false),
-    sc("sys_exit_openat2", 437, OPEN, true),
-    sc("sys_exit_creat", 85, OPEN, true),
-    sc("sys_enter_open", 2, OPEN, true),
-    sc("sys_enter_openat", 257, OPEN, false),
-    sc("sys_enter_openat2", 437, OPEN, true),
-    sc("sys_enter_creat", 85, OPEN, true),
-    sc("sys_exit_unlink", 87, DEL, true),
-    sc("sys_exit_unlinkat", 263, DEL, false),
-    sc("sys_exit_rmdir", 84, DEL, true),
-    sc("sys_enter_unlink", 87, DEL, true),
-    sc("sys_enter_unlinkat", 263, DEL, false),
-    sc("sys_enter_rmdir", 84, DEL, true),
-    sc("sys_exit_rename", 82, RENAME, true),
-    sc("sys_exit_renameat", 264, RENAME, true),
-    sc("sys_exit_renameat2", 316, RENAME, false),
-    sc("sys_enter_rename", 82, RENAME, true),
-    sc("sys_enter_renameat", 264, RENAME, true),
-    sc("sys_enter_renameat2", 316, RENAME, false),
-    sc("sys_exit_truncate", 76, TRUNC, false),
-    sc("sys_enter_truncate", 76, TRUNC, false),
-    sc("sys_exit_connect", 42, CONNECT, false),
-    sc("sys_enter_connect", 42, CONNECT, false),
-    sc("sys_exit_sendto", 44, SEND, false),
-    sc("sys_exit_sendmsg", 46, SEND, false),
-    sc("sys_enter_sendto", 44, SEND, false),
-    sc("sys_enter_sendmsg", 46, SEND, false),
-    ProbeSpec {
-        program: "sys_enter",
-        category: "raw_syscalls",
-        kinds: &[Kind::CompatSyscall],
-        optional: true,
-        nr: NO_NR,
-    },
-    sc("sys_enter_clone", 56, &[], false),
-    sc("sys_enter_clone3", 435, &[], true),
-    sc("sys_enter_fork", 57, &[], true),
-    sc("sys_enter_vfork", 58, &[], true),
-    sc("sys_exit_socket", 41, SOCKET, false),
-    sc("sys_enter_socket", 41, SOCKET, false),
-    sc("sys_exit_io_uring_setup", 425, &[Kind::IoUringSetup], true),
-    sc("sys_enter_io_uring_setup", 425, &[Kind::IoUringSetup], true),
-];
-
-/// The cgroup sock_addr programs of the network deny, with their hooks.
-pub const SOCK_ADDR_PROGRAMS: &[&str] = &[
-    "agentguard_connect4",
-    "agentguard_connect6",
-    "agentguard_sendmsg4",
-    "agentguard_sendmsg6",
-    "agentguard_bind4",
-    "agentguard_bind6",
-];
-
-/// The cgroup skb programs reading DNS for domain rules (egress, ingress).
-pub const DNS_PROGRAMS: &[(&str, bool)] = &[
-    ("agentguard_dns_egress", true),
-    ("agentguard_dns_ingress", false),
-];
-
-/// The cgroup sock_create program refusing raw and packet sockets.
-pub const SOCK_CREATE_PROGRAM: &str = "agentguard_sock_create";
-
-/// Where the daemon pins its enforcement maps and links.
-pub const PIN_DIR: &str = "/sys/fs/bpf/agentguard";
-
-/// (eBPF global, BTF struct, member path).
-const OFFSETS: &[(&str, &str, &str)] = &[
-    ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
-    ("OFF_TASK_TGID", "task_struct", "tgid"),
-    ("OFF_TASK_EXIT_CODE", "task_struct", "exit_code"),
-    ("OFF_TASK_GROUP_LEADER", "task_struct", "group_leader"),
-    ("OFF_TASK_START_BOOTTIME", "task_struct", "start_boottime"),
-    ("OFF_TASK_FS", "task_struct", "fs"),
-    ("OFF_TASK_FILES", "task_struct", "files"),
-    ("OFF_FS_ROOT", "fs_struct", "root"),
-    ("OFF_FS_PWD", "fs_struct", "pwd"),
-    ("OFF_PATH_MNT", "path", "mnt"),
-    ("OFF_PATH_DENTRY", "path", "dentry"),
-    ("OFF_DENTRY_PARENT", "dentry", "d_parent"),
-    ("OFF_DENTRY_NAME", "dentry", "d_name"),
-    ("OFF_QSTR_NAME", "qstr", "name"),
-    ("OFF_MOUNT_MNT", "mount", "mnt"),
-    ("OFF_MOUNT_PARENT", "mount", "mnt_parent"),
-    ("OFF_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
-    ("OFF_VFSMOUNT_ROOT", "vfsmount", "mnt_root"),
-    ("OFF_FILES_FDT", "files_struct", "fdt"),
-    ("OFF_FDT_MAX_FDS", "fdtable", "max_fds"),
-    ("OFF_FDT_FD", "fdtable", "fd"),
-    ("OFF_FILE_PATH", "file", "f_path"),
-    ("OFF_DENTRY_INODE", "dentry", "d_inode"),
-    ("OFF_INODE_INO", "inode", "i_ino"),
-    ("OFF_INODE_MODE", "inode", "i_mode"),
-    ("OFF_INODE_SB", "inode", "i_sb"),
-    ("OFF_SB_DEV", "super_block", "s_dev"),
-    ("OFF_BPRM_FILE", "linux_binprm", "file"),
-    ("OFF_UNIX_SOCK_PATH", "unix_sock", "path"),
-    ("OFF_MSGHDR_NAME", "msghdr", "msg_name"),
-    ("OFF_FILE_FLAGS", "file", "f_flags"),
-    ("OFF_FILE_MODE", "file", "f_mode"),
-    ("OFF_DENTRY_HASH", "dentry", "d_hash"),
-    ("OFF_INODE_GENERATION", "inode", "i_generation"),
-];
-
-/// BPF-LSM programs: (program, hook, optional).
-pub const LSM_PROGRAMS: &[(&str, &str, bool)] = &[
-    ("agentguard_file_open", "file_open", false),
-    ("agentguard_path_unlink", "path_unlink", false),
-    ("agentguard_path_rmdir", "path_rmdir", false),
-    ("agentguard_path_rename", "path_rename", false),
-    ("agentguard_path_truncate", "path_truncate", false),
-    ("agentguard_file_truncate", "file_truncate", true),
-    ("agentguard_path_link", "path_link", false),
-    ("agentguard_bprm_check", "bprm_check_security", false),
-    ("agentguard_socket_create", "socket_create", false),
-    ("agentguard_socket_connect", "socket_connect", false),
-    ("agentguard_socket_sendmsg", "socket_sendmsg", false),
-    ("agentguard_unix_connect", "unix_stream_connect", false),
-    ("agentguard_task_kill", "task_kill", false),
-    ("agentguard_ptrace", "ptrace_access_check", false),
-    ("agentguard_bpf", "bpf", false),
-];
 
 /// One subject's records dropped by flood isolation ([`Sensor::floods`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -335,120 +151,6 @@ fn release_pages(bytes: &[u8]) {
 /// Raw dispatch reads syscall arguments from x86-64 `pt_regs` and indexes
 /// its handlers by x86-64 syscall numbers.
 const RAW_DISPATCH_ARCH: bool = cfg!(target_arch = "x86_64");
-
-/// Attaches `probes` as tracepoints (the exits before their entries, as
-/// listed in [`PROBES`]).
-fn attach_tracepoints<'a>(
-    ebpf: &mut Ebpf,
-    tracefs: &std::path::Path,
-    probes: impl Iterator<Item = &'a ProbeSpec>,
-    attached: &mut Vec<String>,
-    skipped: &mut Vec<String>,
-) -> Result<()> {
-    for p in probes {
-        let tp_name = tracepoint_name(p.program);
-        if !tracefs
-            .join("events")
-            .join(p.category)
-            .join(tp_name)
-            .exists()
-        {
-            if p.optional {
-                skipped.push(format!("{}/{tp_name}", p.category));
-                continue;
-            }
-            bail!(
-                "tracepoint {}/{tp_name} is missing from this kernel ({}): agentguard needs it",
-                p.category,
-                tracefs.display()
-            );
-        }
-        let prog: &mut TracePoint = ebpf
-            .program_mut(p.program)
-            .ok_or_else(|| anyhow!("program {} missing from the eBPF object", p.program))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("verifier rejected program {}", p.program))?;
-        prog.attach(p.category, tp_name)
-            .with_context(|| format!("attaching {}/{tp_name}", p.category))?;
-        attached.push(format!("{}/{tp_name}", p.category));
-    }
-    Ok(())
-}
-
-/// Raw dispatch: loads each syscall handler of `probes` as a raw
-/// tracepoint program into its syscall's slot, then attaches the two
-/// dispatchers (exit first: a call entered meanwhile still finds its exit).
-/// On error nothing stays attached.
-fn attach_raw<'a>(
-    ebpf: &mut Ebpf,
-    probes: impl Iterator<Item = &'a ProbeSpec>,
-    attached: &mut Vec<String>,
-) -> Result<()> {
-    let mut slots = Vec::new();
-    for p in probes {
-        let (table, raw) = if let Some(sc) = p.program.strip_prefix("sys_enter_") {
-            ("SYS_ENTER_PROGS", format!("raw_enter_{sc}"))
-        } else if let Some(sc) = p.program.strip_prefix("sys_exit_") {
-            ("SYS_EXIT_PROGS", format!("raw_exit_{sc}"))
-        } else {
-            bail!("{} is not a syscall probe", p.program);
-        };
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(&raw)
-            .ok_or_else(|| anyhow!("program {raw} missing from the eBPF object"))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("verifier rejected program {raw}"))?;
-        slots.push((table, p.nr, prog.fd()?.try_clone()?, p.program));
-    }
-    for table in ["SYS_ENTER_PROGS", "SYS_EXIT_PROGS"] {
-        let mut array: ProgramArray<_> = ProgramArray::try_from(map(ebpf, table)?)?;
-        for (t, nr, fd, name) in &slots {
-            if *t == table {
-                array
-                    .set(*nr, fd, 0)
-                    .with_context(|| format!("{table}[{nr}] = {name}"))?;
-            }
-        }
-    }
-    let mut links = Vec::new();
-    for (program, tp) in [("raw_sys_exit", "sys_exit"), ("raw_sys_enter", "sys_enter")] {
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("program {program} missing from the eBPF object"))?
-            .try_into()?;
-        let done = prog
-            .load()
-            .with_context(|| format!("verifier rejected program {program}"))
-            .and_then(|()| {
-                prog.attach(tp)
-                    .with_context(|| format!("attaching raw tracepoint {tp}"))
-            });
-        match done {
-            Ok(link) => links.push((program, link)),
-            Err(e) => {
-                for (program, link) in links {
-                    if let Some(Ok(p)) = ebpf
-                        .program_mut(program)
-                        .map(<&mut RawTracePoint>::try_from)
-                    {
-                        let _ = p.detach(link);
-                    }
-                }
-                return Err(e);
-            }
-        }
-    }
-    attached.push("raw_syscalls/sys_exit".to_owned());
-    attached.push("raw_syscalls/sys_enter".to_owned());
-    attached.extend(
-        slots
-            .iter()
-            .map(|(_, _, _, name)| format!("dispatch/{name}")),
-    );
-    Ok(())
-}
 
 impl Default for SensorOptions {
     fn default() -> Self {
@@ -893,11 +595,6 @@ impl Sensor {
         Some(paths)
     }
 
-    /// Cgroup classifications the kernel map refused (full).
-    pub fn cgroups_refused(&self) -> u64 {
-        self.cgroups.refused
-    }
-
     /// Replaces the file names the open prefilter lets through: (name,
     /// exact) — an exact name matches whole, the others as a prefix.
     pub fn set_basenames(&mut self, names: &[(String, bool)]) -> Result<()> {
@@ -958,11 +655,6 @@ impl Sensor {
         Ok(())
     }
 
-    /// Records of guarded tasks the prefilter kept in the kernel.
-    pub fn prefiltered(&mut self) -> u64 {
-        self.counter(counter::PREFILTERED)
-    }
-
     /// Sets flood isolation's quota: `per_sec` records per second per
     /// subject and CPU (0: off). The kernel counts per window of
     /// 2^WINDOW_SHIFT ns.
@@ -976,49 +668,6 @@ impl Sensor {
     /// CLOCK_BOOTTIME ns just before the probes were attached.
     pub fn started_ns(&self) -> u64 {
         self.started_ns
-    }
-
-    /// Records flood isolation dropped, all subjects.
-    pub fn flooded(&mut self) -> u64 {
-        self.counter(counter::FLOODED)
-    }
-
-    /// Every subject whose records flood isolation dropped: its cgroup id,
-    /// the last process dropped, and the drops by kind wire number, summed
-    /// over CPUs since the subject's entry was made (an evicted entry
-    /// starts again from 0).
-    pub fn floods(&mut self) -> Vec<FloodCount> {
-        use agentguard_common::filter::FloodState;
-        let Some(m) = self.ebpf.map("FLOOD") else {
-            return Vec::new();
-        };
-        let Ok(map) = aya::maps::PerCpuHashMap::<_, u64, FloodState>::try_from(m) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (cgroup_id, per_cpu) in map.iter().flatten() {
-            let mut c = FloodCount {
-                cgroup_id,
-                ..Default::default()
-            };
-            for st in per_cpu.iter() {
-                for (d, n) in c.dropped.iter_mut().zip(st.dropped) {
-                    *d += u64::from(n);
-                }
-                if st.last_pid != 0 {
-                    c.last_pid = st.last_pid;
-                }
-            }
-            if c.dropped.iter().any(|&n| n > 0) {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// DNS queries the egress program dropped (domain rules).
-    pub fn dns_dropped(&mut self) -> u64 {
-        self.counter(counter::DNS_DROPPED)
     }
 
     /// Writes a `CONFIG` slot (agentguard_common::filter::config).
@@ -1042,135 +691,6 @@ impl Sensor {
             .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
 
-    /// Loads and attaches the network-deny programs at cgroup v2 `root`,
-    /// pinning each link in `pin_dir` so the deny outlives the daemon. A
-    /// link already pinned there (a previous daemon's) is adopted: the old
-    /// program keeps running on the same pinned maps, nothing is attached
-    /// twice. Returns the programs attached now.
-    pub fn attach_sock_addr(
-        &mut self,
-        root: &std::path::Path,
-        pin_dir: &std::path::Path,
-    ) -> Result<Vec<String>> {
-        let names: Vec<&str> = SOCK_ADDR_PROGRAMS
-            .iter()
-            .copied()
-            .chain([SOCK_CREATE_PROGRAM])
-            .collect();
-        self.attach_cgroup_programs(root, pin_dir, &names)
-    }
-
-    /// Loads and attaches the DNS skb programs of domain rules, pinned
-    /// like [`Sensor::attach_sock_addr`]'s.
-    pub fn attach_dns(
-        &mut self,
-        root: &std::path::Path,
-        pin_dir: &std::path::Path,
-    ) -> Result<Vec<String>> {
-        let names: Vec<&str> = DNS_PROGRAMS.iter().map(|(n, _)| *n).collect();
-        self.attach_cgroup_programs(root, pin_dir, &names)
-    }
-
-    fn attach_cgroup_programs(
-        &mut self,
-        root: &std::path::Path,
-        pin_dir: &std::path::Path,
-        names: &[&str],
-    ) -> Result<Vec<String>> {
-        use aya::programs::{
-            links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-            CgroupSockAddr,
-        };
-        let cgroup = std::fs::File::open(root)
-            .with_context(|| format!("opening cgroup v2 root {}", root.display()))?;
-        let mut attached = Vec::new();
-        for name in names {
-            let pin = pin_dir.join(format!("link_{name}"));
-            if pin.exists() {
-                continue;
-            }
-            let program = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
-            // bpf_link_create refuses attach flags: cgroup links always
-            // coexist with other programs, so "Single" (no flag) is right.
-            let skb = DNS_PROGRAMS.iter().find(|(n, _)| n == name);
-            let link: FdLink = if let Some((_, egress)) = skb {
-                let prog: &mut CgroupSkb = program.try_into()?;
-                prog.load()
-                    .with_context(|| format!("verifier rejected program {name}"))?;
-                let ty = if *egress {
-                    CgroupSkbAttachType::Egress
-                } else {
-                    CgroupSkbAttachType::Ingress
-                };
-                let id = prog
-                    .attach(&cgroup, ty, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to {}", root.display()))?;
-                prog.take_link(id)?
-                    .try_into()
-                    .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?
-            } else if *name == SOCK_CREATE_PROGRAM {
-                let prog: &mut CgroupSock = program.try_into()?;
-                prog.load()
-                    .with_context(|| format!("verifier rejected program {name}"))?;
-                let id = prog
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to {}", root.display()))?;
-                prog.take_link(id)?
-                    .try_into()
-                    .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?
-            } else {
-                let prog: &mut CgroupSockAddr = program.try_into()?;
-                prog.load()
-                    .with_context(|| format!("verifier rejected program {name}"))?;
-                let id = prog
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to {}", root.display()))?;
-                prog.take_link(id)?
-                    .try_into()
-                    .map_err(|e| anyhow!("{name}: not a bpf_link (kernel too old to pin): {e:?}"))?
-            };
-            link.pin(&pin)
-                .with_context(|| format!("pinning {name} at {}", pin.display()))?;
-            attached.push((*name).to_owned());
-        }
-        Ok(attached)
-    }
-
-    /// Loads and attaches the BPF-LSM programs (every hook in
-    /// [`LSM_PROGRAMS`]; optional ones are skipped where the kernel lacks
-    /// the hook). Returns the hooks attached. They live as long as the
-    /// sensor: after the daemon stops, only the pinned sock_addr denies stay.
-    pub fn attach_lsm(&mut self) -> Result<Vec<String>> {
-        use aya::programs::Lsm;
-        let btf = aya::Btf::from_sys_fs().context("reading the kernel BTF for the LSM hooks")?;
-        let kernel_btf = btf::KernelBtf::from_sys_fs().map_err(|e| anyhow!("{e}"))?;
-        let mut attached = Vec::new();
-        for (name, hook, optional) in LSM_PROGRAMS {
-            if kernel_btf.func_id(&format!("bpf_lsm_{hook}")).is_none() {
-                if *optional {
-                    self.skipped.push(format!("lsm/{hook}"));
-                    continue;
-                }
-                bail!("this kernel has no LSM hook {hook} (bpf_lsm_{hook} missing from its BTF)");
-            }
-            let prog: &mut Lsm = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load(hook, &btf)
-                .with_context(|| format!("verifier rejected LSM program {name} ({hook})"))?;
-            prog.attach()
-                .with_context(|| format!("attaching LSM hook {hook}"))?;
-            attached.push(format!("lsm/{hook}"));
-        }
-        self.attached.extend(attached.iter().cloned());
-        Ok(attached)
-    }
-
     /// Removes `tgid`'s entry: it falls back to the default.
     pub fn clear_filter(&mut self, tgid: u32) -> Result<()> {
         let mut filter: HashMap<_, u32, u32> =
@@ -1181,114 +701,9 @@ impl Sensor {
         }
     }
 
-    /// Records the kernel could not put in the full ring buffer.
-    pub fn lost_events(&mut self) -> u64 {
-        self.counter(counter::LOST)
-    }
-
-    /// Requests against the daemon (signal, ptrace, bpf) the LSM hooks
-    /// refused to guarded tasks.
-    pub fn self_protect_refusals(&mut self) -> u64 {
-        self.counter(counter::SELF_PROTECT)
-    }
-
     /// Turns the LSM decision timing on (benchmarks).
     pub fn set_lsm_timing(&mut self, on: bool) -> Result<()> {
         self.set_config(config::LSM_TIMING, u32::from(on))
-    }
-
-    /// (count, p50 ns, p99 ns) of the timed LSM decisions.
-    pub fn lsm_timing(&mut self) -> Option<(u64, u64, u64)> {
-        use agentguard_common::filter::{LSM_TIME_BUCKETS, LSM_TIME_BUCKET_NS};
-        let Some(m) = self.ebpf.map("LSM_TIMES") else {
-            tracing::debug!("LSM_TIMES map missing");
-            return None;
-        };
-        let arr = match PerCpuArray::<_, u64>::try_from(m) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("reading LSM_TIMES: {e}");
-                return None;
-            }
-        };
-        let hist: Vec<u64> = (0..LSM_TIME_BUCKETS)
-            .map(|i| arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
-            .collect();
-        let n: u64 = hist.iter().sum();
-        if n == 0 {
-            tracing::debug!("LSM_TIMES: no decision timed");
-            return None;
-        }
-        let pct = |q: f64| {
-            let want = ((n as f64) * q).ceil() as u64;
-            let mut acc = 0;
-            for (i, c) in hist.iter().enumerate() {
-                acc += c;
-                if acc >= want {
-                    // The bucket's middle.
-                    return i as u64 * LSM_TIME_BUCKET_NS + LSM_TIME_BUCKET_NS / 2;
-                }
-            }
-            u64::from(LSM_TIME_BUCKETS) * LSM_TIME_BUCKET_NS
-        };
-        Some((n, pct(0.5), pct(0.99)))
-    }
-
-    /// Kernel map inserts refused because the map was full, and pending
-    /// syscall records a full LRU map evicted, by map.
-    pub fn map_full(&mut self) -> [(&'static str, u64); 6] {
-        let [file, net, exec, rename] = self.pending_lost();
-        [
-            ("task_filter", self.counter(counter::FULL_TASK_FILTER)),
-            ("enforce_tasks", self.counter(counter::FULL_ENFORCE_TASKS)),
-            (pending::NAMES[0], file),
-            (pending::NAMES[1], net),
-            (pending::NAMES[2], exec),
-            (pending::NAMES[3], rename),
-        ]
-    }
-
-    /// Pending records lost to eviction, per pending map: put in − still
-    /// there − taken out. Read in that order, each later read can only
-    /// grow its term, so the figure never overstates (no false alarm); the
-    /// highest seen is kept.
-    fn pending_lost(&mut self) -> [u64; 4] {
-        for i in 0..4 {
-            let put = self.counter(counter::PENDING_IN + i as u32);
-            let live = match i as u32 {
-                pending::FILE => self.live_keys::<FileEvent>(pending::MAPS[i]),
-                pending::NET => self.live_keys::<NetEvent>(pending::MAPS[i]),
-                pending::EXEC => self.live_keys::<ExecEvent>(pending::MAPS[i]),
-                _ => self.live_keys::<RenameEvent>(pending::MAPS[i]),
-            };
-            let taken = self.counter(counter::PENDING_OUT + i as u32);
-            let Some(live) = live else { continue };
-            let lost = put.saturating_sub(live + taken);
-            self.pending_lost[i] = self.pending_lost[i].max(lost);
-        }
-        self.pending_lost
-    }
-
-    /// Keys in a hash map of `u32 -> V` (None: the map can't be read).
-    fn live_keys<V: aya::Pod>(&mut self, name: &str) -> Option<u64> {
-        let m = self.ebpf.map(name)?;
-        let h = HashMap::<_, u32, V>::try_from(m)
-            .inspect_err(|e| tracing::debug!("reading {name}: {e}"))
-            .ok()?;
-        Some(h.keys().filter(|k| k.is_ok()).count() as u64)
-    }
-
-    /// (walks, hits) of the LSM hooks' ancestor walks.
-    pub fn lsm_walks(&mut self) -> (u64, u64) {
-        (
-            self.counter(counter::LSM_WALKS),
-            self.counter(counter::LSM_HITS),
-        )
-    }
-
-    /// Records userspace could not decode.
-    pub fn decode_errors(&self) -> u64 {
-        self.decode_errors
     }
 
     /// How the syscalls are hooked on this run (never `Auto`).
@@ -1305,64 +720,11 @@ impl Sensor {
     pub fn skipped(&self) -> &[String] {
         &self.skipped
     }
-
-    fn counter(&mut self, idx: u32) -> u64 {
-        let Some(m) = self.ebpf.map_mut("COUNTERS") else {
-            return 0;
-        };
-        let Ok(arr) = PerCpuArray::<_, u64>::try_from(m) else {
-            return 0;
-        };
-        arr.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0)
-    }
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name)
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
-}
-
-/// "sys_enter_openat" is both the program's and the tracepoint's name.
-fn tracepoint_name(program: &str) -> &str {
-    program
-}
-
-/// Offset of `field` in a tracepoint's record, from its tracefs format file.
-/// Ok(None) when the tracepoint exists but has no such field.
-pub fn tracepoint_field_offset(
-    tracefs: &std::path::Path,
-    event: &str,
-    field: &str,
-) -> Result<Option<u64>> {
-    let path = tracefs.join("events").join(event).join("format");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("tracepoint {event} missing ({})", path.display()))?;
-    Ok(parse_format_offset(&text, field))
-}
-
-fn parse_format_offset(format: &str, field: &str) -> Option<u64> {
-    for line in format.lines() {
-        let line = line.trim();
-        let Some(decl) = line.strip_prefix("field:") else {
-            continue;
-        };
-        let mut parts = decl.split(';');
-        let name_part = parts.next()?;
-        // "char comm[16]" or "u64 clone_flags": the last word, minus [..].
-        let name = name_part
-            .split_whitespace()
-            .last()
-            .map(|n| n.split('[').next().unwrap_or(n))?;
-        if name != field {
-            continue;
-        }
-        for p in parts {
-            if let Some(off) = p.trim().strip_prefix("offset:") {
-                return off.trim().parse().ok();
-            }
-        }
-    }
-    None
 }
 
 /// Fills `exec.binary` from /proc/PID/exe. The record is emitted at the
@@ -1386,16 +748,6 @@ fn fill_binary(ev: &mut Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const FORMAT: &str = "name: sched_process_exit\nID: 369\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
-
-    #[test]
-    fn format_offsets() {
-        assert_eq!(parse_format_offset(FORMAT, "group_dead"), Some(32));
-        assert_eq!(parse_format_offset(FORMAT, "comm"), Some(8));
-        assert_eq!(parse_format_offset(FORMAT, "pid"), Some(24));
-        assert_eq!(parse_format_offset(FORMAT, "missing"), None);
-    }
 
     #[test]
     fn every_probe_has_a_program_name_in_the_object_namespace() {
