@@ -632,7 +632,14 @@ fn group_key(a: &Alert) -> u64 {
     // The way in is part of the object: another syscall or ABI, or another
     // string for the same file, is another alert (an evasion shows as such).
     (ev.kind, &ev.syscall, ev.kernel_action.map(|k| k.hook)).hash(&mut h);
-    subject_key(ev).hash(&mut h);
+    match ev.identity.as_ref() {
+        Some(i) => match (&i.agent, &i.container) {
+            (Some(ag), _) if ag.session.is_some() => ag.session.hash(&mut h),
+            (_, Some(c)) => c.id.hash(&mut h),
+            _ => ev.pid.hash(&mut h),
+        },
+        None => ev.pid.hash(&mut h),
+    }
     use crate::event::Detail;
     match &ev.detail {
         Detail::Net(n) => {
@@ -647,21 +654,6 @@ fn group_key(a: &Alert) -> u64 {
         _ => ev.path().hash(&mut h),
     }
     h.finish()
-}
-
-/// The subject of an alert group: the agent session, else the container,
-/// else the process.
-fn subject_key(ev: &Event) -> String {
-    match ev.identity.as_ref() {
-        Some(i) => match (&i.agent, &i.container) {
-            (Some(ag), _) if ag.session.is_some() => {
-                format!("s{}", ag.session.as_deref().unwrap_or(""))
-            }
-            (_, Some(c)) => format!("c{}", c.id),
-            _ => format!("p{}", ev.pid),
-        },
-        None => format!("p{}", ev.pid),
-    }
 }
 
 /// The first 12 hex digits of a hash, for messages (the event has it all).
