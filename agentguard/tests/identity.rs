@@ -95,6 +95,11 @@ async fn host_agent_is_found_by_ancestry() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The container tests take turns: each reads every process's records from
+/// the real sensor, and another test's new container (unknown to this
+/// test's map) would be held by this test's stage.
+static ONE_ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn stage_with_docker() -> IdentityStage {
     let map = ContainerMap::default();
     let wanted = watch::spawn_docker(map.clone(), None);
@@ -115,6 +120,7 @@ async fn container_events_carry_container_and_label_agent() {
     if !common::docker_ready() {
         return;
     }
+    let _turn = ONE_ENGINE.lock().await;
     let name = format!("agtest-id-{}", std::process::id());
     let host_dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&host_dir).expect("mkdir");
@@ -205,6 +211,7 @@ async fn container_started_before_the_daemon_resolves() {
     if !common::docker_ready() {
         return;
     }
+    let _turn = ONE_ENGINE.lock().await;
     let name = format!("agtest-before-{}", std::process::id());
     let _guard = common::ContainerGuard(name.clone());
     // Started first: it waits for a file to appear in its own tmp before it
@@ -258,6 +265,7 @@ async fn a_slow_engine_holds_only_the_new_containers_events() {
     if !common::docker_ready() {
         return;
     }
+    let _turn = ONE_ENGINE.lock().await;
     let name = format!("agtest-slow-{}", std::process::id());
     let _guard = common::ContainerGuard(name.clone());
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
@@ -380,6 +388,7 @@ async fn a_container_gone_before_its_records_are_read_is_still_known() {
     if !common::docker_ready() {
         return;
     }
+    let _turn = ONE_ENGINE.lock().await;
     let name = format!("agtest-gone-{}", std::process::id());
     let _guard = common::ContainerGuard(name.clone());
     let mut sensor = Sensor::start(&SensorOptions::default()).expect("sensor");
