@@ -7,6 +7,7 @@ mod bench;
 mod bench_dns;
 mod bench_lsm;
 mod bench_throughput;
+mod dist;
 mod fuzz;
 mod guest;
 mod loadgen;
@@ -124,6 +125,12 @@ enum Cmd {
     /// to Docker, or (runs of 10 min or more) its RSS grew by more than
     /// 20 % and 5 MB from minute 1 to the end. Needs root and Docker.
     Soak(soak::SoakArgs),
+    /// Build what users install, under target/dist/: a Debian package
+    /// (`apt install ./agentguard_*.deb`), its `-dbgsym` package with the
+    /// split debug info, and an OCI image archive (`docker load -i`) made
+    /// from a minimal Debian root file system (mmdebstrap, Debian's
+    /// packages) without any registry. Needs root and Docker.
+    Dist(dist::DistArgs),
     /// Load generator for `bench overhead` and `bench throughput` (opens and
     /// refused connects; `--connects 0`: no connect syscalls at all).
     #[command(hide = true)]
@@ -183,6 +190,7 @@ fn main() -> ExitCode {
         Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Guest(args) => guest::run(&args),
         Cmd::Soak(args) => soak::soak(&args),
+        Cmd::Dist(args) => dist::dist(&args),
         Cmd::Loadgen {
             opens,
             connects,
@@ -356,7 +364,13 @@ fn cargo_test_args(args: &[String]) -> Vec<String> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    setup::Setup::default().all(true)?;
+    let mut set_up = setup::Setup::default();
+    set_up.all(true)?;
+    set_up.dist_tools()?;
+    // tests/dist.rs installs and runs what users get: the package and the
+    // image are built from the release binary first.
+    build()?;
+    dist::dist(&dist::DistArgs { no_build: true })?;
     // (a) Unit and integration tests. Plain `cargo test` covers the default
     // members; `--workspace` would also try to build agentguard-ebpf for the
     // host, which it cannot (build.rs builds it for bpfel). CI is inherited
