@@ -11,6 +11,9 @@ mod dist;
 mod fuzz;
 mod guest;
 mod loadgen;
+// The tests' ready-wait, shared so tests and benches start daemons alike.
+#[path = "../../agentguard/tests/common/ready.rs"]
+mod ready;
 mod setup;
 mod soak;
 

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod dns;
 pub mod evade;
 pub mod model;
+pub mod ready;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
