@@ -1016,6 +1016,30 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                         k.refresh_files();
                     }
                 }
+                // What describes processes and containers that are gone is
+                // forgotten (exits lost in the ring buffer, containers
+                // removed), so a long run does not grow with all it saw.
+                if refresh_ticks.is_multiple_of(5) {
+                    let alive = live_pids();
+                    let is_alive = |pid: u32| alive.contains(&pid);
+                    let pruned = stage.prune(is_alive, |id| {
+                        container_map.read().is_ok_and(|m| m.contains_key(id))
+                    });
+                    pipe.widened.retain(|pid| alive.contains(pid));
+                    if let Some(k) = pipe.enforcer.kernel.as_mut() {
+                        k.prune_pids(is_alive);
+                    }
+                    if let Ok(mut s) = status.write() {
+                        s.counters.insert("identity_procs_pruned".into(), pruned as u64);
+                        s.counters.insert("identity_procs".into(), stage.resolver().procs_known() as u64);
+                    }
+                }
+                // Freed heap goes back to the system (glibc keeps it per
+                // thread arena otherwise).
+                if refresh_ticks.is_multiple_of(60) {
+                    // SAFETY: malloc_trim only releases free heap memory.
+                    unsafe { libc::malloc_trim(0) };
+                }
                 // New host cgroups are classified, and classified cgroups
                 // that are gone leave the stream filter.
                 // What was written for containers that are gone is
@@ -1029,6 +1053,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                             k.forget_cgroups(&live);
                             k.cgroups_enforced()
                         });
+                        pipe.floods.retain(|cg, _| live.contains(cg));
                         if let Ok(mut s) = status.write() {
                             s.counters.insert("cgroups_classified".into(), n as u64);
                             s.counters.insert("cgroups_enforced".into(), enforced as u64);
@@ -1061,7 +1086,12 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         for pid in std::mem::take(&mut pipe.widen) {
             // Not for a process already gone: its pid's next owner would
             // inherit the entry.
-            if pipe.widened.insert(pid) && Path::new(&format!("/proc/{pid}")).exists() {
+            // Only a live one is remembered: an agent process that ran and
+            // exited within one drain would otherwise stay in the set.
+            if !pipe.widened.contains(&pid)
+                && Path::new(&format!("/proc/{pid}")).exists()
+                && pipe.widened.insert(pid)
+            {
                 if let Err(e) = sensor.set_filter(pid, &pipe.widen_kinds) {
                     tracing::warn!("widening the kernel filter to agent pid {pid}: {e:#}");
                 }
@@ -1283,6 +1313,16 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// The pids in /proc now (one directory read for a whole prune).
+fn live_pids() -> std::collections::HashSet<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The programs execs started with a pipe as stdout, by the pipe's inode
 /// (the most recent [`PipeWriters::MAX`]): an exec whose stdin is one of
 /// them gets `exec.stdin_from`, what a `stdin_from` rule matches. The
@@ -1290,11 +1330,15 @@ pub fn preflight() -> Result<()> {
 #[derive(Default)]
 struct PipeWriters {
     by_pipe: std::collections::HashMap<u64, String>,
-    order: std::collections::VecDeque<u64>,
+    order: std::collections::VecDeque<(u64, Instant)>,
 }
 
 impl PipeWriters {
-    const MAX: usize = 4096;
+    const MAX: usize = 1024;
+    /// A pipeline's programs start together (`curl | sh`): a writer older
+    /// than this is not what a new reader's pipe came from in practice,
+    /// and keeping it would let the table fill with every pipe ever made.
+    const TTL: Duration = Duration::from_secs(60);
 
     fn note(&mut self, ev: &mut Event) {
         let crate::event::Detail::Exec(x) = &mut ev.detail else {
@@ -1311,14 +1355,17 @@ impl PipeWriters {
             }
         }
         if let Some(p) = x.stdout_pipe {
+            let now = Instant::now();
+            while let Some(&(old, at)) = self.order.front() {
+                if self.order.len() < Self::MAX && now.duration_since(at) < Self::TTL {
+                    break;
+                }
+                self.order.pop_front();
+                self.by_pipe.remove(&old);
+            }
             let exe = x.binary.clone().unwrap_or_else(|| x.file.path.clone());
             if self.by_pipe.insert(p, exe).is_none() {
-                self.order.push_back(p);
-                if self.order.len() > Self::MAX {
-                    if let Some(old) = self.order.pop_front() {
-                        self.by_pipe.remove(&old);
-                    }
-                }
+                self.order.push_back((p, now));
             }
         }
     }

@@ -1047,20 +1047,23 @@ impl KernelEnforcer {
                             done.push((k, s.bit, ops));
                             inodes_changed = true;
                         }
-                        None => self.notes.push(format!(
+                        // Logged, not kept: one per container would grow
+                        // with every container of a long run.
+                        None => tracing::info!(
                             "volume source {} not found: {} guarded from userspace",
-                            m.source, m.destination
-                        )),
+                            m.source,
+                            m.destination
+                        ),
                     }
                 }
                 if self.backend == Backend::Tracepoint {
                     // Absolute paths by the mount's destination prefix.
                     let prefix = format!("{}/", m.destination.trim_end_matches('/'));
                     let Some(k) = path_key(cgroup_id, &prefix) else {
-                        self.notes.push(format!(
+                        tracing::info!(
                             "mount {} is longer than {KILL_PATH_LEN} bytes: guarded from userspace",
                             m.destination
-                        ));
+                        );
                         continue;
                     };
                     let v = PathVerdict {
@@ -1104,6 +1107,13 @@ impl KernelEnforcer {
     pub fn exited(&mut self, pid: u32) {
         self.task_masks.remove(&pid);
         self.roots_written.remove(&pid);
+    }
+
+    /// Forgets processes whose exit was lost (housekeeping).
+    pub fn prune_pids(&mut self, alive: impl Fn(u32) -> bool) {
+        self.task_masks.retain(|pid, _| alive(*pid));
+        self.roots_written.retain(|pid| alive(*pid));
+        crate::identity::resolver::shrink(&mut self.task_masks);
     }
 }
 

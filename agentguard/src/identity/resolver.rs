@@ -212,6 +212,30 @@ impl Resolver {
     }
 
     /// Container ids that need metadata (drained by the caller).
+    /// Forgets what describes things that are gone: containers the
+    /// watchers dropped, asks past their wait, processes whose exit was
+    /// lost (`alive` says whether a pid still runs). Called from the
+    /// daemon's housekeeping, so a long run does not grow with every
+    /// container and process it ever saw. Returns how many processes went.
+    pub fn prune(&mut self, alive: impl Fn(u32) -> bool) -> usize {
+        if let Ok(m) = self.containers.read() {
+            self.known.retain(|id, _| m.contains_key(id.as_ref()));
+        }
+        let now = Instant::now();
+        self.asked.retain(|_, t| now.duration_since(*t) < ASK_AGAIN);
+        let before = self.procs.len();
+        self.procs.retain(|pid, _| alive(*pid));
+        shrink(&mut self.procs);
+        shrink(&mut self.known);
+        shrink(&mut self.asked);
+        before - self.procs.len()
+    }
+
+    /// Processes described now (for `status`).
+    pub fn procs_known(&self) -> usize {
+        self.procs.len()
+    }
+
     pub fn take_wanted(&mut self) -> Vec<String> {
         std::mem::take(&mut self.wanted)
     }
@@ -604,6 +628,16 @@ fn process_session(pid: u32) -> Option<String> {
     procfs::start_boottime_ns(pid).map(|start| format!("{pid}.{start}"))
 }
 
+/// Gives back what a burst left reserved: a map a quarter full keeps twice
+/// what it holds.
+pub(crate) fn shrink<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    m: &mut HashMap<K, V, S>,
+) {
+    if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,5 +735,41 @@ mod tests {
             r.take_wanted().is_empty(),
             "asked again within {ASK_AGAIN:?}"
         );
+    }
+
+    /// A long run forgets what is gone: a removed container's entry (no
+    /// event would ever ask for it again), and processes whose exit was
+    /// lost, while what is still there stays.
+    #[test]
+    fn prune_forgets_gone_containers_and_processes() {
+        let map = ContainerMap::default();
+        let mut r = Resolver::new(map.clone(), DEFAULT_AGENTS);
+        for c in ["c1", "c2"] {
+            map.write()
+                .expect("lock")
+                .insert(c.into(), info(c, "busybox", &[]));
+            assert!(r.container(&Arc::from(c)).is_some());
+        }
+        for pid in [10, 11, 12] {
+            r.procs.insert(
+                pid,
+                Proc {
+                    ppid: 1,
+                    cgroup_id: 0,
+                    exe: Arc::from("/bin/sh"),
+                    argv: Arc::from("sh"),
+                    container: None,
+                    agent: None,
+                    chain: None,
+                },
+            );
+        }
+        map.write().expect("lock").remove("c1");
+        assert_eq!(r.prune(|pid| pid != 11), 1);
+        assert!(!r.known.contains_key("c1"), "removed container kept");
+        assert!(r.known.contains_key("c2"), "live container forgotten");
+        let mut pids: Vec<u32> = r.procs.keys().copied().collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [10, 12]);
     }
 }

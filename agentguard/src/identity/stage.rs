@@ -87,6 +87,14 @@ impl IdentityStage {
         &self.resolver
     }
 
+    /// Housekeeping: the resolver forgets what is gone (see
+    /// [`Resolver::prune`]), and containers given up on that are gone
+    /// from the runtime's list are forgotten. Returns the processes pruned.
+    pub fn prune(&mut self, alive: impl Fn(u32) -> bool, live: impl Fn(&str) -> bool) -> usize {
+        self.gave_up.retain(|id| live(id));
+        self.resolver.prune(alive)
+    }
+
     /// Tags `ev` and passes it (and any events now ready) to `out`.
     pub fn push(&mut self, mut ev: Event, now: Instant, out: &mut impl FnMut(Event)) {
         let id = self.resolver.tag(&ev);

@@ -82,6 +82,14 @@ pub fn spawn_docker_status(
             match client.list().await {
                 Ok(list) => {
                     if let Ok(mut m) = map.write() {
+                        // Containers removed while Docker was away sent no
+                        // destroy event: only the listed ones stay.
+                        let listed: std::collections::HashSet<&str> =
+                            list.iter().map(|c| c.id.as_str()).collect();
+                        m.retain(|id, c| {
+                            c.runtime != crate::identity::model::Runtime::Docker
+                                || listed.contains(id.as_str())
+                        });
                         for c in list {
                             m.insert(c.id.clone(), Arc::new(c));
                         }
