@@ -376,8 +376,12 @@ fn test(args: &[String], allow_skips: bool) -> Result<()> {
     set_up.all(true)?;
     set_up.dist_tools()?;
     // tests/dist.rs installs and runs what users get: the package and the
-    // image are built from the release binary first.
-    build()?;
+    // image are built first, from the binary the test build makes (a plain
+    // `cargo build` would unify features differently and build it twice).
+    let mut no_run = cargo();
+    no_run.args(["test", "--release", "--no-run"]);
+    eprintln!("xtask: {}", describe(&no_run));
+    run_cmd(&mut no_run)?;
     dist::dist(&dist::DistArgs { no_build: true })?;
     // (a) Unit and integration tests. Plain `cargo test` covers the default
     // members; `--workspace` would also try to build agentguard-ebpf for the
