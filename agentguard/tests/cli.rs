@@ -16,30 +16,13 @@ fn events_prints_relative_open_as_absolute_json() {
     let dir = dir.canonicalize().expect("canonicalize");
     std::fs::write(dir.join("nested/cli-marker.txt"), b"x").expect("write");
     let ready = dir.join("ready");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_agentguard"))
-        .args([
-            "events",
-            "--kind",
-            "open,connect",
-            "--comm",
-            "cat",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn agentguard events");
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "agentguard events never became ready"
-        );
-        if let Ok(Some(st)) = daemon.try_wait() {
-            panic!("agentguard events exited early: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = common::daemon::spawn_ready(
+        Command::new(env!("CARGO_BIN_EXE_agentguard"))
+            .args(["events", "--kind", "open,connect", "--comm", "cat"])
+            .stdout(Stdio::piped()),
+        &ready,
+        None,
+    );
     let st = Command::new("cat")
         .arg("nested/./cli-marker.txt")
         .current_dir(&dir)
@@ -58,6 +41,7 @@ fn events_prints_relative_open_as_absolute_json() {
         }
     });
     let mut found = None;
+    let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
             continue;
@@ -114,8 +98,11 @@ fn check_reports_probes_and_capabilities() {
             .map(|p| p["status"].clone())
             .unwrap_or_else(|| panic!("probe {name} missing"))
     };
-    // What this kind of machine has (PLATFORM.md): the sensor's needs are met.
-    for p in ["btf", "ringbuf", "tracepoint_prog", "send_signal"] {
+    // Each verdict agrees with what the kernel shows without agentguard.
+    common::KernelFacts::of_this_host().agree_with(&v);
+    // The sensor's needs are met wherever this suite runs as root (it loads
+    // the sensor in other tests).
+    for p in ["ringbuf", "tracepoint_prog", "send_signal"] {
         assert_eq!(status(p), "supported", "{p}");
     }
     let table = Command::new(env!("CARGO_BIN_EXE_agentguard"))
@@ -198,19 +185,14 @@ fn watch_agents_streams_only_agent_workloads() {
     std::fs::write(dir.join("other-file"), b"x").expect("write");
     let ready = dir.join("ready");
     let out = dir.join("events.jsonl");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_agentguard"))
-        .args(["events", "--watch", "agents", "--output"])
-        .arg(&out)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn agentguard events");
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "never ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = common::daemon::spawn_ready(
+        Command::new(env!("CARGO_BIN_EXE_agentguard"))
+            .args(["events", "--watch", "agents", "--output"])
+            .arg(&out)
+            .stdout(Stdio::null()),
+        &ready,
+        None,
+    );
     // The agent runs a while (its exec is seen, it gets widened), then its
     // child cats a file; an ordinary sh does the same.
     let agent = Command::new(dir.join("claude"))

@@ -107,21 +107,20 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
     let addr = format!("127.0.0.1:{port}");
     let sock = dir.join("status.sock");
     let ready = dir.join("ready");
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--policies"])
-        .arg(&pol)
-        .args(["--metrics-addr", &addr, "--alerts-file"])
-        .arg(dir.join("alerts.jsonl"))
-        .arg("--status-socket")
-        .arg(&sock)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
-        .spawn()
-        .expect("spawn daemon");
+    let mut daemon = common::daemon::spawn_ready(
+        Command::new(BIN)
+            .args(["run", "--policies"])
+            .arg(&pol)
+            .args(["--metrics-addr", &addr, "--alerts-file"])
+            .arg(dir.join("alerts.jsonl"))
+            .arg("--status-socket")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log")),
+        &ready,
+        Some(&dir.join("daemon.log")),
+    );
     let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
-    wait_for("the daemon", || ready.exists());
 
     // Real events move the counters.
     let before = sample(&scrape(&addr), "agentguard_events_total", "kind=\"exec\"").unwrap_or(0.0);
@@ -314,24 +313,28 @@ fn metrics_status_and_sighup_reload_on_the_running_daemon() {
     clean_up(&dir);
 }
 
-/// Starts `agentguard run` on `pol` with status socket `sock`; its ready
-/// file and log are named after `tag` in `dir`.
-fn spawn_daemon(dir: &Path, pol: &Path, sock: &Path, tag: &str) -> std::process::Child {
-    let ready = dir.join(format!("ready-{tag}"));
-    let _ = std::fs::remove_file(&ready);
-    Command::new(BIN)
-        .args(["run", "--policies"])
+/// `agentguard run` on `pol` with status socket `sock`; its alerts and log
+/// are named after `tag` in `dir`.
+fn daemon_cmd(dir: &Path, pol: &Path, sock: &Path, tag: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--policies"])
         .arg(pol)
         .arg("--alerts-file")
         .arg(dir.join(format!("alerts-{tag}.jsonl")))
         .arg("--status-socket")
         .arg(sock)
-        .arg("--ready-file")
-        .arg(&ready)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("daemon-{tag}.log"))).expect("log"))
-        .spawn()
-        .expect("spawn daemon")
+        .stderr(std::fs::File::create(dir.join(format!("daemon-{tag}.log"))).expect("log"));
+    cmd
+}
+
+/// [`daemon_cmd`] started and ready (ready file `ready-TAG` in `dir`).
+fn start_daemon(dir: &Path, pol: &Path, sock: &Path, tag: &str) -> std::process::Child {
+    common::daemon::spawn_ready(
+        &mut daemon_cmd(dir, pol, sock, tag),
+        &dir.join(format!("ready-{tag}")),
+        Some(&dir.join(format!("daemon-{tag}.log"))),
+    )
 }
 
 /// One daemon per status socket: a second one is refused before it loads
@@ -349,9 +352,11 @@ fn a_second_daemon_is_refused_and_a_killed_ones_socket_is_replaced() {
         std::fs::read_to_string(dir.join(format!("daemon-{tag}.log"))).unwrap_or_default()
     };
 
-    let mut first = spawn_daemon(&dir, &pol, &sock, "a");
-    wait_for("the first daemon", || dir.join("ready-a").exists());
-    let mut second = spawn_daemon(&dir, &pol, &sock, "b");
+    let mut first = start_daemon(&dir, &pol, &sock, "a");
+    // Not waited for: it must be refused.
+    let mut second = daemon_cmd(&dir, &pol, &sock, "b")
+        .spawn()
+        .expect("spawn the second daemon");
     let deadline = Instant::now() + Duration::from_secs(30);
     let st = loop {
         if let Some(st) = second.try_wait().expect("wait") {
@@ -381,8 +386,7 @@ fn a_second_daemon_is_refused_and_a_killed_ones_socket_is_replaced() {
     first.kill().expect("kill -9");
     let _ = first.wait();
     assert!(sock.exists());
-    let mut third = spawn_daemon(&dir, &pol, &sock, "c");
-    wait_for("the restarted daemon", || dir.join("ready-c").exists());
+    let mut third = start_daemon(&dir, &pol, &sock, "c");
     assert_eq!(status(&sock)["pid"], third.id(), "{}", log("c"));
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(third.id() as i32, libc::SIGTERM) };
@@ -406,8 +410,7 @@ fn rules_the_host_cannot_carry_out_are_reported_and_strict_refuses_them() {
     let (dir, pol) = scratch("ops3", &["files.yaml"]);
     let sock = dir.join("status.sock");
 
-    let mut d = spawn_daemon(&dir, &pol, &sock, "a");
-    wait_for("the daemon", || dir.join("ready-a").exists());
+    let mut d = start_daemon(&dir, &pol, &sock, "a");
     let s = status(&sock);
     let degraded: Vec<String> = s["degraded_rules"]
         .as_array()
@@ -495,8 +498,7 @@ fn policy_files_others_can_write_are_refused() {
     );
 
     mode(&pol.join("files.yaml"), 0o644);
-    let mut d = spawn_daemon(&dir, &pol, &sock, "a");
-    wait_for("the daemon", || dir.join("ready-a").exists());
+    let mut d = start_daemon(&dir, &pol, &sock, "a");
     std::fs::copy(pack().join("exec.yaml"), pol.join("exec.yaml")).expect("copy");
     mode(&pol.join("exec.yaml"), 0o666);
     // SAFETY: kill(2) of our own child.

@@ -47,7 +47,19 @@ fn daemonset_has_privileges_host_paths_and_config() {
         "runs on tainted nodes too"
     );
     let c = &pod["containers"][0];
-    assert_eq!(c["securityContext"]["privileged"], true);
+    // Root with the capabilities the daemon uses, not privileged (tests/dist.rs
+    // runs the image with exactly these and watches it guard the host).
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["runAsUser"], 0);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let caps = sc["capabilities"]["add"]
+        .as_array()
+        .expect("capabilities.add");
+    for cap in ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "KILL"] {
+        assert!(caps.iter().any(|c| c == cap), "{cap} missing: {caps:?}");
+    }
+    assert_eq!(sc["seccompProfile"]["type"], "Unconfined");
 
     let volumes = pod["volumes"].as_array().expect("volumes");
     let mounts = c["volumeMounts"].as_array().expect("volumeMounts");
@@ -63,7 +75,6 @@ fn daemonset_has_privileges_host_paths_and_config() {
         "/sys",
         "/sys/fs/bpf",
         "/sys/kernel/tracing",
-        "/proc",
         "/run/containerd/containerd.sock",
         "/var/run/docker.sock",
     ] {
@@ -73,11 +84,15 @@ fn daemonset_has_privileges_host_paths_and_config() {
             .unwrap_or_else(|| panic!("no hostPath volume for {host}"));
         let name = v["name"].as_str().expect("volume name");
         let at = mount_of(name);
-        if host != "/proc" {
-            // Mounted where the daemon looks by default.
-            assert_eq!(at, host, "{host} mounted at {at}");
-        }
+        // Mounted where the daemon looks by default.
+        assert_eq!(at, host, "{host} mounted at {at}");
     }
+    // Nothing the daemon does not read: with hostPID the container's own
+    // /proc is the host's.
+    assert!(
+        volumes.iter().all(|v| v["hostPath"]["path"] != "/proc"),
+        "/proc needs no volume"
+    );
 
     // Config and policies come from ConfigMaps.
     let cm_volume = |cm: &str| -> &str {

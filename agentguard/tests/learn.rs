@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentguard");
 
@@ -55,32 +54,18 @@ fn a_learned_policy_fits_the_session_it_came_from_and_catches_the_rest() {
     std::fs::create_dir_all(&vol).expect("mkdir");
     let ready = dir.join("ready");
     let out_file = pol.join("learner.yaml");
-    let mut learn = Command::new(BIN)
-        .args(["learn", "--agent", "learner", "--for", "8s", "--strictness"])
-        .arg("enforce")
-        .arg("--out")
-        .arg(&out_file)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn learn");
-    let start = Instant::now();
-    while !ready.exists() {
-        if let Ok(Some(st)) = learn.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = learn.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("learn ended before it was ready: {st}: {err}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "learn never ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let learn_log = dir.join("learn.log");
+    let learn = common::daemon::spawn_ready(
+        Command::new(BIN)
+            .args(["learn", "--agent", "learner", "--for", "8s", "--strictness"])
+            .arg("enforce")
+            .arg("--out")
+            .arg(&out_file)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&learn_log).expect("learn log")),
+        &ready,
+        Some(&learn_log),
+    );
     let gw = common::bridge_gateway();
     let name = format!("agtest-learner-{}", std::process::id());
     let _c = common::ContainerGuard(name.clone());
@@ -98,7 +83,12 @@ fn a_learned_policy_fits_the_session_it_came_from_and_catches_the_rest() {
         .expect("docker run");
     assert!(text(&run).contains("done"), "{}", text(&run));
     let learned = learn.wait_with_output().expect("learn");
-    assert!(learned.status.success(), "learn: {}", text(&learned));
+    assert!(
+        learned.status.success(),
+        "learn: {}{}",
+        text(&learned),
+        std::fs::read_to_string(&learn_log).unwrap_or_default()
+    );
     let policy = std::fs::read_to_string(&out_file).expect("learned policy");
     // What the session did is in it, generalised where it should be.
     for want in [

@@ -66,7 +66,7 @@ cat >/root/policies/vm.yaml <<'EOF'
 @POLICY@EOF
 say "cgroup $(cat /proc/self/cgroup)"
 say "v1-mounts $(grep -c ' - cgroup ' /proc/self/mountinfo)"
-echo AG-CHECK-BEGIN
+@FACTS@echo AG-CHECK-BEGIN
 agentguard check --json 2>/tmp/check.err
 echo AG-CHECK-END
 cat /tmp/check.err
@@ -146,7 +146,13 @@ fn run_guest(kernel: &str) -> Option<String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let script = dir.join("scenario.sh");
-    std::fs::write(&script, SCRIPT.replace("@POLICY@", POLICY)).expect("write script");
+    std::fs::write(
+        &script,
+        SCRIPT
+            .replace("@POLICY@", POLICY)
+            .replace("@FACTS@", common::KernelFacts::SHELL),
+    )
+    .expect("write script");
     let claude = dir.join("claude");
     std::fs::write(&claude, CLAUDE).expect("write claude");
     let out = Command::new(&xtask)
@@ -221,6 +227,7 @@ fn scenario(kernel: &str) {
             .unwrap_or("absent")
             .to_owned()
     };
+    common::KernelFacts::from_results(|k| result(out, k).to_owned()).agree_with(&check);
     for probe in [
         "cgroup_v2",
         "sock_addr",

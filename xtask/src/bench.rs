@@ -621,10 +621,9 @@ fn start_daemon_env(
     work: &Path,
 ) -> Result<Monitor> {
     let ready = work.join("agentguard.ready");
-    // A file left from an earlier run would make us start too early.
-    let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin);
-    cmd.args(args).arg("--ready-file").arg(&ready);
+    cmd.args(args);
+    crate::ready::ready_file_arg(&mut cmd, &ready);
     cmd.envs(env.iter().copied());
     // stdout: `events` streams there; only its cost matters, not the JSON.
     cmd.stdout(Stdio::null());
@@ -706,26 +705,18 @@ impl Monitor {
             log,
             exited: false,
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !ready() {
-            if let Some(status) = monitor.child.try_wait()? {
-                monitor.exited = true;
-                bail!(
-                    "`{}` exited ({status}) before it was ready:\n{}",
-                    monitor.what,
-                    monitor.log_text()
-                );
+        let looked = crate::ready::wait_ready(&mut monitor.child, READY_TIMEOUT, || {
+            if check_interrupted().is_err() {
+                crate::ready::Look::Stop("interrupted".into())
+            } else if ready() {
+                crate::ready::Look::Ready
+            } else {
+                crate::ready::Look::NotYet
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "`{}` not ready after {} s:\n{}",
-                    monitor.what,
-                    READY_TIMEOUT.as_secs(),
-                    monitor.log_text()
-                );
-            }
-            check_interrupted()?;
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        if let Err(why) = looked {
+            monitor.exited = matches!(why, crate::ready::NotReady::Exited(_));
+            bail!("`{}` {why}:\n{}", monitor.what, monitor.log_text());
         }
         Ok(monitor)
     }

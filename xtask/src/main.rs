@@ -7,9 +7,13 @@ mod bench;
 mod bench_dns;
 mod bench_lsm;
 mod bench_throughput;
+mod dist;
 mod fuzz;
 mod guest;
 mod loadgen;
+// The tests' ready-wait, shared so tests and benches start daemons alike.
+#[path = "../../agentguard/tests/common/ready.rs"]
+mod ready;
 mod setup;
 mod soak;
 
@@ -64,6 +68,11 @@ enum Cmd {
     /// If ARGS contain a `--`, they go to cargo test verbatim instead
     /// (`cargo xtask test -- --test cli -- --nocapture`).
     Test {
+        /// Call the run green even if tests skipped (they are still listed).
+        /// Without it a run where any test skipped (no root, no Docker, no
+        /// guest kernel) fails after listing what skipped and why.
+        #[arg(long)]
+        allow_skips: bool,
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
@@ -124,6 +133,12 @@ enum Cmd {
     /// to Docker, or (runs of 10 min or more) its RSS grew by more than
     /// 20 % and 5 MB from minute 1 to the end. Needs root and Docker.
     Soak(soak::SoakArgs),
+    /// Build what users install, under target/dist/: a Debian package
+    /// (`apt install ./agentguard_*.deb`), its `-dbgsym` package with the
+    /// split debug info, and an OCI image archive (`docker load -i`) made
+    /// from a minimal Debian root file system (mmdebstrap, Debian's
+    /// packages) without any registry. Needs root and Docker.
+    Dist(dist::DistArgs),
     /// Load generator for `bench overhead` and `bench throughput` (opens and
     /// refused connects; `--connects 0`: no connect syscalls at all).
     #[command(hide = true)]
@@ -165,7 +180,7 @@ fn main() -> ExitCode {
         Cmd::Setup { docker } => setup::Setup::default().all(docker),
         Cmd::Build => setup::Setup::default().all(false).and_then(|()| build()),
         Cmd::Run { args } => run(&args),
-        Cmd::Test { args } => test(&args),
+        Cmd::Test { allow_skips, args } => test(&args, allow_skips),
         Cmd::Lint => lint(),
         Cmd::Bench {
             bench: BenchCmd::Overhead(args),
@@ -179,10 +194,11 @@ fn main() -> ExitCode {
         Cmd::Bench {
             bench: BenchCmd::Dns(args),
         } => bench_dns::dns(&args),
-        Cmd::Ci => lint().and_then(|()| test(&[])),
+        Cmd::Ci => lint().and_then(|()| test(&[], false)),
         Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Guest(args) => guest::run(&args),
         Cmd::Soak(args) => soak::soak(&args),
+        Cmd::Dist(args) => dist::dist(&args),
         Cmd::Loadgen {
             opens,
             connects,
@@ -355,8 +371,14 @@ fn cargo_test_args(args: &[String]) -> Vec<String> {
     }
 }
 
-fn test(args: &[String]) -> Result<()> {
-    setup::Setup::default().all(true)?;
+fn test(args: &[String], allow_skips: bool) -> Result<()> {
+    let mut set_up = setup::Setup::default();
+    set_up.all(true)?;
+    set_up.dist_tools()?;
+    // tests/dist.rs installs and runs what users get: the package and the
+    // image are built from the release binary first.
+    build()?;
+    dist::dist(&dist::DistArgs { no_build: true })?;
     // (a) Unit and integration tests. Plain `cargo test` covers the default
     // members; `--workspace` would also try to build agentguard-ebpf for the
     // host, which it cannot (build.rs builds it for bpfel). CI is inherited
@@ -371,13 +393,42 @@ fn test(args: &[String]) -> Result<()> {
         cmd.env(format!("AGENTGUARD_{}", cli.bin.to_uppercase()), cli.path());
     }
     cmd.env("AGENTGUARD_AGENTS_DIR", setup::AGENTS_DIR);
+    let ledger = target_dir().join("test-skips.log");
+    let _ = std::fs::remove_file(&ledger);
+    cmd.env("AGENTGUARD_SKIP_LEDGER", &ledger);
     eprintln!("xtask: {}", describe(&cmd));
-    run_cmd(&mut cmd)?;
+    let ran = run_cmd(&mut cmd);
+    let skips = skipped(&ledger);
+    ran?;
+    if !skips.is_empty() && !allow_skips {
+        anyhow::bail!(
+            "{} test(s) skipped (listed above): not a green run; run as root with Docker \
+             (cargo xtask setup --docker), or pass --allow-skips to accept it",
+            skips.len()
+        );
+    }
 
     // The default pack's own tests (`agentguard policy test policies/`) run
     // inside step (a), in tests/policy_cli.rs; the qemu guest test
     // (tests/vm.rs) runs `cargo xtask guest` with the kernels fetched above.
     Ok(())
+}
+
+/// The tests that skipped in this run (their ledger), listed loudly.
+fn skipped(ledger: &Path) -> Vec<String> {
+    let skips: Vec<String> = std::fs::read_to_string(ledger)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    if !skips.is_empty() {
+        eprintln!("\nxtask: ==== {} TEST(S) SKIPPED ====", skips.len());
+        for s in &skips {
+            eprintln!("xtask:   SKIPPED {s}");
+        }
+        eprintln!("xtask: ====\n");
+    }
+    skips
 }
 
 fn lint() -> Result<()> {
@@ -439,8 +490,28 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["xtask", "test", "--", "--nocapture"]);
         match cli.map(|c| c.cmd) {
-            Ok(Cmd::Test { args }) => assert_eq!(args, strings(&["--nocapture"])),
+            Ok(Cmd::Test { args, allow_skips }) => {
+                assert_eq!(args, strings(&["--nocapture"]));
+                assert!(!allow_skips);
+            }
             _ => panic!("test args not parsed"),
+        }
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "test",
+            "--allow-skips",
+            "--",
+            "--test",
+            "cli",
+            "--",
+            "--nocapture",
+        ]);
+        match cli.map(|c| c.cmd) {
+            Ok(Cmd::Test { args, allow_skips }) => {
+                assert_eq!(args, strings(&["--test", "cli", "--", "--nocapture"]));
+                assert!(allow_skips);
+            }
+            _ => panic!("test --allow-skips not parsed"),
         }
     }
 

@@ -349,6 +349,26 @@ impl Setup {
         Ok(())
     }
 
+    /// What `cargo xtask dist` packs with: mmdebstrap (the image's and the
+    /// package test's Debian root file system), binutils (splitting the
+    /// debug info), dpkg-deb.
+    pub fn dist_tools(&mut self) -> Result<()> {
+        let mut missing = vec![];
+        for (tool, package) in [
+            ("mmdebstrap", "mmdebstrap"),
+            ("objcopy", "binutils"),
+            ("dpkg-deb", "dpkg"),
+        ] {
+            if which(tool).is_none() && !missing.contains(&package) {
+                missing.push(package);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.apt_install("the packaging tools of `xtask dist`", &missing)
+    }
+
     /// auditd and auditctl (only `bench overhead` needs them).
     pub fn auditd(&mut self) -> Result<()> {
         if which("auditctl").is_some() && which("auditd").is_some() {
@@ -474,6 +494,8 @@ fn find_entry(dir: &Path, want: impl Fn(&str) -> bool) -> Result<Option<PathBuf>
 fn apt() -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    // Wait for another apt (a set-up running beside us) instead of failing.
+    cmd.args(["-o", "DPkg::Lock::Timeout=600"]);
     // Progress, like ours, goes to stderr: stdout stays for what the
     // command itself reports (bench results).
     cmd.stdout(std::io::stderr());

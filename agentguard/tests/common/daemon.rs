@@ -33,6 +33,30 @@ pub fn cleanup() {
     assert!(st.success());
 }
 
+/// Spawns `cmd` (an agentguard subcommand that takes `--ready-file`) and
+/// waits until it is ready; panics saying why not, with `log` (its stderr
+/// file) if given. The one way the tests start a daemon.
+pub fn spawn_ready(cmd: &mut Command, ready: &Path, log: Option<&Path>) -> Child {
+    super::ready::ready_file_arg(cmd, ready);
+    let mut child = cmd.spawn().expect("spawn agentguard");
+    let looked = super::ready::wait_ready(&mut child, Duration::from_secs(60), || {
+        if ready.exists() {
+            super::ready::Look::Ready
+        } else {
+            super::ready::Look::NotYet
+        }
+    });
+    if let Err(why) = looked {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = log
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default();
+        panic!("{cmd:?}: {why}\n{log}");
+    }
+    child
+}
+
 pub struct Daemon {
     pub child: Child,
     pub dir: PathBuf,
@@ -60,28 +84,15 @@ impl Daemon {
             std::fs::write(dir.join("config.yaml"), c).expect("write config");
             cmd.arg("--config").arg(dir.join("config.yaml"));
         }
-        let child = cmd
-            .args(extra)
+        cmd.args(extra)
             .arg("--alerts-file")
             .arg(dir.join("alerts.jsonl"))
             .arg("--status-socket")
             .arg(dir.join("status.sock"))
-            .arg("--ready-file")
-            .arg(&ready)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
-            .spawn()
-            .expect("spawn agentguard run");
-        let mut d = Daemon { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready.exists() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("daemon exited ({st}):\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "daemon not ready:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d
+            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"));
+        let child = spawn_ready(&mut cmd, &ready, Some(&dir.join("daemon.log")));
+        Daemon { child, dir }
     }
 
     /// The daemon's status counters (`agentguard status --json`).

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod dns;
 pub mod evade;
 pub mod model;
+pub mod ready;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +19,34 @@ pub fn require(what: &str, ok: bool) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true but {what} is unavailable: this test must run, not skip");
     }
-    eprintln!("skipping: needs {what}");
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| {
+            let stem = std::path::Path::new(&a)
+                .file_stem()?
+                .to_string_lossy()
+                .into_owned();
+            // cargo names test binaries NAME-HASH.
+            Some(
+                stem.rsplit_once('-')
+                    .map_or(stem.clone(), |(n, _)| n.to_owned()),
+            )
+        })
+        .unwrap_or_default();
+    eprintln!("SKIPPED {binary}::{test}: needs {what}");
+    // `cargo xtask test` counts the skips of the whole run from this ledger
+    // and refuses to call a run with skips green unless asked to.
+    if let Some(ledger) = std::env::var_os("AGENTGUARD_SKIP_LEDGER") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ledger)
+        {
+            let _ = writeln!(f, "{binary}::{test}: needs {what}");
+        }
+    }
     false
 }
 
@@ -225,4 +253,139 @@ pub fn count_tree(dir: &std::path::Path) -> usize {
             }
         })
         .sum()
+}
+
+/// Facts of the running kernel read without agentguard, to hold `check`'s
+/// verdicts against (on the host and in the guests alike).
+#[derive(Debug)]
+pub struct KernelFacts {
+    /// `/sys/kernel/security/lsm`: the active LSMs.
+    pub lsm: String,
+    /// `/sys/kernel/security/lockdown`, e.g. `none [integrity] confidentiality`.
+    pub lockdown: String,
+    /// The PMUs in `/sys/bus/event_source/devices`.
+    pub pmus: Vec<String>,
+    /// `/sys/kernel/btf/vmlinux` exists.
+    pub btf: bool,
+    /// A cgroup2 mount is in `/proc/self/mountinfo`.
+    pub cgroup2: bool,
+}
+
+impl KernelFacts {
+    /// Read here (securityfs is mounted first if it is not).
+    pub fn of_this_host() -> KernelFacts {
+        if !std::path::Path::new("/sys/kernel/security/lsm").exists() {
+            let _ = Command::new("mount")
+                .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
+                .status();
+        }
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        KernelFacts {
+            lsm: read("/sys/kernel/security/lsm"),
+            lockdown: read("/sys/kernel/security/lockdown"),
+            pmus: std::fs::read_dir("/sys/bus/event_source/devices")
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+            cgroup2: std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains(" - cgroup2 ")),
+        }
+    }
+
+    /// Shell lines printing the same facts as `AG-RESULT fact-NAME VALUE`
+    /// (for a guest script with a `say` function).
+    pub const SHELL: &'static str = r#"say "fact-lsm $(cat /sys/kernel/security/lsm)"
+say "fact-lockdown $(cat /sys/kernel/security/lockdown)"
+say "fact-pmus $(ls /sys/bus/event_source/devices | tr '\n' ' ')"
+say "fact-btf $(test -e /sys/kernel/btf/vmlinux && echo 1 || echo 0)"
+say "fact-cgroup2 $(grep -c ' - cgroup2 ' /proc/self/mountinfo)"
+"#;
+
+    /// From the `fact-*` results of [`KernelFacts::SHELL`]; `result` looks
+    /// one up by key.
+    pub fn from_results(result: impl Fn(&str) -> String) -> KernelFacts {
+        KernelFacts {
+            lsm: result("fact-lsm"),
+            lockdown: result("fact-lockdown"),
+            pmus: result("fact-pmus")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            btf: result("fact-btf") == "1",
+            cgroup2: result("fact-cgroup2").parse::<u32>().unwrap_or(0) > 0,
+        }
+    }
+
+    /// Holds each verdict of `check --json` against these facts, whatever
+    /// the kernel: what must follow from them, both ways where the fact
+    /// decides, one way where the kernel may still refuse (BPF-LSM active
+    /// but program loads refused, as on this kind of host).
+    pub fn agree_with(&self, check: &serde_json::Value) {
+        let probes = check["probes"].as_array().expect("probes array");
+        let status = |name: &str| -> String {
+            probes
+                .iter()
+                .find(|p| p["name"] == name)
+                .and_then(|p| p["status"].as_str())
+                .unwrap_or_else(|| panic!("probe {name} missing: {check}"))
+                .to_owned()
+        };
+        let supported = |name: &str| status(name) == "supported";
+        let said = |name: &str| format!("{name}: {} (facts: {self:?})", status(name));
+        assert_eq!(supported("btf"), self.btf, "{}", said("btf"));
+        assert_eq!(
+            supported("cgroup_v2"),
+            self.cgroup2,
+            "{}",
+            said("cgroup_v2")
+        );
+        assert_eq!(
+            supported("kprobes"),
+            self.pmus.iter().any(|p| p == "kprobe"),
+            "{}",
+            said("kprobes")
+        );
+        let bpf_lsm_active = self.lsm.split(',').any(|l| l == "bpf");
+        if !bpf_lsm_active {
+            assert!(!supported("bpf_lsm"), "{}", said("bpf_lsm"));
+        }
+        if supported("bpf_lsm") {
+            assert!(bpf_lsm_active, "{}", said("bpf_lsm"));
+        }
+        if supported("fentry") || supported("tp_btf") {
+            assert!(self.btf, "BTF programs without BTF: {check}");
+        }
+        if supported("sock_addr") || supported("cgroup_skb") {
+            assert!(self.cgroup2, "cgroup hooks without cgroup2: {check}");
+        }
+        // The lockdown mode in force is the one `check` names.
+        if let Some(mode) = self
+            .lockdown
+            .split_whitespace()
+            .find(|m| m.starts_with('['))
+            .map(|m| m.trim_matches(|c| c == '[' || c == ']'))
+        {
+            let detail = probes
+                .iter()
+                .find(|p| p["name"] == "lockdown")
+                .and_then(|p| p["detail"].as_str())
+                .unwrap_or("");
+            if mode == "none" {
+                assert_ne!(status("lockdown"), "unsupported", "{}", said("lockdown"));
+            } else {
+                assert!(detail.contains(mode), "lockdown {mode}: {detail}");
+            }
+        }
+    }
 }
