@@ -448,6 +448,12 @@ fn the_page_shows_an_agent_its_container_and_its_denied_connect_only_with_the_to
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The process tree has the container's shell and the nc it ran.
+    let tree = b.text("#tree");
+    assert!(
+        tree.contains("sh -c sleep 1; nc") && tree.contains(&format!("nc -w 1 {gw} 9")),
+        "{tree}"
+    );
     let health = b.text("#health");
     assert!(health.contains("stream live"), "{health}");
     assert!(health.contains("events/s"), "{health}");

@@ -660,9 +660,22 @@ pub async fn start(
         .write(&token_path)
         .with_context(|| format!("writing the ui token to {}", token_path.display()))?;
     let hub = Arc::new(Hub::new(Limits::default()));
-    let server = serve(addr.0, token.clone(), Arc::clone(&hub), status, token_path)
-        .await
-        .with_context(|| format!("serving the ui on {}", addr.0))?;
+    let server = match serve(
+        addr.0,
+        token.clone(),
+        Arc::clone(&hub),
+        status,
+        token_path.clone(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            // No page, no token left lying about.
+            let _ = std::fs::remove_file(&token_path);
+            return Err(anyhow::Error::new(e).context(format!("serving the ui on {}", addr.0)));
+        }
+    };
     outputs.set_ui(hub);
     tracing::info!(
         "live page: http://{}/?token={} (token also in {}, root only)",
