@@ -1158,4 +1158,95 @@ mod tests {
         assert!(f.starts_with("event: capped\n"), "{f}");
         assert!(f.contains("\"skipped\":450"), "{f}");
     }
+
+    /// A plain request to the server; the answer up to `until` (or EOF).
+    async fn get(addr: SocketAddr, head: &str, until: &str) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = async {
+            loop {
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&out).contains(until) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_says_401_without_the_token_and_streams_with_it() {
+        let dir = std::env::temp_dir().join(format!("agentguard-ui-srv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = crate::config::Config {
+            status_socket: dir.join("status.sock"),
+            ..Default::default()
+        };
+        // A port someone else holds: refused, and no token left behind.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        cfg.ui = Some(crate::config::UiAddr(taken.local_addr().unwrap()));
+        let status = crate::status::Status::new().shared();
+        let mut outputs = super::super::Outputs::new(super::super::Format::Native);
+        assert!(start(&cfg, status.clone(), &mut outputs).await.is_err());
+        assert!(!dir.join("ui.token").exists());
+        drop(taken);
+
+        cfg.ui = Some(crate::config::UiAddr("127.0.0.1:0".parse().unwrap()));
+        let server = start(&cfg, status, &mut outputs).await.unwrap().unwrap();
+        let addr = server.local_addr();
+        let token = std::fs::read_to_string(dir.join("ui.token")).unwrap();
+        let token = token.trim();
+        for head in [
+            "GET / HTTP/1.1\r\n\r\n".to_owned(),
+            "GET /events HTTP/1.1\r\n\r\n".to_owned(),
+            format!("GET /?token={} HTTP/1.1\r\n\r\n", token.to_uppercase()),
+            format!("GET /events HTTP/1.1\r\nCookie: {COOKIE}=x{token}\r\n\r\n"),
+        ] {
+            let r = get(addr, &head, "\r\n\r\n").await;
+            assert!(r.starts_with("HTTP/1.1 401 "), "{head:?}: {r}");
+            assert!(!r.contains("<script"), "{r}");
+        }
+        let r = get(
+            addr,
+            &format!("GET /?token={token} HTTP/1.1\r\n\r\n"),
+            "\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 303 "), "{r}");
+        assert!(r.contains("HttpOnly; SameSite=Strict"), "{r}");
+        let r = get(
+            addr,
+            &format!("GET / HTTP/1.1\r\nCookie: {COOKIE}={token}\r\n\r\n"),
+            "</html>",
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 ") && r.contains("new EventSource"),
+            "{r}"
+        );
+        let r = get(
+            addr,
+            &format!("GET /events HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n"),
+            "event: ready",
+        )
+        .await;
+        assert!(
+            r.contains("text/event-stream") && r.contains("event: status\ndata: {"),
+            "{r}"
+        );
+        assert!(r.contains("event: ready"), "{r}");
+        drop(server);
+        assert!(
+            !dir.join("ui.token").exists(),
+            "token left after the server stopped"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
