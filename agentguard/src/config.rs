@@ -202,6 +202,45 @@ impl<'de> Deserialize<'de> for AgentImages {
     }
 }
 
+/// `ui`'s address: `8080` (loopback), `127.0.0.1:8080`, `[::1]:8080`;
+/// in the file a bare port may be a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UiAddr(pub SocketAddr);
+
+impl UiAddr {
+    pub fn parse(s: &str) -> Result<UiAddr, String> {
+        crate::outputs::ui::parse_addr(s).map(UiAddr)
+    }
+}
+
+impl Serialize for UiAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UiAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = UiAddr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port, IP:PORT or [IPv6]:PORT")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UiAddr, E> {
+                UiAddr::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<UiAddr, E> {
+                UiAddr::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UiAddr, E> {
+                UiAddr::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Which kernel mechanism enforces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +269,12 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// The status socket `agentguard status` reads (root only, mode 0600).
     pub status_socket: PathBuf,
+    /// Serve the live page here (docs/ui.md); none when absent. A bare
+    /// port means loopback.
+    pub ui: Option<UiAddr>,
+    /// Let `ui` be a non-loopback address (the page shows every agent's
+    /// actions to whoever has the token).
+    pub ui_allow_remote: bool,
     pub log: LogConfig,
     /// Docker API socket (default /var/run/docker.sock).
     pub docker_socket: Option<String>,
@@ -283,6 +328,8 @@ impl Default for Config {
             ocsf: false,
             metrics_addr: None,
             status_socket: PathBuf::from(DEFAULT_STATUS_SOCKET),
+            ui: None,
+            ui_allow_remote: false,
             log: LogConfig::default(),
             docker_socket: None,
             containerd_socket: None,
@@ -459,6 +506,15 @@ impl Config {
         if let Some(p) = &f.status_socket {
             self.status_socket = p.clone();
         }
+        if let Some(a) = f.ui {
+            self.ui = Some(a);
+        }
+        if f.ui_allow_remote {
+            self.ui_allow_remote = true;
+        }
+        if let Some(a) = self.ui {
+            crate::outputs::ui::check_addr(a.0, self.ui_allow_remote)?;
+        }
         if let Some(l) = &f.log_level {
             self.log.level = l.clone();
         }
@@ -525,6 +581,9 @@ impl Config {
         }
         if self.log.level.trim().is_empty() {
             return Err("log.level is empty".into());
+        }
+        if let Some(a) = self.ui {
+            crate::outputs::ui::check_addr(a.0, self.ui_allow_remote)?;
         }
         Ok(())
     }
@@ -623,6 +682,14 @@ pub struct RunFlags {
     /// Status socket [default: /run/agentguard/status.sock].
     #[arg(long, value_name = "PATH")]
     pub status_socket: Option<PathBuf>,
+    /// Serve the live page on ADDR: PORT (loopback), IP:PORT or
+    /// [IPv6]:PORT; its token is logged at start and written to ui.token
+    /// next to the status socket (docs/ui.md).
+    #[arg(long, value_name = "ADDR", value_parser = UiAddr::parse)]
+    pub ui: Option<UiAddr>,
+    /// Allow --ui on a non-loopback address.
+    #[arg(long)]
+    pub ui_allow_remote: bool,
     /// Log filter (info, debug, agentguard=debug ...).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -851,5 +918,43 @@ kernel_maps: { task_filter: 131072, pending_file: 32768 }
             ..t.f
         });
         assert!(cfg.is_err());
+    }
+
+    #[test]
+    fn ui_is_loopback_unless_a_remote_address_is_meant() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        assert_eq!(parse("ui: 8080\n").expect("port").ui, Some(UiAddr(lo)));
+        assert_eq!(
+            parse("ui: \"127.0.0.1:8080\"\n").expect("addr").ui,
+            Some(UiAddr(lo))
+        );
+        let e = parse("ui: 0.0.0.0:8080\n").expect_err("remote refused");
+        assert!(e.reason.contains("ui_allow_remote"), "{e}");
+        let cfg = parse("ui: 0.0.0.0:8080\nui_allow_remote: true\n").expect("meant");
+        assert_eq!(cfg.ui, Some(UiAddr("0.0.0.0:8080".parse().expect("addr"))));
+        assert!(parse("ui: nowhere\n").is_err());
+        // Flags: the same rule.
+        let mut cfg = Config::default();
+        let flags = RunFlags {
+            ui: Some(UiAddr::parse("10.1.2.3:80").expect("addr")),
+            ..Default::default()
+        };
+        assert!(cfg.apply(&flags).is_err());
+        let flags = RunFlags {
+            ui_allow_remote: true,
+            ..flags
+        };
+        cfg.apply(&flags).expect("allowed");
+        assert_eq!(cfg.ui.map(|a| a.0.port()), Some(80));
+        let mut cfg = Config::default();
+        cfg.apply(&RunFlags {
+            ui: Some(UiAddr::parse("9000").expect("port")),
+            ..Default::default()
+        })
+        .expect("loopback");
+        assert_eq!(
+            cfg.ui,
+            Some(UiAddr("127.0.0.1:9000".parse().expect("addr")))
+        );
     }
 }

@@ -69,17 +69,28 @@ fn diagnostics(d: &[Diagnostic]) -> String {
 }
 
 fn policy_status(set: &PolicySet) -> Vec<PolicyStatus> {
-    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    use crate::alert::Mode;
+    // Rules, and which modes they run in (bit 0 enforce, bit 1 audit).
+    let mut by: std::collections::BTreeMap<String, (usize, u8)> = Default::default();
+    let bit = |m: Mode| if m == Mode::Audit { 2 } else { 1 };
     for r in set.rules() {
-        *by.entry(r.policy().to_owned()).or_default() += 1;
+        let e = by.entry(r.policy().to_owned()).or_default();
+        (e.0, e.1) = (e.0 + 1, e.1 | bit(r.mode()));
     }
     for p in set.rego_policies() {
-        *by.entry(p.name().to_owned()).or_default() += 1;
+        let e = by.entry(p.name().to_owned()).or_default();
+        (e.0, e.1) = (e.0 + 1, e.1 | bit(p.mode()));
     }
     by.into_iter()
-        .map(|(name, rules)| PolicyStatus {
+        .map(|(name, (rules, modes))| PolicyStatus {
             name,
             rules,
+            mode: match modes {
+                1 => Some("enforce".into()),
+                2 => Some("audit".into()),
+                3 => Some("enforce+audit".into()),
+                _ => None,
+            },
             file: None,
         })
         .collect()
@@ -477,6 +488,7 @@ impl Pipeline {
         }
         let mut ev = ev;
         self.dns.observe(&mut ev);
+        self.outputs.observe(&ev);
         if ev.identity.as_ref().is_some_and(|i| i.agent.is_some()) {
             resolve_removal(&mut ev);
         }
@@ -719,8 +731,10 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     let _status_server = status::serve(&cfg.status_socket, Arc::clone(&status))
         .await
         .with_context(|| format!("status socket {}", cfg.status_socket.display()))?;
-    let outputs =
+    let mut outputs =
         Outputs::from_config(&cfg.alerts, cfg.format()).context("starting alert sinks")?;
+    // The live page (`--ui`): its own module; it reads the status snapshot.
+    let _ui = crate::outputs::ui::start(&cfg, Arc::clone(&status), &mut outputs).await?;
     metrics.watch_sinks(outputs.sink_stats());
 
     let pin_dir = Path::new(PIN_DIR);

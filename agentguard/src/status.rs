@@ -25,6 +25,9 @@ pub use crate::config::DEFAULT_STATUS_SOCKET;
 pub struct PolicyStatus {
     pub name: String,
     pub rules: usize,
+    /// `enforce`, `audit`, or both when its rules differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }
@@ -360,6 +363,7 @@ mod tests {
         s.policies.push(PolicyStatus {
             name: "files".into(),
             rules: 4,
+            mode: None,
             file: None,
         });
         s.agents.push(AgentStatus {

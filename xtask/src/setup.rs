@@ -301,7 +301,8 @@ impl Setup {
         run_cmd(&mut cmd)
     }
 
-    /// The Docker engine, installed and answering on its socket.
+    /// The Docker engine, installed and answering on its socket, with what
+    /// the container tests need beside it (a static busybox, Chromium).
     pub fn docker(&mut self) -> Result<()> {
         if which("dockerd").is_none() || which("docker").is_none() {
             self.apt_install("the Docker engine", &["docker.io"])?;
@@ -312,6 +313,13 @@ impl Setup {
             self.apt_install(
                 "a static busybox (for the test container image)",
                 &["busybox-static"],
+            )?;
+        }
+        // tests/ui.rs reads the live page with Debian's headless Chromium.
+        if which("chromium").is_none() {
+            self.apt_install(
+                "Chromium (headless, for the live page's test)",
+                &["chromium"],
             )?;
         }
         if docker_answers() {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ocsf;
 pub mod queue;
 pub mod syslog;
+pub mod ui;
 pub mod webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +94,8 @@ pub struct Outputs {
     sinks: Vec<Box<dyn AlertSink>>,
     sent: AtomicU64,
     encode_errors: AtomicU64,
+    /// The live page (`--ui`), when served: it sees events too.
+    ui: Option<Arc<ui::Hub>>,
 }
 
 impl Outputs {
@@ -102,6 +105,7 @@ impl Outputs {
             sinks: Vec::new(),
             sent: AtomicU64::new(0),
             encode_errors: AtomicU64::new(0),
+            ui: None,
         }
     }
 
@@ -144,6 +148,21 @@ impl Outputs {
 
     pub fn add(&mut self, sink: Box<dyn AlertSink>) {
         self.sinks.push(sink);
+    }
+
+    /// Hooks the live page in: alerts reach it as one more sink, events
+    /// through [`Outputs::observe`].
+    pub fn set_ui(&mut self, hub: Arc<ui::Hub>) {
+        self.add(Box::new(ui::UiAlerts::new(Arc::clone(&hub))));
+        self.ui = Some(hub);
+    }
+
+    /// One event after identity, for the live page's timeline; never
+    /// blocks, and costs one atomic load while no page is open.
+    pub fn observe(&self, ev: &crate::event::Event) {
+        if let Some(ui) = &self.ui {
+            ui.event(ev);
+        }
     }
 
     pub fn format(&self) -> Format {

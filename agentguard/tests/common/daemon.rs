@@ -69,6 +69,11 @@ impl Daemon {
 
     /// With a configuration file holding `config` (YAML).
     pub fn start_with(policies: &Path, tag: &str, config: Option<&str>) -> Daemon {
+        Self::start_args(policies, tag, config, &[])
+    }
+
+    /// With `config` and extra `run` flags.
+    pub fn start_args(policies: &Path, tag: &str, config: Option<&str>, extra: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(format!("agentguard-enf-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
@@ -79,7 +84,8 @@ impl Daemon {
             std::fs::write(dir.join("config.yaml"), c).expect("write config");
             cmd.arg("--config").arg(dir.join("config.yaml"));
         }
-        cmd.arg("--alerts-file")
+        cmd.args(extra)
+            .arg("--alerts-file")
             .arg(dir.join("alerts.jsonl"))
             .arg("--status-socket")
             .arg(dir.join("status.sock"))
