@@ -3,10 +3,15 @@
 //! operational loop: signals (SIGHUP reloads, SIGTERM/SIGINT stop after
 //! flushing), policy file watch, metrics and the status snapshot.
 //!
-//! Size: the one place that sees every stage (start-up report, reloads, status
-//! snapshot, alert grouping and repeat holds, shutdown); moving status and
-//! alert grouping into modules of their own is the next split (issue 16).
+//! Size: the one place that sees every stage (start-up report, reloads,
+//! status snapshot, housekeeping, shutdown); alert grouping (`grouping.rs`)
+//! and pipe writers (`pipes.rs`) live beside it.
 
+mod grouping;
+mod pipes;
+
+use grouping::AlertGroups;
+use pipes::PipeWriters;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,66 +138,9 @@ struct Pipeline {
     /// Flood isolation: what was reported of each flooding subject.
     floods: std::collections::HashMap<u64, FloodSeen>,
     flood_quota: u32,
-    /// Alerts waiting for their window to close, by group key.
-    groups: std::collections::HashMap<u64, PendingAlert>,
-    alert_window: Duration,
-    /// Groups sent within `alert_repeat`: the same alert again is held
-    /// (folded into one summary, sent when the hold ends).
-    repeats: std::collections::HashMap<u64, RepeatHold>,
-    alert_repeat: Duration,
+    /// Alerts waiting for their window or folded into a repeat hold.
+    grouping: AlertGroups,
 }
-
-/// An alert held while events of its group may still come.
-struct PendingAlert {
-    alert: Alert,
-    deadline: Instant,
-}
-
-impl PendingAlert {
-    /// Folds `alert` (same group key) into this one's `group`.
-    fn fold(&mut self, alert: &Alert) {
-        fold_into(&mut self.alert, alert);
-    }
-}
-
-/// Folds `alert` into `p`'s `group` (count, time span, pids, outcomes).
-fn fold_into(p: &mut Alert, alert: &Alert) {
-    use crate::alert::AlertGroup;
-    let g = p.group.get_or_insert_with(|| AlertGroup {
-        count: 1,
-        first_ts_ns: p.event.ts_ns,
-        last_ts_ns: p.event.ts_ns,
-        pids: vec![p.event.pid],
-        other_outcomes: Vec::new(),
-        actors: p.actor.into_iter().collect(),
-    });
-    if let Some(a) = alert.actor {
-        if !g.actors.contains(&a) {
-            g.actors.push(a);
-        }
-    }
-    g.count += 1;
-    g.last_ts_ns = g.last_ts_ns.max(alert.event.ts_ns);
-    if g.pids.len() < 16 && !g.pids.contains(&alert.event.pid) {
-        g.pids.push(alert.event.pid);
-    }
-    let o = alert.result.outcome;
-    if o != p.result.outcome && !g.other_outcomes.contains(&o) {
-        g.other_outcomes.push(o);
-    }
-}
-
-/// A group just sent: the same alert again before `until` is folded into
-/// one summary, sent when the hold ends (a retry storm is two alerts a
-/// minute, not one a second).
-struct RepeatHold {
-    until: Instant,
-    summary: Option<Alert>,
-}
-
-/// At most this many alerts wait for their window; past it, alerts go
-/// out at once, ungrouped (no unbounded memory under a storm of objects).
-const MAX_PENDING_ALERTS: usize = 4096;
 
 /// One flooding subject's drops as last reported.
 struct FloodSeen {
@@ -333,98 +281,18 @@ impl Pipeline {
     /// Sends `alert` or folds it into the alert already waiting for the
     /// same rule, subject and object, or into the repeat summary of one
     /// sent within `alert_repeat`.
-    fn emit(&mut self, mut alert: Alert, now: Instant) {
+    /// Counts `alert` and sends it now, or holds it for its group.
+    fn emit(&mut self, alert: Alert, now: Instant) {
         self.metrics.alert(&alert);
-        if self.alert_window.is_zero() {
-            self.outputs.send(&alert);
+        if let Some(a) = self.grouping.offer(alert, now) {
+            self.outputs.send(&a);
             self.alerts += 1;
-            return;
         }
-        let key = group_key(&alert);
-        if let Some(p) = self.groups.get_mut(&key) {
-            p.fold(&alert);
-            return;
-        }
-        if let Some(r) = self.repeats.get_mut(&key).filter(|r| now < r.until) {
-            match &mut r.summary {
-                Some(sum) => fold_into(sum, &alert),
-                None => {
-                    alert.group = None;
-                    r.summary = Some(alert);
-                }
-            }
-            return;
-        }
-        if self.groups.len() >= MAX_PENDING_ALERTS {
-            self.outputs.send(&alert);
-            self.alerts += 1;
-            return;
-        }
-        alert.group = None;
-        self.groups.insert(
-            key,
-            PendingAlert {
-                alert,
-                deadline: now + self.alert_window,
-            },
-        );
     }
 
-    /// Sends the alerts whose window has closed (all with `all`).
+    /// Sends the alerts whose window or hold has ended (all with `all`).
     fn flush_alerts(&mut self, now: Instant, all: bool) {
-        if self.groups.is_empty() && self.repeats.is_empty() {
-            return;
-        }
-        let due: Vec<u64> = self
-            .groups
-            .iter()
-            .filter(|(_, p)| all || p.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        let mut out: Vec<Alert> = Vec::with_capacity(due.len());
-        for k in due {
-            let Some(p) = self.groups.remove(&k) else {
-                continue;
-            };
-            // The same alert again within the hold is one summary.
-            if !self.alert_repeat.is_zero() && self.repeats.len() < MAX_PENDING_ALERTS {
-                self.repeats.insert(
-                    k,
-                    RepeatHold {
-                        until: now + self.alert_repeat,
-                        summary: None,
-                    },
-                );
-            }
-            out.push(p.alert);
-        }
-        let ended: Vec<u64> = self
-            .repeats
-            .iter()
-            .filter(|(_, r)| all || r.until <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in ended {
-            let Some(r) = self.repeats.remove(&k) else {
-                continue;
-            };
-            if let Some(sum) = r.summary {
-                out.push(sum);
-                // Still repeating: another hold, one summary per hold.
-                if !all {
-                    self.repeats.insert(
-                        k,
-                        RepeatHold {
-                            until: now + self.alert_repeat,
-                            summary: None,
-                        },
-                    );
-                }
-            }
-        }
-        // In the order the events happened.
-        out.sort_by_key(|a| a.event.ts_ns);
-        for a in out {
+        for a in self.grouping.due(now, all) {
             self.outputs.send(&a);
             self.alerts += 1;
         }
@@ -432,7 +300,7 @@ impl Pipeline {
 
     /// When the next waiting alert is due.
     fn next_alert_due(&self) -> Option<Instant> {
-        self.groups.values().map(|p| p.deadline).min()
+        self.grouping.next_due()
     }
 
     fn handle(&mut self, mut ev: Event) {
@@ -631,41 +499,6 @@ impl Pipeline {
             self.emit(alert, Instant::now());
         }
     }
-}
-
-/// What makes two alerts one: the rule, its verdict, the subject (agent
-/// session, else container, else process) and the object (path, or
-/// destination).
-fn group_key(a: &Alert) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let ev = &a.event;
-    (&*a.decision.policy, &*a.decision.rule, a.decision.action).hash(&mut h);
-    // The way in is part of the object: another syscall or ABI, or another
-    // string for the same file, is another alert (an evasion shows as such).
-    (ev.kind, &ev.syscall, ev.kernel_action.map(|k| k.hook)).hash(&mut h);
-    match ev.identity.as_ref() {
-        Some(i) => match (&i.agent, &i.container) {
-            (Some(ag), _) if ag.session.is_some() => ag.session.hash(&mut h),
-            (_, Some(c)) => c.id.hash(&mut h),
-            _ => ev.pid.hash(&mut h),
-        },
-        None => ev.pid.hash(&mut h),
-    }
-    use crate::event::Detail;
-    match &ev.detail {
-        Detail::Net(n) => {
-            (&n.family, &n.addr, n.port, &n.unix_path).hash(&mut h);
-            (n.socket_type, n.protocol).hash(&mut h);
-        }
-        Detail::Dns(d) => (&d.name, &d.direction).hash(&mut h),
-        Detail::File(f) => (&f.file.path, &f.file.raw).hash(&mut h),
-        Detail::Exec(x) => (&x.file.path, &x.file.raw, &x.argv).hash(&mut h),
-        Detail::Rename(r) => (&r.from.path, &r.from.raw, &r.to.path).hash(&mut h),
-        Detail::Compat(c) => c.nr.hash(&mut h),
-        _ => ev.path().hash(&mut h),
-    }
-    h.finish()
 }
 
 /// The first 12 hex digits of a hash, for messages (the event has it all).
@@ -903,10 +736,10 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
         strict: cfg.strict,
         floods: Default::default(),
         flood_quota: cfg.flood_quota,
-        groups: Default::default(),
-        alert_window: Duration::from_millis(cfg.alert_window_ms),
-        repeats: Default::default(),
-        alert_repeat: Duration::from_millis(cfg.alert_repeat_ms),
+        grouping: AlertGroups::new(
+            Duration::from_millis(cfg.alert_window_ms),
+            Duration::from_millis(cfg.alert_repeat_ms),
+        ),
     };
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its
@@ -1335,54 +1168,6 @@ fn live_pids() -> std::collections::HashSet<u32> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The programs execs started with a pipe as stdout, by the pipe's inode
-/// (the most recent [`PipeWriters::MAX`]): an exec whose stdin is one of
-/// them gets `exec.stdin_from`, what a `stdin_from` rule matches. The
-/// kernel pairs both orders itself; this is for the order it reports.
-#[derive(Default)]
-struct PipeWriters {
-    by_pipe: std::collections::HashMap<u64, String>,
-    order: std::collections::VecDeque<(u64, Instant)>,
-}
-
-impl PipeWriters {
-    const MAX: usize = 1024;
-    /// A pipeline's programs start together (`curl | sh`): a writer older
-    /// than this is not what a new reader's pipe came from in practice,
-    /// and keeping it would let the table fill with every pipe ever made.
-    const TTL: Duration = Duration::from_secs(60);
-
-    fn note(&mut self, ev: &mut Event) {
-        let crate::event::Detail::Exec(x) = &mut ev.detail else {
-            return;
-        };
-        // Only what ran: a shell's PATH search fails its way to the one
-        // exec that works.
-        if ev.ret != 0 {
-            return;
-        }
-        if let Some(p) = x.stdin_pipe {
-            if let Some(w) = self.by_pipe.get(&p) {
-                x.stdin_from = Some(w.clone());
-            }
-        }
-        if let Some(p) = x.stdout_pipe {
-            let now = Instant::now();
-            while let Some(&(old, at)) = self.order.front() {
-                if self.order.len() < Self::MAX && now.duration_since(at) < Self::TTL {
-                    break;
-                }
-                self.order.pop_front();
-                self.by_pipe.remove(&old);
-            }
-            let exe = x.binary.clone().unwrap_or_else(|| x.file.path.clone());
-            if self.by_pipe.insert(p, exe).is_none() {
-                self.order.push_back((p, now));
-            }
-        }
-    }
 }
 
 /// The agents running now, for `status`: host agents by process, agent
