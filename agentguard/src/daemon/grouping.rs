@@ -230,16 +230,17 @@ mod tests {
     fn a_window_groups_and_a_hold_summarises_repeats() {
         let t0 = Instant::now();
         let mut g = AlertGroups::new(Duration::from_millis(100), Duration::from_millis(1000));
+        // The subject of an alert without identity is its process.
         for i in 0..3 {
             let mut a = sample_alert(Kind::Open);
-            a.event.pid = 100 + i;
+            a.event.tid = 100 + i;
             assert!(g.offer(a, at(u64::from(i), t0)).is_none(), "held");
         }
         assert!(g.due(at(50, t0), false).is_empty(), "window still open");
         let sent = g.due(at(100, t0), false);
         assert_eq!(sent.len(), 1);
         let group = sent[0].group.as_ref().expect("group");
-        assert_eq!((group.count, group.pids.len()), (3, 3));
+        assert_eq!((group.count, group.pids.len()), (3, 1));
         // Another object is another alert.
         let mut other = sample_alert(Kind::Open);
         if let crate::event::Detail::File(f) = &mut other.event.detail {
