@@ -961,7 +961,15 @@ impl KernelEnforcer {
             if !r.selects(ev) {
                 continue;
             }
-            task |= 1 << s.bit;
+            // A volume rule is the container's: it covers a task only
+            // through its container's cgroup, never through a per-task
+            // entry, which is inherited at fork wherever the child runs (a
+            // host runtime process with such a bit was killed deleting a
+            // container's state directory under a `/` volume in a soak).
+            let mount_rule = matches!(s.plan.kernel, KernelPart::Mount { .. });
+            if !mount_rule {
+                task |= 1 << s.bit;
+            }
             // A whole container is covered only when nothing about the
             // process itself decided it.
             let by_agent_ok = match &r.spec().selector.agent {
@@ -1004,7 +1012,7 @@ impl KernelEnforcer {
         }
         if let Some(info) = info {
             if ev.cgroup_id > 1 && !self.mounts_done.contains_key(&ev.cgroup_id) {
-                self.install_mounts(ev.cgroup_id, &info.mounts, task | cgroup);
+                self.install_mounts(ev.cgroup_id, &info.mounts, cgroup);
             }
         }
     }
