@@ -360,11 +360,10 @@ pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<M
 
 /// Serves one request; `head_read` is called once its head is in (the
 /// connection no longer counts as idle).
-async fn handle(
-    mut conn: TcpStream,
-    metrics: &Metrics,
-    head_read: impl FnOnce(),
-) -> std::io::Result<()> {
+/// Reads an HTTP request head (up to its blank line, at most
+/// [`MAX_HEAD`] bytes) within [`READ_TIMEOUT`]; `None` if the client was
+/// too slow. Shared by the metrics server and the live page.
+pub(crate) async fn read_head(conn: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -377,12 +376,22 @@ async fn handle(
         }
         Ok::<(), std::io::Error>(())
     };
-    let read = tokio::time::timeout(READ_TIMEOUT, read).await;
-    head_read();
-    match read {
-        Ok(r) => r?,
-        Err(_) => return Ok(()),
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(r) => r.map(|()| Some(head)),
+        Err(_) => Ok(None),
     }
+}
+
+async fn handle(
+    mut conn: TcpStream,
+    metrics: &Metrics,
+    head_read: impl FnOnce(),
+) -> std::io::Result<()> {
+    let read = read_head(&mut conn).await;
+    head_read();
+    let Some(head) = read? else {
+        return Ok(());
+    };
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();

@@ -46,9 +46,6 @@ const COOKIE: &str = "agentguard_ui";
 pub const MAX_CLIENTS: usize = 8;
 /// A client that takes longer than this to accept one frame is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client gets this long to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_HEAD: usize = 8192;
 /// A comment line now and then keeps proxies and the browser from timing
 /// the stream out while nothing happens.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -797,22 +794,9 @@ async fn handle(
     status: &SharedStatus,
     health: &Mutex<Health>,
 ) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let read = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            let n = conn.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<(), std::io::Error>(())
+    let Some(head) = super::metrics::read_head(&mut conn).await? else {
+        return Ok(());
     };
-    match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(r) => r?,
-        Err(_) => return Ok(()),
-    }
     let head = String::from_utf8_lossy(&head);
     let req = parse_request(&head);
     let head_only = req.method == "HEAD";
