@@ -4,6 +4,8 @@
 //! interface of `agentguard events`, the input of policies and the record
 //! format of `agentguard replay`, so fields are only ever added.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// One observed action of one process.
@@ -12,8 +14,9 @@ pub struct Event {
     /// Kernel boot-time clock at syscall entry, nanoseconds.
     pub ts_ns: u64,
     pub kind: Kind,
-    /// The syscall (or kernel event) that produced it.
-    pub syscall: String,
+    /// The syscall (or kernel event) that produced it. Static names from
+    /// the sensor: no allocation per event.
+    pub syscall: Cow<'static, str>,
     /// Process id (tgid).
     pub pid: u32,
     /// Thread id.
@@ -36,8 +39,106 @@ pub struct Event {
     pub detail: Detail,
     /// Who did it (container, pod, agent, ancestry); filled by the identity
     /// stage, absent straight from the sensor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "identity_spliced")]
     pub identity: Option<crate::identity::model::Identity>,
+}
+
+thread_local! {
+    /// Set while [`Event::write_json`] serializes an event whose identity
+    /// it appends itself (from its cache of encoded identities).
+    static SPLICING_IDENTITY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn identity_spliced(id: &Option<crate::identity::model::Identity>) -> bool {
+    id.is_none() || SPLICING_IDENTITY.with(std::cell::Cell::get)
+}
+
+impl Event {
+    /// Appends the event's JSON to `buf`, byte for byte what serde_json
+    /// makes of it, with the identity (the last field, most of the bytes:
+    /// the ancestry) taken from `ids` when this identity was encoded before.
+    pub fn write_json(&self, buf: &mut Vec<u8>, ids: &mut IdentityJson) -> serde_json::Result<()> {
+        let Some(id) = &self.identity else {
+            return serde_json::to_writer(buf, self);
+        };
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                SPLICING_IDENTITY.with(|s| s.set(false));
+            }
+        }
+        SPLICING_IDENTITY.with(|s| s.set(true));
+        let reset = Reset;
+        let r = serde_json::to_writer(&mut *buf, self);
+        drop(reset);
+        r?;
+        // The object's closing brace gives way to the identity field.
+        if buf.pop() != Some(b'}') {
+            return Err(serde::ser::Error::custom("event JSON is not an object"));
+        }
+        if buf.last() != Some(&b'{') {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"\"identity\":");
+        buf.extend_from_slice(ids.encoded(id)?);
+        buf.push(b'}');
+        Ok(())
+    }
+}
+
+/// Encoded identities, by the shared parts they are made of (the
+/// resolver hands every event of a process the same `Arc`s): a
+/// direct-mapped cache, so a lookup is one slot and pointer compares.
+/// Each slot holds its identity's `Arc`s, so no address it is keyed by can
+/// be freed and reused while it is cached.
+pub struct IdentityJson {
+    slots: Vec<Option<(crate::identity::model::Identity, Vec<u8>)>>,
+}
+
+impl Default for IdentityJson {
+    fn default() -> Self {
+        IdentityJson {
+            slots: (0..IdentityJson::SLOTS).map(|_| None).collect(),
+        }
+    }
+}
+
+impl IdentityJson {
+    const SLOTS: usize = 256;
+
+    fn encoded(&mut self, id: &crate::identity::model::Identity) -> serde_json::Result<&[u8]> {
+        let slot = (std::sync::Arc::as_ptr(&id.ancestry) as *const u8 as usize >> 4) % Self::SLOTS;
+        let hit = matches!(&self.slots[slot], Some((cached, _)) if same_parts(cached, id));
+        if !hit {
+            self.slots[slot] = Some((id.clone(), serde_json::to_vec(id)?));
+        }
+        match &self.slots[slot] {
+            Some((_, json)) => Ok(json),
+            None => Err(serde::ser::Error::custom("identity cache slot empty")),
+        }
+    }
+}
+
+/// Are `a` and `b` made of the very same shared parts (so encode alike)?
+fn same_parts(a: &crate::identity::model::Identity, b: &crate::identity::model::Identity) -> bool {
+    use std::sync::Arc;
+    fn same<T: ?Sized>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+    a.scope == b.scope
+        && Arc::ptr_eq(&a.ancestry, &b.ancestry)
+        && same(a.agent.as_ref(), b.agent.as_ref())
+        && match (&a.container, &b.container) {
+            (None, None) => true,
+            (Some(x), Some(y)) => {
+                Arc::ptr_eq(&x.id, &y.id) && same(x.info.as_ref(), y.info.as_ref())
+            }
+            _ => false,
+        }
 }
 
 /// An action the kernel took itself, without waiting for userspace.
@@ -301,10 +402,10 @@ pub struct FileDetail {
     pub flags: u32,
     /// open: "read", "write" or "read_write".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access: Option<String>,
+    pub access: Option<Cow<'static, str>>,
     /// open: O_CREAT, O_TRUNC... as names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flag_names: Vec<String>,
+    pub flag_names: Vec<Cow<'static, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// truncate: the new length.
@@ -471,7 +572,7 @@ impl Event {
         Event {
             ts_ns: boot_ns(),
             kind,
-            syscall: String::new(),
+            syscall: Cow::Borrowed(""),
             pid,
             tid: pid,
             ppid: 0,
@@ -570,4 +671,110 @@ pub fn errno_name(errno: i64) -> String {
         _ => return format!("E{errno}"),
     };
     name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::identity::model::{Agent, AgentSource, Ancestor, ContainerTag, Identity, Scope};
+
+    fn open_event(identity: Option<Identity>) -> Event {
+        let mut ev = Event::daemon(
+            Kind::Open,
+            42,
+            "sh\"x",
+            7,
+            Detail::File(FileDetail {
+                file: PathInfo {
+                    path: "/data/\u{e9}\n.env".into(),
+                    raw: Some(".env".into()),
+                    resolution: Resolution::Cwd,
+                    truncated: false,
+                },
+                flags: 0o102,
+                access: Some("write".into()),
+                flag_names: vec!["O_CREAT".into()],
+                mode: Some(0o644),
+                size: None,
+                own_file: false,
+            }),
+        );
+        ev.syscall = "openat".into();
+        ev.identity = identity;
+        ev
+    }
+
+    fn ancestry(n: u32) -> Arc<[Ancestor]> {
+        (0..n)
+            .map(|i| Ancestor {
+                pid: 100 + i,
+                exe: Arc::from(format!("/bin/p{i}").as_str()),
+                argv: Arc::from("p \"quoted\" arg"),
+            })
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    /// write_json is serde_json's own output, byte for byte, from the cache
+    /// or not, and a cached identity never stands in for another one made
+    /// of other parts (same ancestry, another agent or container).
+    #[test]
+    fn spliced_json_is_serde_json() -> serde_json::Result<()> {
+        let chain = ancestry(3);
+        let agent = Arc::new(Agent {
+            name: "codex".into(),
+            session: None,
+            source: AgentSource::Label,
+            pid: Some(100),
+            runner: None,
+        });
+        let host = Identity {
+            scope: Scope::Host,
+            container: None,
+            agent: None,
+            ancestry: Arc::clone(&chain),
+        };
+        let with_agent = Identity {
+            agent: Some(Arc::clone(&agent)),
+            ..host.clone()
+        };
+        let in_container = Identity {
+            scope: Scope::Container,
+            container: Some(ContainerTag {
+                id: Arc::from("abc"),
+                info: None,
+            }),
+            ..with_agent.clone()
+        };
+        let empty = Identity::host();
+        let mut ids = IdentityJson::default();
+        for id in [
+            None,
+            Some(host.clone()),
+            Some(host),
+            Some(with_agent.clone()),
+            Some(in_container.clone()),
+            Some(with_agent),
+            Some(in_container),
+            Some(empty),
+            Some(Identity {
+                ancestry: ancestry(1),
+                ..Identity::host()
+            }),
+        ] {
+            let ev = open_event(id);
+            let mut buf = b"prefix ".to_vec();
+            ev.write_json(&mut buf, &mut ids)?;
+            assert_eq!(
+                String::from_utf8_lossy(&buf[7..]),
+                String::from_utf8_lossy(&serde_json::to_vec(&ev)?)
+            );
+            // And plain serialization still carries the identity.
+            let back: Event = serde_json::from_slice(&buf[7..])?;
+            assert_eq!(back, ev);
+        }
+        Ok(())
+    }
 }

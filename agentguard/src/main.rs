@@ -11,7 +11,7 @@ use agentguard::event::{Event, Kind};
 use agentguard::identity::resolver::{ContainerMap, Resolver, DEFAULT_AGENTS};
 use agentguard::identity::stage::{IdentityStage, DEFAULT_MAX_WAIT};
 use agentguard::identity::watch;
-use agentguard::outputs::jsonl::JsonLines;
+use agentguard::outputs::jsonl::{EventLine, LineWriter, Plain};
 use agentguard::sensor::{features, Sensor, SensorOptions};
 
 #[derive(Parser)]
@@ -295,7 +295,7 @@ fn identity_matches(ev: &Event, containers: &[String], agents: &[String]) -> boo
 
 /// Where `events` sends tagged events: the filters, then the sink.
 struct EventsOut {
-    sink: JsonLines<Event>,
+    sink: LineWriter<EventLine>,
     comms: Vec<String>,
     containers: Vec<String>,
     agents: Vec<String>,
@@ -320,7 +320,7 @@ impl EventsOut {
             && identity_matches(&ev, &self.containers, &self.agents)
         {
             self.seen += 1;
-            self.sink.send(ev);
+            self.sink.send(EventLine(ev));
         }
     }
 }
@@ -349,13 +349,13 @@ async fn events(args: EventsArgs) -> Result<()> {
     for pid in &pids {
         sensor.set_filter(*pid, &kinds)?;
     }
-    let sink: JsonLines<Event> = match &output {
+    let sink: LineWriter<EventLine> = match &output {
         Some(path) => {
             let f = std::fs::File::create(path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            JsonLines::spawn(f, queue)?
+            LineWriter::spawn(Plain::new(f), queue)?
         }
-        None => JsonLines::spawn(std::io::stdout(), queue)?,
+        None => LineWriter::spawn(Plain::new(std::io::stdout()), queue)?,
     };
     // Listeners made once, and before the ready file: a ctrl_c() future
     // re-created per loop turn would miss a signal that lands between two

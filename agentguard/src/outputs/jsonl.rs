@@ -168,6 +168,24 @@ impl<T: Serialize + Send + 'static> Encode for AsJson<T> {
     }
 }
 
+/// An event, encoded on the writer thread with its identity from a
+/// per-thread cache (see [`crate::event::Event::write_json`]).
+pub struct EventLine(pub crate::event::Event);
+
+thread_local! {
+    static IDENTITIES: std::cell::RefCell<crate::event::IdentityJson> =
+        std::cell::RefCell::new(crate::event::IdentityJson::default());
+}
+
+impl Encode for EventLine {
+    fn encode(&self, buf: &mut Vec<u8>) -> bool {
+        IDENTITIES.with(|ids| match ids.try_borrow_mut() {
+            Ok(mut ids) => self.0.write_json(buf, &mut ids).is_ok(),
+            Err(_) => serde_json::to_writer(buf, &self.0).is_ok(),
+        })
+    }
+}
+
 /// The bounded queue and the thread that drains it into a [`LineOut`].
 pub struct LineWriter<E: Encode> {
     queue: super::queue::Queue<E>,

@@ -96,7 +96,7 @@ fn base(h: &raw::Header, k: Kind, detail: Detail) -> Event {
     Event {
         ts_ns: h.ts_ns,
         kind: k,
-        syscall: syscall_name(h.syscall).to_owned(),
+        syscall: syscall_name(h.syscall).into(),
         pid: h.tgid,
         tid: h.tid,
         ppid: h.ppid,
@@ -285,13 +285,13 @@ fn file_detail(f: &raw::FileEvent) -> FileDetail {
                 1 => "write",
                 _ => "read_write",
             }
-            .to_owned()
+            .into()
         }),
         flag_names: if is_open {
             OPEN_FLAG_NAMES
                 .iter()
                 .filter(|(bit, _)| f.flags & bit == *bit)
-                .map(|(_, n)| (*n).to_owned())
+                .map(|(_, n)| (*n).into())
                 .collect()
         } else {
             Vec::new()
