@@ -575,3 +575,81 @@ fn the_service_manager_is_told_ready_reloading_and_stopping() {
     assert!(st.success(), "exit {st}");
     clean_up(&dir);
 }
+
+/// Kernel entries keyed by a pid whose process has exited are removed by
+/// the daemon's housekeeping: one written after the exit probe ran (a late
+/// event, a quarantine after a userspace kill) would otherwise wait for the
+/// next process given that pid (pids wrap at 32768 here; a soak saw host
+/// `runc` processes killed that way). A live process's entry, one the
+/// daemon never wrote (a fork inherits its parent's in the kernel), stays.
+#[test]
+fn entries_of_exited_pids_are_swept_and_live_ones_kept() {
+    use agentguard_common::enforce::Taint;
+    use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+
+    if !common::privileged() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (dir, pol) = scratch("ops-sweep", &["files.yaml"]);
+    let sock = dir.join("status.sock");
+    let mut daemon = start_daemon(&dir, &pol, &sock, "a");
+    let open = |name: &str| {
+        MapData::from_pin(format!("/sys/fs/bpf/agentguard/{name}"))
+            .unwrap_or_else(|e| panic!("pinned {name}: {e}"))
+    };
+    let mut tasks: BpfHashMap<MapData, u32, u32> =
+        BpfHashMap::try_from(Map::HashMap(open("ENFORCE_TASKS"))).expect("ENFORCE_TASKS");
+    let mut taints: BpfHashMap<MapData, u64, Taint> =
+        BpfHashMap::try_from(Map::LruHashMap(open("TAINTS"))).expect("TAINTS");
+
+    let mut done = Command::new("true").spawn().expect("spawn true");
+    let dead = done.id();
+    done.wait().expect("wait true");
+    let mut live = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let taint = Taint {
+        rule: 0,
+        _pad: 0,
+        ts_ns: 1,
+    };
+    tasks.insert(dead, u32::MAX, 0).expect("write dead entry");
+    tasks.insert(live.id(), 1, 0).expect("write live entry");
+    taints
+        .insert(u64::from(dead), taint, 0)
+        .expect("write dead taint");
+    taints
+        .insert(u64::from(live.id()), taint, 0)
+        .expect("write live taint");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tasks.get(&dead, 0).is_ok() || taints.get(&u64::from(dead), 0).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "entries of exited pid {dead} still in the kernel after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        tasks.get(&live.id(), 0).ok(),
+        Some(1),
+        "a live process's entry went"
+    );
+    assert!(
+        taints.get(&u64::from(live.id()), 0).is_ok(),
+        "a live process's taint went"
+    );
+
+    let _ = tasks.remove(&live.id());
+    let _ = taints.remove(&u64::from(live.id()));
+    let _ = live.kill();
+    let _ = live.wait();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let st = daemon.wait().expect("wait");
+    assert!(st.success(), "daemon exit {st}");
+    let _ = Command::new(BIN).args(["run", "--cleanup"]).status();
+    clean_up(&dir);
+}

@@ -985,14 +985,17 @@ impl KernelEnforcer {
             if task == 0 {
                 // Entry may be gone already (the kernel drops it at exit).
                 let _ = self.tasks.remove(&ev.pid);
-            } else if ev.kind == Kind::Exit
-                || !std::path::Path::new(&format!("/proc/{}", ev.pid)).exists()
-            {
+            } else if ev.kind == Kind::Exit || !same_process(ev.pid, ev.ts_ns) {
                 // The event came after the process ended (the kernel has
-                // dropped its entry at exit): an entry written now would
-                // outlive it and be inherited by whoever reuses the pid.
+                // dropped its entry at exit), or the pid is another
+                // process's now: an entry written now would belong to
+                // whoever has the pid.
             } else if let Err(e) = self.tasks.insert(ev.pid, task, 0) {
                 tracing::warn!("ENFORCE_TASKS[{}]: {e}", ev.pid);
+            } else if !same_process(ev.pid, ev.ts_ns) {
+                // It ended while the entry was written (after the exit
+                // probe ran): take it back.
+                let _ = self.tasks.remove(&ev.pid);
             }
         }
         // Never the root cgroup (id 1): on a hybrid host a container's
@@ -1122,7 +1125,54 @@ impl KernelEnforcer {
         self.task_masks.retain(|pid, _| alive(*pid));
         self.roots_written.retain(|pid| alive(*pid));
         crate::identity::resolver::shrink(&mut self.task_masks);
+        self.sweep_dead_pids(&alive);
     }
+
+    /// Removes the kernel's entries keyed by a tgid whose process is gone.
+    /// The exit probe drops them at exit, but one written here after the
+    /// exit (its event came late: a quarantine after a userspace kill, a
+    /// first mask) would wait for whoever gets the pid next, and pids wrap
+    /// (at 32768 on a default host): a soak saw host `runc` processes
+    /// killed that way. A pid is looked up again just before its entry
+    /// goes, so a process born since `alive` was taken (a fork that
+    /// inherited its parent's entry in the kernel) keeps it. Returns how
+    /// many entries went.
+    pub fn sweep_dead_pids(&mut self, alive: &impl Fn(u32) -> bool) -> usize {
+        let gone = |pid: u32| {
+            pid > 1 && !alive(pid) && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        };
+        let mut n = 0;
+        for map in [&mut self.tasks, &mut self.quarantine, &mut self.agent_roots] {
+            let dead: Vec<u32> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|p| gone(*p))
+                .collect();
+            for pid in dead {
+                n += usize::from(map.remove(&pid).is_ok());
+            }
+        }
+        let dead: Vec<u64> = self
+            .taints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k & TAINT_CGROUP == 0 && u32::try_from(*k).is_ok_and(gone))
+            .collect();
+        for k in dead {
+            n += usize::from(self.taints.remove(&k).is_ok());
+        }
+        if n > 0 {
+            tracing::debug!("{n} kernel entries of exited processes removed");
+        }
+        n
+    }
+}
+
+/// Is `pid` still the process that made an event at `ts_ns` (boot clock)?
+/// Not when it is gone, nor when the pid's process now started after the
+/// event (a reused pid; /proc gives the start to the clock tick).
+fn same_process(pid: u32, ts_ns: u64) -> bool {
+    crate::identity::procfs::start_boottime_ns(pid).is_some_and(|start| start <= ts_ns)
 }
 
 /// Removes the entries of `trie` whose key `pick` selects (keys collected
