@@ -593,7 +593,15 @@ fn entries_of_exited_pids_are_swept_and_live_ones_kept() {
     let _serial = one_at_a_time();
     let (dir, pol) = scratch("ops-sweep", &["files.yaml"]);
     let sock = dir.join("status.sock");
-    let mut daemon = start_daemon(&dir, &pol, &sock, "a");
+    // Killed however the test ends: a panic must not leave it running.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut daemon = Stop(start_daemon(&dir, &pol, &sock, "a"));
     let open = |name: &str| {
         MapData::from_pin(format!("/sys/fs/bpf/agentguard/{name}"))
             .unwrap_or_else(|e| panic!("pinned {name}: {e}"))
@@ -647,9 +655,8 @@ fn entries_of_exited_pids_are_swept_and_live_ones_kept() {
     let _ = live.kill();
     let _ = live.wait();
     // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let st = daemon.wait().expect("wait");
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    let st = daemon.0.wait().expect("wait");
     assert!(st.success(), "daemon exit {st}");
-    let _ = Command::new(BIN).args(["run", "--cleanup"]).status();
     clean_up(&dir);
 }

@@ -14,8 +14,12 @@
 //! left to the Docker watcher, which knows names and Docker labels.
 //!
 //! Size: hand-declared prost messages (no protoc) plus gRPC framing and streams
-//! over h2; about 810 lines of code, the rest tests. tonic would remove the
-//! framing (issue 16).
+//! over h2; about 810 lines of code, the rest tests. On tonic 0.14 (tried
+//! for issue 16, with the same messages) it was 86 code lines fewer: the
+//! framing goes, but about 60 lines of glue come back (tonic's errors mapped
+//! to `RpcStatus`, the namespace header, the subscribe queued before the
+//! list calls), for 9 more crates, +0.6 MB stripped and about 30 s more of
+//! a cold build. Not taken: the framing here is small and unit-tested.
 
 use std::collections::BTreeMap;
 use std::fmt;
