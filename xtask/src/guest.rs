@@ -510,7 +510,7 @@ fn boot(
     let mut out = std::io::stdout().lock();
     let code = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = match rx.recv_timeout(left) {
+        let chunk = match rx.recv_timeout(left.min(LOCKUP_POLL)) {
             Ok(Output::Data(chunk)) => chunk,
             Ok(Output::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 // qemu closed its stdout: it has exited or is about to.
@@ -521,6 +521,18 @@ fn boot(
                     "the guest stopped before the script finished (qemu: {status}){}",
                     console_tail(console)
                 );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                // A guest CPU spinning in its kernel for minutes never comes
+                // back: say so now rather than at the deadline.
+                if let Some(secs) = stuck_secs(console).filter(|s| *s >= LOCKUP_GIVE_UP_SECS) {
+                    out.flush()?;
+                    bail!(
+                        "the guest kernel reported a soft lockup (a CPU stuck for {secs} s); qemu killed{}",
+                        console_tail(console)
+                    );
+                }
+                continue;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 out.flush()?;
@@ -590,6 +602,29 @@ impl Drop for KillOnDrop<'_> {
 }
 
 /// The last lines of the kernel console, for error messages.
+/// How often the console is looked at for a soft lockup while the script
+/// is silent.
+const LOCKUP_POLL: Duration = Duration::from_secs(5);
+/// A CPU reported stuck this long is taken as hung for good.
+const LOCKUP_GIVE_UP_SECS: u64 = 100;
+
+/// The longest "soft lockup - CPU#N stuck for Ns!" the guest kernel has
+/// reported so far.
+fn stuck_secs(console: &Path) -> Option<u64> {
+    let text = std::fs::read(console).ok()?;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| {
+            l.split_once("stuck for ")?
+                .1
+                .split_once('s')?
+                .0
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
 fn console_tail(console: &Path) -> String {
     let text = std::fs::read(console)
         .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
@@ -674,6 +709,23 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn soft_lockups_are_read_from_the_console() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-lockup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let console = dir.join("console.log");
+        std::fs::write(&console, "[    1.0] booting\n")?;
+        assert_eq!(stuck_secs(&console), None);
+        std::fs::write(
+            &console,
+            "[   76.3] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [exe:613]\n\
+             [  160.3] watchdog: BUG: soft lockup - CPU#1 stuck for 104s! [exe:613]\n",
+        )?;
+        assert_eq!(stuck_secs(&console), Some(104));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
 
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
         let mut s = MarkerStream::new("MARK-x ".to_owned());

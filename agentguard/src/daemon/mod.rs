@@ -821,7 +821,13 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 for (map, n) in sensor.map_full() {
                     metrics.map_full.with_label_values(&[map]).set(n as i64);
                     if n > 0 && map_full_said.insert(map) {
-                        tracing::error!("kernel map {map} is full: {n} insert(s) refused; new tasks are not covered by it (see agentguard_kernel_map_full_total)");
+                        if map.starts_with("pending_") {
+                            // LRU maps: nothing is refused, an old record
+                            // waiting for its syscall's exit was evicted.
+                            tracing::error!("kernel map {map}: {n} syscall record(s) evicted before their syscall returned (those records are lost; see agentguard_kernel_map_full_total)");
+                        } else {
+                            tracing::error!("kernel map {map} is full: {n} insert(s) refused; new tasks are not covered by it (see agentguard_kernel_map_full_total)");
+                        }
                     }
                     if let Ok(mut s) = status.write() {
                         s.counters.insert(format!("map_full_{map}"), n);
