@@ -697,7 +697,8 @@ fn full_kernel_maps_are_counted_and_alerted() {
     let n = wait_counter(&d, "map_full_pending_file");
     eprintln!("pending_file evictions counted: {n}");
     assert!(
-        d.log().contains("kernel map pending_file is full"),
+        d.log().contains("kernel map pending_file: ")
+            && d.log().contains("evicted before their syscall returned"),
         "{}",
         d.log()
     );
