@@ -594,14 +594,10 @@ fn entries_of_exited_pids_are_swept_and_live_ones_kept() {
     let (dir, pol) = scratch("ops-sweep", &["files.yaml"]);
     let sock = dir.join("status.sock");
     // Killed however the test ends: a panic must not leave it running.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut daemon = Stop(start_daemon(&dir, &pol, &sock, "a"));
+    let mut daemon = common::daemon::Daemon {
+        child: start_daemon(&dir, &pol, &sock, "a"),
+        dir: dir.clone(),
+    };
     let open = |name: &str| {
         MapData::from_pin(format!("/sys/fs/bpf/agentguard/{name}"))
             .unwrap_or_else(|e| panic!("pinned {name}: {e}"))
@@ -655,8 +651,8 @@ fn entries_of_exited_pids_are_swept_and_live_ones_kept() {
     let _ = live.kill();
     let _ = live.wait();
     // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
-    let st = daemon.0.wait().expect("wait");
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let st = daemon.child.wait().expect("wait");
     assert!(st.success(), "daemon exit {st}");
     clean_up(&dir);
 }

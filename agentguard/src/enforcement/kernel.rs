@@ -476,25 +476,7 @@ impl KernelEnforcer {
             None => true,
             Some(start) => last_alive_ns != 0 && start > last_alive_ns && start < now_from_ns,
         };
-        let tasks: Vec<u32> = self
-            .tasks
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|&pid| stale(pid))
-            .collect();
-        for pid in &tasks {
-            let _ = self.tasks.remove(pid);
-        }
-        let taints: Vec<u64> = self
-            .taints
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|&k| k & TAINT_CGROUP == 0 && stale(k as u32))
-            .collect();
-        for k in &taints {
-            let _ = self.taints.remove(k);
-        }
-        tasks.len() + taints.len()
+        self.remove_pid_entries(stale)
     }
 
     pub fn backend(&self) -> Backend {
@@ -1138,15 +1120,25 @@ impl KernelEnforcer {
     /// inherited its parent's entry in the kernel) keeps it. Returns how
     /// many entries went.
     pub fn sweep_dead_pids(&mut self, alive: &impl Fn(u32) -> bool) -> usize {
-        let gone = |pid: u32| {
+        let n = self.remove_pid_entries(|pid| {
             pid > 1 && !alive(pid) && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        };
+        });
+        if n > 0 {
+            tracing::debug!("{n} kernel entries of exited processes removed");
+        }
+        n
+    }
+
+    /// Removes every entry keyed by a tgid that `stale` picks: rules,
+    /// quarantine, agent roots, and taints by process (not by cgroup).
+    /// Returns how many went.
+    fn remove_pid_entries(&mut self, stale: impl Fn(u32) -> bool) -> usize {
         let mut n = 0;
         for map in [&mut self.tasks, &mut self.quarantine, &mut self.agent_roots] {
             let dead: Vec<u32> = map
                 .keys()
                 .filter_map(Result::ok)
-                .filter(|p| gone(*p))
+                .filter(|&pid| stale(pid))
                 .collect();
             for pid in dead {
                 n += usize::from(map.remove(&pid).is_ok());
@@ -1156,13 +1148,10 @@ impl KernelEnforcer {
             .taints
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k & TAINT_CGROUP == 0 && u32::try_from(*k).is_ok_and(gone))
+            .filter(|&k| k & TAINT_CGROUP == 0 && u32::try_from(k).is_ok_and(&stale))
             .collect();
         for k in dead {
             n += usize::from(self.taints.remove(&k).is_ok());
-        }
-        if n > 0 {
-            tracing::debug!("{n} kernel entries of exited processes removed");
         }
         n
     }

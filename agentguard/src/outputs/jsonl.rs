@@ -159,15 +159,6 @@ impl Encode for Arc<[u8]> {
     }
 }
 
-/// A serializable record, encoded as JSON on the writer thread.
-pub struct AsJson<T>(pub T);
-
-impl<T: Serialize + Send + 'static> Encode for AsJson<T> {
-    fn encode(&self, buf: &mut Vec<u8>) -> bool {
-        serde_json::to_writer(buf, &self.0).is_ok()
-    }
-}
-
 /// An event, encoded on the writer thread with its identity from a
 /// per-thread cache (see [`crate::event::Event::write_json`]).
 pub struct EventLine(pub crate::event::Event);
@@ -244,40 +235,6 @@ fn drain<E: Encode, O: LineOut>(rx: Receiver<E>, mut out: O, st: &SinkStats) {
         }
     }
     let _ = out.flush();
-}
-
-/// A bounded-queue JSON-lines sink of serializable records (the `events`
-/// command's output).
-pub struct JsonLines<T: Serialize + Send + 'static> {
-    inner: LineWriter<AsJson<T>>,
-}
-
-impl<T: Serialize + Send + 'static> JsonLines<T> {
-    /// Starts the writer thread; `capacity` records may wait in the queue.
-    pub fn spawn<W: Write + Send + 'static>(out: W, capacity: usize) -> io::Result<Self> {
-        Self::spawn_to(Plain::new(out), capacity)
-    }
-
-    /// Same, to any [`LineOut`] (e.g. a [`RotatingFile`]).
-    pub fn spawn_to<O: LineOut>(out: O, capacity: usize) -> io::Result<Self> {
-        Ok(Self {
-            inner: LineWriter::spawn(out, capacity)?,
-        })
-    }
-
-    /// Queues a record; never blocks. Returns false when it was dropped.
-    pub fn send(&self, rec: T) -> bool {
-        self.inner.send(AsJson(rec))
-    }
-
-    pub fn stats(&self) -> &SinkStats {
-        self.inner.stats()
-    }
-
-    /// Flushes everything queued and stops the thread.
-    pub fn close(self) -> Arc<SinkStats> {
-        self.inner.close()
-    }
 }
 
 /// `file:` entry of the `alerts:` list.
@@ -395,9 +352,12 @@ mod tests {
     #[test]
     fn writes_one_line_per_record() {
         let buf = Shared::default();
-        let sink = JsonLines::spawn(buf.clone(), 16).expect("spawn");
+        let sink = LineWriter::spawn(Plain::new(buf.clone()), 16).expect("spawn");
         for i in 0..10u32 {
-            assert!(sink.send(serde_json::json!({ "n": i })));
+            let line: Arc<[u8]> = serde_json::to_vec(&serde_json::json!({ "n": i }))
+                .expect("json")
+                .into();
+            assert!(sink.send(line));
         }
         let stats = sink.close();
         let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
@@ -410,10 +370,13 @@ mod tests {
     #[test]
     fn full_queue_drops_instead_of_blocking() {
         let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let sink = JsonLines::spawn(Stalled(Arc::clone(&gate)), 4).expect("spawn");
+        let sink: LineWriter<Arc<[u8]>> =
+            LineWriter::spawn(Plain::new(Stalled(Arc::clone(&gate))), 4).expect("spawn");
         // The writer takes one record and stalls; 4 fit in the queue; the
         // rest must be refused at once.
-        let sent = (0..100u32).filter(|i| sink.send(*i)).count();
+        let sent = (0..100u32)
+            .filter(|i| sink.send(i.to_string().into_bytes().into()))
+            .count();
         assert!(sent <= 6, "sent {sent}");
         assert!(sink.stats().dropped.load(Ordering::Relaxed) >= 94);
         {
