@@ -81,8 +81,14 @@ pub mod config {
     /// Rule mask of the slots holding a pipe rule (`stdin_from`): 0 keeps
     /// exec to no extra lookup.
     pub const PIPE_RULES: u32 = 16;
+    /// Non-zero under raw dispatch while the open-like syscalls have no
+    /// entry program: their exit builds the whole record from the saved
+    /// registers (one program run per open instead of two, and no parked
+    /// record). Off while the BPF-LSM hooks stamp verdicts into records
+    /// parked at entry.
+    pub const OPENS_AT_EXIT: u32 = 17;
 
-    pub const MAX: u32 = 17;
+    pub const MAX: u32 = 18;
 }
 
 /// In `CONFIG[URGENT_KINDS]`: unix-socket connects (the connect kind bit

@@ -849,12 +849,17 @@ fn open_exit_from_regs(ctx: &impl Sys, pid_tgid: u64) {
     if how == Prefilter::No || enforce::config_value(config::LSM_ACTIVE) != 0 {
         return;
     }
+    open_exit_prefiltered_regs(ctx, pid_tgid, by_task | by_cgroup, how);
+}
+
+#[inline(always)]
+fn open_exit_prefiltered_regs(ctx: &impl Sys, pid_tgid: u64, rules: u32, how: Prefilter) {
     let Some(call) = ctx.open_at_exit() else {
         return;
     };
     let args = OpenArgs {
         path: call.path,
-        rules: by_task | by_cgroup,
+        rules,
         rooted: u32::from(how == Prefilter::Rooted),
         dirfd: call.dirfd,
         flags: call.flags,
@@ -862,6 +867,86 @@ fn open_exit_from_regs(ctx: &impl Sys, pid_tgid: u64) {
         syscall: u32::from(call.syscall),
     };
     open_exit_prefiltered(ret_of(ctx), &args, pid_tgid);
+}
+
+/// Exit of an open-like syscall.
+#[inline(always)]
+fn open_exit(ctx: &impl Sys) {
+    if ctx.args_at_exit() && enforce::config_value(config::OPENS_AT_EXIT) != 0 {
+        open_exit_whole(ctx);
+    } else {
+        file_exit(ctx);
+    }
+}
+
+/// Raw dispatch with no entry program for opens (`OPENS_AT_EXIT`): the
+/// whole open is judged and recorded here, from the registers the call
+/// saved (what the kernel acted on) and, when it succeeded, the file it
+/// got. As at entry, a kill rule on the path string kills; the signal
+/// lands before the call returns to the task either way.
+#[inline(always)]
+fn open_exit_whole(ctx: &impl Sys) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let (by_task, by_cgroup) = enforce::subject_rules_split(tgid);
+    let rules = by_task | by_cgroup;
+    let how = open_prefiltered(by_task, by_cgroup);
+    if how != Prefilter::No {
+        enforce::contain(tgid);
+        open_exit_prefiltered_regs(ctx, pid_tgid, rules, how);
+        return;
+    }
+    let want = wants_with(tgid, kind::OPEN, Some(rules));
+    if !want && rules == 0 {
+        return;
+    }
+    let Some(call) = ctx.open_at_exit() else {
+        return;
+    };
+    let ret = ret_of(ctx);
+    let Some(ev) = SCRATCH_FILE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let ev = unsafe { &mut *ev };
+    let mut hflags = 0;
+    read_path(call.path, &mut ev.path, &mut hflags, flags::PATH_TRUNCATED);
+    let mut verdict = enforce::check_path(rules, enforce::OPEN_OP, &ev.path, None, &mut hflags);
+    let mut file = None;
+    if rules != 0 && ret >= 0 {
+        let fptr = kernel::fd_file(kernel::current_task(), ret as i32).ok();
+        file = fptr.and_then(|f| read_kpath(f));
+        if let (Some(f), Some(p), true) = (fptr, file, call.flags & O_CREAT != 0) {
+            own::note_copied(&ev.path, f, p, |path| enforce::volume_guards(rules, path));
+        }
+        if let Some(v) = judge_open(file, rules, verdict, Prefilter::No, call.flags) {
+            verdict = v;
+        }
+    }
+    // A task only enforced on still reports what was done to it.
+    if !want && verdict == 0 {
+        return;
+    }
+    fill_header(&mut ev.header, kind::OPEN, call.syscall, pid_tgid);
+    ev.header.flags = hflags;
+    ev.header.ret = ret;
+    ev.header.verdict = verdict;
+    ev.dirfd = call.dirfd;
+    ev.flags = call.flags;
+    ev.mode = call.mode;
+    ev.size = 0;
+    match file {
+        Some(p) => {
+            kernel::capture_object(p, kernel::slot::FILE);
+            let st = ev.dir.status;
+            if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
+                ev.header.flags |= flags::PATH_FROM_FD;
+            }
+        }
+        None => fill_dir(ev.path[0], call.dirfd, kernel::slot::FILE),
+    }
+    let used = ev.dir.len as usize;
+    output_prefix(&*ev, FILE_EVENT_MIN + used);
 }
 
 #[inline(always)]
@@ -1255,9 +1340,9 @@ fn enter_truncate(ctx: &impl Sys) {
     );
 }
 
-exits!(file_exit: sys_exit_open / raw_exit_open, sys_exit_openat / raw_exit_openat,
-    sys_exit_openat2 / raw_exit_openat2, sys_exit_creat / raw_exit_creat,
-    sys_exit_unlink / raw_exit_unlink, sys_exit_unlinkat / raw_exit_unlinkat,
+exits!(open_exit: sys_exit_open / raw_exit_open, sys_exit_openat / raw_exit_openat,
+    sys_exit_openat2 / raw_exit_openat2, sys_exit_creat / raw_exit_creat);
+exits!(file_exit: sys_exit_unlink / raw_exit_unlink, sys_exit_unlinkat / raw_exit_unlinkat,
     sys_exit_rmdir / raw_exit_rmdir, sys_exit_truncate / raw_exit_truncate);
 
 // --------------------------------------------------------------- rename

@@ -651,11 +651,78 @@ fn a_hard_link_to_a_protected_file_is_the_same_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A thread racing to rewrite the path string while another opens it (the
+/// string the probe reads and the one the kernel used may differ): the
+/// open is judged by the file the kernel opened, at the open's exit (under
+/// raw dispatch no entry program runs for opens at all), so the agent is
+/// killed at its first open of the secret, before it returns. The control,
+/// a non-agent running the same race, gets the secret: the race is real.
+#[test]
+fn an_open_path_rewritten_by_a_racing_thread_is_judged_by_the_file() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["secret", "decoy", "pol"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    std::fs::write(dir.join("decoy/key"), b"nothing\n").expect("write");
+    std::fs::write(
+        dir.join("pol/race.yaml"),
+        format!(
+            "name: race\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: kill\n    severity: critical\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let evade = common::evade::evade_bin();
+    // Same length, as the race needs: "secret/key" and "decoy//key".
+    let race = format!(
+        "{} race-open {d}/secret/key {d}/decoy//key 2",
+        evade.display(),
+        d = dir.display()
+    );
+    let d = Daemon::start(&dir.join("pol"), "race");
+    let text = run_host_agent(&dir, &format!("sleep 1\n{race}; echo \"race-status=$?\"\n"));
+    assert!(
+        text.contains("race-status=137"),
+        "the agent was not killed: {text}"
+    );
+    let a = d.wait_alert("secret-read", |a| a["result"]["outcome"] == "killed");
+    assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+    assert_eq!(
+        a["event"]["file"]["path"],
+        format!("{}/secret/key", dir.display()),
+        "{a}"
+    );
+    // The control: the same race by a non-agent reads the secret (by
+    // inode, as `evade` checks what it got).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&race)
+        .output()
+        .expect("run the control race");
+    let plain = String::from_utf8_lossy(&out.stdout);
+    let secret: u64 = plain
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("secret="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        plain.starts_with("ok ") && secret > 0,
+        "control race: {plain}"
+    );
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A full kernel map is never silent. With the maps made tiny by
 /// configuration: an agent's fork that its task-filter map can't hold
 /// raises `kernel-map-full` naming the map; opens blocked at once (readers
-/// of a FIFO, streamed in full) beyond the pending-record map's size are
-/// counted as evicted records, in `status` and the log.
+/// of a FIFO, streamed in full, on per-syscall tracepoints) beyond the
+/// pending-record map's size are counted as evicted records, in `status`
+/// and the log.
 #[test]
 fn full_kernel_maps_are_counted_and_alerted() {
     let Some(_g) = ready() else { return };
@@ -678,8 +745,9 @@ fn full_kernel_maps_are_counted_and_alerted() {
     cleanup();
 
     // Opens a rule could match by a name glob the kernel's prefilter can't
-    // hold (`*.pem`): every agent open parks a full record at entry (a
-    // prefiltered open parks nothing under raw syscall dispatch).
+    // hold (`*.pem`): on per-syscall tracepoints every agent open parks a
+    // full record at entry (under raw dispatch an open parks nothing: its
+    // exit builds the whole record).
     let pol = std::env::temp_dir().join(format!("agentguard-enf-pendpol-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&pol);
     std::fs::create_dir_all(&pol).expect("mkdir");
@@ -689,7 +757,13 @@ fn full_kernel_maps_are_counted_and_alerted() {
          when: { path: [\"*.pem\"] }\n    action: alert\n    severity: low\n    message: \"{comm} opened {path}\"\n",
     )
     .expect("write policy");
-    let d = Daemon::start_with(&pol, "pending", Some("kernel_maps: { pending_file: 4 }\n"));
+    let d = Daemon::start_env(
+        &pol,
+        "pending",
+        Some("kernel_maps: { pending_file: 4 }\n"),
+        &[],
+        &[("AGENTGUARD_SYSCALL_HOOKS", "tracepoints")],
+    );
     let script = "sleep 1; mkfifo /tmp/p; for i in $(seq 12); do cat /tmp/p >/dev/null & done; \
         sleep 1; echo x > /tmp/p; wait; echo done";
     let (agent, avol2, _plain, pvol2) = agent_and_control("pending", 0, script);

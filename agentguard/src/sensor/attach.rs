@@ -52,16 +52,29 @@ pub(super) fn attach_tracepoints<'a>(
     Ok(())
 }
 
+/// The open-like syscalls' entry programs, which raw dispatch leaves out
+/// (`config::OPENS_AT_EXIT`): their exits judge and record the whole call.
+const OPEN_ENTRIES: [&str; 4] = [
+    "sys_enter_open",
+    "sys_enter_openat",
+    "sys_enter_openat2",
+    "sys_enter_creat",
+];
+
 /// Raw dispatch: loads each syscall handler of `probes` as a raw
 /// tracepoint program into its syscall's slot, then attaches the two
 /// dispatchers (exit first: a call entered meanwhile still finds its exit).
-/// On error nothing stays attached.
+/// The open-like entries are loaded but left out of their slots (their
+/// exits do the work, see `config::OPENS_AT_EXIT`) and returned, so
+/// [`Sensor::opens_at_entry`] can put them in. On error nothing stays
+/// attached.
 pub(super) fn attach_raw<'a>(
     ebpf: &mut Ebpf,
     probes: impl Iterator<Item = &'a ProbeSpec>,
     attached: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<Vec<(u32, &'static str)>> {
     let mut slots = Vec::new();
+    let mut deferred = Vec::new();
     for p in probes {
         let (table, raw) = if let Some(sc) = p.program.strip_prefix("sys_enter_") {
             ("SYS_ENTER_PROGS", format!("raw_enter_{sc}"))
@@ -76,7 +89,16 @@ pub(super) fn attach_raw<'a>(
             .try_into()?;
         prog.load()
             .with_context(|| format!("verifier rejected program {raw}"))?;
+        if OPEN_ENTRIES.contains(&p.program) {
+            deferred.push((p.nr, p.program));
+            continue;
+        }
         slots.push((table, p.nr, prog.fd()?.try_clone()?, p.program));
+    }
+    {
+        let mut cfg: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map(ebpf, "CONFIG")?)?;
+        cfg.set(config::OPENS_AT_EXIT, u32::from(!deferred.is_empty()), 0)
+            .context("writing CONFIG[OPENS_AT_EXIT]")?;
     }
     for table in ["SYS_ENTER_PROGS", "SYS_EXIT_PROGS"] {
         let mut array: ProgramArray<_> = ProgramArray::try_from(map(ebpf, table)?)?;
@@ -123,7 +145,44 @@ pub(super) fn attach_raw<'a>(
             .iter()
             .map(|(_, _, _, name)| format!("dispatch/{name}")),
     );
-    Ok(())
+    Ok(deferred)
+}
+
+impl Sensor {
+    /// Puts the open-like entry programs raw dispatch left out back into
+    /// their slots, then turns `OPENS_AT_EXIT` off: the BPF-LSM hooks stamp
+    /// their verdicts into the record an open parks at entry. An open that
+    /// entered before its slot was filled and returns after the switch
+    /// finds no parked record: the exit then decides it from the registers
+    /// when the task's opens are prefiltered, else it goes unrecorded (a
+    /// window of microseconds, at start, before the hooks attach).
+    pub fn opens_at_entry(&mut self) -> Result<()> {
+        if self.opens_deferred.is_empty() {
+            return Ok(());
+        }
+        let mut fds = Vec::new();
+        for (nr, program) in &self.opens_deferred {
+            let raw = format!("raw_enter_{}", program.trim_start_matches("sys_enter_"));
+            let prog: &RawTracePoint = self
+                .ebpf
+                .program(&raw)
+                .ok_or_else(|| anyhow!("program {raw} missing from the eBPF object"))?
+                .try_into()?;
+            fds.push((*nr, prog.fd()?.try_clone()?, *program));
+        }
+        let mut array: ProgramArray<_> =
+            ProgramArray::try_from(map(&mut self.ebpf, "SYS_ENTER_PROGS")?)?;
+        for (nr, fd, name) in &fds {
+            array
+                .set(*nr, fd, 0)
+                .with_context(|| format!("SYS_ENTER_PROGS[{nr}] = {name}"))?;
+        }
+        self.set_config(config::OPENS_AT_EXIT, 0)?;
+        self.attached
+            .extend(fds.iter().map(|(_, _, name)| format!("dispatch/{name}")));
+        self.opens_deferred.clear();
+        Ok(())
+    }
 }
 
 /// "sys_enter_openat" is both the program's and the tracepoint's name.
@@ -273,6 +332,7 @@ impl Sensor {
     /// sensor: after the daemon stops, only the pinned sock_addr denies stay.
     pub fn attach_lsm(&mut self) -> Result<Vec<String>> {
         use aya::programs::Lsm;
+        self.opens_at_entry()?;
         let btf = aya::Btf::from_sys_fs().context("reading the kernel BTF for the LSM hooks")?;
         let kernel_btf = btf::KernelBtf::from_sys_fs().map_err(|e| anyhow!("{e}"))?;
         let mut attached = Vec::new();

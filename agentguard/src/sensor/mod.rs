@@ -174,6 +174,9 @@ pub struct Sensor {
     attached: Vec<String>,
     skipped: Vec<String>,
     backend: SyscallHooks,
+    /// Open-like entry programs raw dispatch left out of their slots
+    /// (syscall number, probe name): see `config::OPENS_AT_EXIT`.
+    opens_deferred: Vec<(u32, &'static str)>,
     kind_mask: u32,
     decode_errors: u64,
     drain_interval: std::time::Duration,
@@ -372,13 +375,17 @@ impl Sensor {
             &mut skipped,
         )?;
         let mut backend = SyscallHooks::Tracepoints;
+        let mut opens_deferred = Vec::new();
         if try_raw {
             match attach_raw(
                 &mut ebpf,
                 PROBES.iter().filter(|p| wanted(p) && p.nr != NO_NR),
                 &mut attached,
             ) {
-                Ok(()) => backend = SyscallHooks::Raw,
+                Ok(deferred) => {
+                    backend = SyscallHooks::Raw;
+                    opens_deferred = deferred;
+                }
                 Err(e) if hooks == SyscallHooks::Auto => {
                     tracing::warn!(
                         "raw syscall dispatch unavailable ({e:#}); using one tracepoint per syscall"
@@ -419,6 +426,7 @@ impl Sensor {
             attached,
             skipped,
             backend,
+            opens_deferred,
             kind_mask,
             decode_errors: 0,
             drain_interval: opts.drain_interval,

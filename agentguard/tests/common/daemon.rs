@@ -74,11 +74,23 @@ impl Daemon {
 
     /// With `config` and extra `run` flags.
     pub fn start_args(policies: &Path, tag: &str, config: Option<&str>, extra: &[&str]) -> Daemon {
+        Self::start_env(policies, tag, config, extra, &[])
+    }
+
+    /// With `config`, extra `run` flags and environment variables.
+    pub fn start_env(
+        policies: &Path,
+        tag: &str,
+        config: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = std::env::temp_dir().join(format!("agentguard-enf-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let ready = dir.join("ready");
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.args(["run", "--policies"]).arg(policies);
         if let Some(c) = config {
             std::fs::write(dir.join("config.yaml"), c).expect("write config");
