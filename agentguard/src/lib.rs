@@ -6,6 +6,7 @@
 //! decision and action types that pass from policy to enforcement to outputs.
 
 pub mod alert;
+pub mod alloc;
 pub mod config;
 pub mod daemon;
 pub mod enforcement;

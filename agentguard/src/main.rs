@@ -14,6 +14,21 @@ use agentguard::identity::watch;
 use agentguard::outputs::jsonl::{EventLine, LineWriter, Plain};
 use agentguard::sensor::{features, Sensor, SensorOptions};
 
+/// See `agentguard::alloc`.
+#[global_allocator]
+static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Tunes the heap before the first allocation (the Rust runtime allocates
+/// before `main`, and mimalloc fixes an arena's settings when it first
+/// reserves one): run by the loader with the program's constructors.
+#[used]
+#[link_section = ".init_array"]
+static TUNE_HEAP: extern "C" fn() = tune_heap;
+
+extern "C" fn tune_heap() {
+    agentguard::alloc::tune();
+}
+
 #[derive(Parser)]
 #[command(
     name = "agentguard",

@@ -744,8 +744,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
     apply_stream(&mut pipe, &mut sensor);
     // Set-up (LSM programs, BTF, policy compilation) is done: hand its
     // freed heap back to the system.
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe { libc::malloc_trim(0) };
+    crate::alloc::release_free_memory();
     if let Ok(mut s) = status.write() {
         s.probes = sensor.attached().to_vec();
         let mut caps = serde_json::to_value(pipe.enforcer.caps).unwrap_or_default();
@@ -890,8 +889,7 @@ pub async fn run(cfg: Config, ready_file: Option<&Path>) -> Result<()> {
                 // Freed heap goes back to the system (glibc keeps it per
                 // thread arena otherwise).
                 if refresh_ticks.is_multiple_of(60) {
-                    // SAFETY: malloc_trim only releases free heap memory.
-                    unsafe { libc::malloc_trim(0) };
+                    crate::alloc::release_free_memory();
                 }
                 // New host cgroups are classified, and classified cgroups
                 // that are gone leave the stream filter.

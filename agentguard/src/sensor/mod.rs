@@ -418,8 +418,7 @@ impl Sensor {
         // Loading parsed the kernel's BTF and the object (tens of MB,
         // freed now); give the pages back instead of keeping them in the
         // allocator for the daemon's lifetime.
-        // SAFETY: malloc_trim only releases free heap memory.
-        unsafe { libc::malloc_trim(0) };
+        crate::alloc::release_free_memory();
         Ok(Sensor {
             ebpf,
             ring,
