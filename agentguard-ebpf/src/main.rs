@@ -825,6 +825,14 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
         &mut ev.header.flags,
         flags::PATH_TRUNCATED,
     );
+    send_open(ev, file, args.dirfd);
+}
+
+/// Sends an open's record built in the `FILE` scratch slot, its path
+/// walked from the file it got when there is one (`PATH_FROM_FD`), else
+/// from the directory its string is relative to.
+#[inline(always)]
+fn send_open(ev: &mut FileEvent, file: Option<kernel::KPath>, dirfd: i32) {
     match file {
         Some(p) => {
             kernel::capture_object(p, kernel::slot::FILE);
@@ -833,7 +841,7 @@ fn open_exit_prefiltered(ret: i64, args: &OpenArgs, pid_tgid: u64) {
                 ev.header.flags |= flags::PATH_FROM_FD;
             }
         }
-        None => fill_dir(ev.path[0], args.dirfd, kernel::slot::FILE),
+        None => fill_dir(ev.path[0], dirfd, kernel::slot::FILE),
     }
     let used = ev.dir.len as usize;
     output_prefix(&*ev, FILE_EVENT_MIN + used);
@@ -935,18 +943,7 @@ fn open_exit_whole(ctx: &impl Sys) {
     ev.flags = call.flags;
     ev.mode = call.mode;
     ev.size = 0;
-    match file {
-        Some(p) => {
-            kernel::capture_object(p, kernel::slot::FILE);
-            let st = ev.dir.status;
-            if st == dir_status::COMPLETE || st == dir_status::TRUNCATED {
-                ev.header.flags |= flags::PATH_FROM_FD;
-            }
-        }
-        None => fill_dir(ev.path[0], call.dirfd, kernel::slot::FILE),
-    }
-    let used = ev.dir.len as usize;
-    output_prefix(&*ev, FILE_EVENT_MIN + used);
+    send_open(ev, file, call.dirfd);
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::ProgramArray,
-    programs::{RawTracePoint, TracePoint},
+    programs::{ProgramFd, RawTracePoint, TracePoint},
     Ebpf,
 };
 
@@ -72,7 +72,7 @@ pub(super) fn attach_raw<'a>(
     ebpf: &mut Ebpf,
     probes: impl Iterator<Item = &'a ProbeSpec>,
     attached: &mut Vec<String>,
-) -> Result<Vec<(u32, &'static str)>> {
+) -> Result<Vec<(u32, ProgramFd, &'static str)>> {
     let mut slots = Vec::new();
     let mut deferred = Vec::new();
     for p in probes {
@@ -89,11 +89,12 @@ pub(super) fn attach_raw<'a>(
             .try_into()?;
         prog.load()
             .with_context(|| format!("verifier rejected program {raw}"))?;
+        let fd = prog.fd()?.try_clone()?;
         if OPEN_ENTRIES.contains(&p.program) {
-            deferred.push((p.nr, p.program));
+            deferred.push((p.nr, fd, p.program));
             continue;
         }
-        slots.push((table, p.nr, prog.fd()?.try_clone()?, p.program));
+        slots.push((table, p.nr, fd, p.program));
     }
     {
         let mut cfg: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map(ebpf, "CONFIG")?)?;
@@ -160,26 +161,19 @@ impl Sensor {
         if self.opens_deferred.is_empty() {
             return Ok(());
         }
-        let mut fds = Vec::new();
-        for (nr, program) in &self.opens_deferred {
-            let raw = format!("raw_enter_{}", program.trim_start_matches("sys_enter_"));
-            let prog: &RawTracePoint = self
-                .ebpf
-                .program(&raw)
-                .ok_or_else(|| anyhow!("program {raw} missing from the eBPF object"))?
-                .try_into()?;
-            fds.push((*nr, prog.fd()?.try_clone()?, *program));
-        }
         let mut array: ProgramArray<_> =
             ProgramArray::try_from(map(&mut self.ebpf, "SYS_ENTER_PROGS")?)?;
-        for (nr, fd, name) in &fds {
+        for (nr, fd, name) in &self.opens_deferred {
             array
                 .set(*nr, fd, 0)
                 .with_context(|| format!("SYS_ENTER_PROGS[{nr}] = {name}"))?;
         }
         self.set_config(config::OPENS_AT_EXIT, 0)?;
-        self.attached
-            .extend(fds.iter().map(|(_, _, name)| format!("dispatch/{name}")));
+        let names = self
+            .opens_deferred
+            .iter()
+            .map(|(_, _, n)| format!("dispatch/{n}"));
+        self.attached.extend(names);
         self.opens_deferred.clear();
         Ok(())
     }

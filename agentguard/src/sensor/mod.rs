@@ -176,7 +176,7 @@ pub struct Sensor {
     backend: SyscallHooks,
     /// Open-like entry programs raw dispatch left out of their slots
     /// (syscall number, probe name): see `config::OPENS_AT_EXIT`.
-    opens_deferred: Vec<(u32, &'static str)>,
+    opens_deferred: Vec<(u32, aya::programs::ProgramFd, &'static str)>,
     kind_mask: u32,
     decode_errors: u64,
     drain_interval: std::time::Duration,
