@@ -563,7 +563,7 @@ pub fn check_bare_removal(rules: u32, op: u32, dirfd: i32, path: &[u8; PATH_LEN]
 }
 
 /// Without BPF-LSM: is the file a guarded task just opened a protected one
-/// by identity (a hard link, any path)? A deny or kill rule kills the task
+/// by identity (a hard link, any path), or inside a protected directory? A deny or kill rule kills the task
 /// before it returns to userspace, so it never reads through the fd; an
 /// alert rule marks the record. Returns the header verdict.
 #[inline(always)]
@@ -571,7 +571,7 @@ pub fn check_opened(p: crate::kernel::KPath, rules: u32) -> u32 {
     if config_value(config::LSM_ACTIVE) != 0 || rules == 0 {
         return 0;
     }
-    let Ok(Some(hit)) = crate::lsm::inode_hit(p.dentry, rules, u64::from(op::OPEN), true) else {
+    let Some(hit) = crate::lsm::protected(p.dentry, rules, op::OPEN) else {
         return 0;
     };
     let slot = rule_slot(hit.rule);

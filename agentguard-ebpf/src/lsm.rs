@@ -163,19 +163,27 @@ fn walk(dentry: u64, rules: u32, ops: u32) -> Option<Hit> {
         return None;
     }
     crate::bump(counter::LSM_WALKS);
-    if let Ok(Some(h)) = inode_hit(dentry, rules, u64::from(ops), true) {
+    let h = protected(dentry, rules, ops);
+    if h.is_some() {
         crate::bump(counter::LSM_HITS);
+    }
+    h
+}
+
+/// First rule of `rules` protecting `dentry` for any op of `ops`: its own
+/// entry, else an ancestor's subtree entry (a file created under a
+/// protected directory since the daemon last listed it has no entry of
+/// its own).
+#[inline(always)]
+pub fn protected(dentry: u64, rules: u32, ops: u32) -> Option<Hit> {
+    if let Ok(Some(h)) = inode_hit(dentry, rules, u64::from(ops), true) {
         return Some(h);
     }
     let parent = read_u64(dentry + kernel::OFF_DENTRY_PARENT.load()).ok()?;
     if parent == dentry || parent == 0 {
         return None;
     }
-    let h = walk_below(parent, rules, ops);
-    if h.is_some() {
-        crate::bump(counter::LSM_HITS);
-    }
-    h
+    walk_below(parent, rules, ops)
 }
 
 /// First rule of `rules` protecting the subtree `dir` is in (`dir` itself

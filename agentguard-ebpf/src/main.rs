@@ -1052,11 +1052,17 @@ fn judge_open(
         Ok(None) => None,
         _ => return Some(prior | enforce::check_opened(p, rules)),
     };
-    if prior == 0 && !open_may_match(p, prefilter, dev) {
+    if prior != 0 {
+        return Some(prior);
+    }
+    if !open_may_match(p, prefilter, dev) {
         bump(counter::PREFILTERED);
         return None;
     }
-    Some(prior)
+    // A rule could match: decided here as an unfiltered open is, by the
+    // file's ancestors (a file created in a protected directory since the
+    // last inode refresh has no entry of its own; its directory has).
+    Some(enforce::check_opened(p, rules))
 }
 
 /// How a task's opens are prefiltered.

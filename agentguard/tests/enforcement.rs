@@ -717,6 +717,72 @@ fn an_open_path_rewritten_by_a_racing_thread_is_judged_by_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every open-like syscall, not only `openat`: the legacy `open`, `creat`
+/// and `openat2` (under raw dispatch their exits alone judge the call) are
+/// judged by the file each got, here reached through a symlink, and the
+/// host agent making them is killed; a non-agent making the same calls
+/// gets the secret.
+#[test]
+fn every_open_like_syscall_is_judged_by_the_file_it_got() {
+    let Some(_g) = ready() else { return };
+    let dir = std::env::temp_dir().join(format!("agtest-opens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["secret", "proj", "pol"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    std::os::unix::fs::symlink(dir.join("secret/key"), dir.join("proj/innocent")).expect("symlink");
+    std::os::unix::fs::symlink(dir.join("secret"), dir.join("proj/sdir")).expect("symlink");
+    std::fs::write(
+        dir.join("pol/opens.yaml"),
+        format!(
+            "name: opens\nrules:\n  - name: secret-open\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: kill\n    severity: critical\n    message: \"{{comm}} opened {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    let evade = common::evade::evade_bin();
+    let p = dir.display();
+    let calls = [
+        ("open", "legacy-open", format!("{p}/proj/innocent"), "key"),
+        ("openat2", "openat2", format!("{p}/proj/innocent"), "key"),
+        ("creat", "creat", format!("{p}/proj/sdir/made"), "made"),
+    ];
+    let d = Daemon::start(&dir.join("pol"), "opens");
+    for (syscall, cmd, path, real) in &calls {
+        let text = run_host_agent(
+            &dir,
+            &format!(
+                "sleep 1\n{} {cmd} {path}; echo \"status=$?\"\n",
+                evade.display()
+            ),
+        );
+        assert!(
+            text.contains("status=137"),
+            "{syscall}: the agent was not killed: {text}"
+        );
+        let want = format!("{p}/secret/{real}");
+        let a = d.wait_alert("secret-open", |a| {
+            a["event"]["syscall"] == *syscall && a["result"]["outcome"] == "killed"
+        });
+        // In the kernel, before the call returned: `creat` made a file no
+        // inode entry names yet, judged by its protected directory.
+        assert_eq!(a["result"]["mechanism"], "tracepoint", "{a}");
+        assert_eq!(a["event"]["file"]["path"], want.as_str(), "{a}");
+        assert_eq!(a["event"]["file"]["raw"], path.as_str(), "{a}");
+    }
+    // The control: the same calls by a non-agent succeed.
+    std::fs::remove_file(dir.join("secret/made")).expect("rm made");
+    for (syscall, cmd, path, _) in &calls {
+        let out = common::evade::evade_output(&[cmd, path]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("ok"), "control {syscall}: {text}");
+    }
+    d.stop();
+    cleanup();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A full kernel map is never silent. With the maps made tiny by
 /// configuration: an agent's fork that its task-filter map can't hold
 /// raises `kernel-map-full` naming the map; opens blocked at once (readers

@@ -442,6 +442,24 @@ static int cmd_openat2(char **av)
 	return read_and_report(fd);
 }
 
+/* open(2) and creat(2) have their own numbers on x86-64 (libc calls openat). */
+static int cmd_legacy_open(char **av)
+{
+	int fd = (int)syscall(SYS_open, av[0], O_RDONLY);
+	if (fd < 0)
+		return report_err(errno);
+	return read_and_report(fd);
+}
+
+static int cmd_creat(char **av)
+{
+	int fd = (int)syscall(SYS_creat, av[0], 0600);
+	if (fd < 0)
+		return report_err(errno);
+	close(fd);
+	return report_ok(NULL);
+}
+
 static int cmd_open(char **av)
 {
 	int fd = openat(AT_FDCWD, av[0], O_RDONLY);
@@ -1203,6 +1221,8 @@ static const struct command commands[] = {
 	{ "uring-connect", 2, 2, cmd_uring_connect, "IPV4 PORT" },
 	{ "openat2", 1, 1, cmd_openat2, "PATH" },
 	{ "open", 1, 1, cmd_open, "PATH" },
+	{ "legacy-open", 1, 1, cmd_legacy_open, "PATH" },
+	{ "creat", 1, 1, cmd_creat, "PATH" },
 	{ "open-flood", 2, 2, cmd_open_flood, "PATH SECONDS" },
 	{ "unlink-flood", 2, 2, cmd_unlink_flood, "PATH SECONDS" },
 	{ "raw-socket", 0, 0, cmd_raw_socket, "" },
