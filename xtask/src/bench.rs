@@ -216,6 +216,9 @@ struct Sample {
 struct DaemonMemory {
     /// VmRSS once ready plus [`IDLE_SETTLE`], before the loops.
     idle_rss_kb: u64,
+    /// Pss (smaps_rollup) at the same time: VmRSS counts the event ring's
+    /// pages twice (the kernel maps them twice, for records that wrap).
+    idle_pss_kb: u64,
     /// VmHWM (peak RSS) just before it was stopped, after the loops.
     peak_rss_kb: u64,
 }
@@ -344,8 +347,9 @@ pub fn overhead(args: &OverheadArgs) -> Result<()> {
                 sample
                     .memory
                     .map(|m| format!(
-                        "  rss idle {:.1} MB peak {:.1} MB",
+                        "  rss idle {:.1} MB (pss {:.1}) peak {:.1} MB",
                         mb(m.idle_rss_kb),
+                        mb(m.idle_pss_kb),
                         mb(m.peak_rss_kb)
                     ))
                     .unwrap_or_default(),
@@ -563,6 +567,7 @@ fn measure(config: Config, round: u64, bench: &Bench, audit: Option<&mut Audit>)
             let mut monitor =
                 start_daemon_env(&bench.agentguard, &args, config.daemon_env(), &bench.work)?;
             let idle_rss_kb = monitor.idle_rss_kb()?;
+            let idle_pss_kb = monitor.pss_kb()?;
             let loops = load.run();
             // Read before the stop: an exited process has no memory figures.
             let peak_rss_kb = monitor.status_kb("VmHWM");
@@ -572,6 +577,7 @@ fn measure(config: Config, round: u64, bench: &Bench, audit: Option<&mut Audit>)
             let stopped = stopped?;
             let memory = DaemonMemory {
                 idle_rss_kb,
+                idle_pss_kb,
                 peak_rss_kb: peak_rss_kb?,
             };
             // The last stderr line: `events` prints its summary there, `run`
@@ -726,6 +732,14 @@ impl Monitor {
         std::thread::sleep(IDLE_SETTLE);
         check_interrupted()?;
         self.status_kb("VmRSS")
+    }
+
+    /// The monitor's proportional set size (`Pss:` of smaps_rollup).
+    pub(crate) fn pss_kb(&mut self) -> Result<u64> {
+        self.check_running()?;
+        let path = format!("/proc/{}/smaps_rollup", self.child.id());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        parse_status_kb(&text, "Pss").with_context(|| format!("in {path} (`{}`)", self.what))
     }
 
     /// A `kB` field (VmRSS, VmHWM) of the monitor's /proc/<pid>/status.
@@ -1251,6 +1265,9 @@ struct ConfigResult {
     /// before the loops (kB); absent for configurations without agentguard.
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_rss_kb: Option<u64>,
+    /// Median over rounds of its Pss read with the idle VmRSS (kB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_pss_kb: Option<u64>,
     /// Median over rounds of agentguard's VmHWM (peak RSS) at the end of
     /// the run (kB).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1352,6 +1369,9 @@ impl Report {
                 idle_rss_kb: median_round(
                     samples.iter().filter_map(|x| Some(x.memory?.idle_rss_kb)),
                 ),
+                idle_pss_kb: median_round(
+                    samples.iter().filter_map(|x| Some(x.memory?.idle_pss_kb)),
+                ),
                 peak_rss_kb: median_round(
                     samples.iter().filter_map(|x| Some(x.memory?.peak_rss_kb)),
                 ),
@@ -1384,6 +1404,7 @@ impl Report {
                     "host": c.host.ratios(),
                     "agent": c.agent.as_ref().map(Column::ratios),
                     "idle_rss_kb": c.idle_rss_kb,
+                    "idle_pss_kb": c.idle_pss_kb,
                     "peak_rss_kb": c.peak_rss_kb,
                 }))
                 .collect::<Vec<_>>(),
@@ -1470,18 +1491,21 @@ impl Report {
             None => format!("{:>8}", "-"),
         };
         let mut s = format!(
-            "\ndaemon memory (median): idle = VmRSS {} s after ready, before the loops; \
-             peak = VmHWM at stop\n{:<10} | {:>8} {:>8}\n",
+            "\ndaemon memory (median): idle = VmRSS {} s after ready, before the loops \
+             (pss: Pss then, the event ring's pages counted once); peak = VmHWM at stop\n\
+             {:<10} | {:>8} {:>8} {:>8}\n",
             IDLE_SETTLE.as_secs(),
             "config",
             "idle MB",
+            "pss MB",
             "peak MB"
         );
         for c in rows {
             s += &format!(
-                "{:<10} | {} {}\n",
+                "{:<10} | {} {} {}\n",
                 c.config.name(),
                 cell(c.idle_rss_kb),
+                cell(c.idle_pss_kb),
                 cell(c.peak_rss_kb)
             );
         }
@@ -1592,6 +1616,9 @@ mod tests {
                       VmPeak:\t  812344 kB\nVmHWM:\t   61440 kB\nVmRSS:\t   40960 kB\n\
                       RssAnon:\t   20480 kB\nThreads:\t5\n";
         assert_eq!(parse_status_kb(status, "VmRSS")?, 40960);
+        let rollup = "20000000000-7ffe3164e000 ---p 00000000 00:00 0  [rollup]\n\
+                      Rss:               32928 kB\nPss_Dirty:   22276 kB\nPss:  27295 kB\n";
+        assert_eq!(parse_status_kb(rollup, "Pss")?, 27295);
         assert_eq!(parse_status_kb(status, "VmHWM")?, 61440);
         // A prefix of another field is not that field.
         let msg = format!("{:#}", parse_status_kb(status, "Vm").err().context("Vm")?);
@@ -1630,6 +1657,7 @@ mod tests {
         let with_memory = |idle, peak| Sample {
             memory: Some(DaemonMemory {
                 idle_rss_kb: idle,
+                idle_pss_kb: idle - 2048,
                 peak_rss_kb: peak,
             }),
             ..sample((1, 1), None)
@@ -1646,14 +1674,19 @@ mod tests {
         );
         assert_eq!(r.configs[0].idle_rss_kb, None);
         assert_eq!(r.configs[1].idle_rss_kb, Some(11264));
+        assert_eq!(r.configs[1].idle_pss_kb, Some(9216));
         assert_eq!(r.configs[1].peak_rss_kb, Some(35840));
         let table = r.table();
         assert!(table.contains("daemon memory (median)"), "{table}");
-        assert!(table.contains("streamed   |     11.0     35.0"), "{table}");
+        assert!(
+            table.contains("streamed   |     11.0      9.0     35.0"),
+            "{table}"
+        );
         assert!(!table.contains("baseline   |      -"), "{table}");
         let json = serde_json::to_value(&r)?;
         assert_eq!(json["configs"][1]["idle_rss_kb"], 11264);
         assert_eq!(json["configs"][1]["peak_rss_kb"], 35840);
+        assert_eq!(r.tracking()["configs"][1]["idle_pss_kb"], 9216);
         assert!(json["configs"][0].get("idle_rss_kb").is_none());
         assert_eq!(
             json["configs"][1]["samples"][0]["memory"]["peak_rss_kb"],
