@@ -563,9 +563,10 @@ pub fn check_bare_removal(rules: u32, op: u32, dirfd: i32, path: &[u8; PATH_LEN]
 }
 
 /// Without BPF-LSM: is the file a guarded task just opened a protected one
-/// by identity (a hard link, any path), or inside a protected directory? A deny or kill rule kills the task
-/// before it returns to userspace, so it never reads through the fd; an
-/// alert rule marks the record. Returns the header verdict.
+/// by identity (a hard link, any path), or inside a protected directory?
+/// A deny or kill rule kills the task before it returns to userspace, so
+/// it never reads through the fd; an alert rule marks the record. Returns
+/// the header verdict.
 #[inline(always)]
 pub fn check_opened(p: crate::kernel::KPath, rules: u32) -> u32 {
     if config_value(config::LSM_ACTIVE) != 0 || rules == 0 {

@@ -718,10 +718,11 @@ fn an_open_path_rewritten_by_a_racing_thread_is_judged_by_the_file() {
 }
 
 /// Every open-like syscall, not only `openat`: the legacy `open`, `creat`
-/// and `openat2` (under raw dispatch their exits alone judge the call) are
-/// judged by the file each got, here reached through a symlink, and the
-/// host agent making them is killed; a non-agent making the same calls
-/// gets the secret.
+/// and `openat2` are judged by the file each got, here reached through a
+/// symlink, and the host agent making them is killed, under raw dispatch
+/// (their exits alone judge the call) and on per-syscall tracepoints (the
+/// entry parks the arguments); a non-agent making the same calls gets the
+/// secret.
 #[test]
 fn every_open_like_syscall_is_judged_by_the_file_it_got() {
     let Some(_g) = ready() else { return };
@@ -741,17 +742,44 @@ fn every_open_like_syscall_is_judged_by_the_file_it_got() {
         ),
     )
     .expect("write policy");
-    let evade = common::evade::evade_bin();
     let p = dir.display();
     let calls = [
         ("open", "legacy-open", format!("{p}/proj/innocent"), "key"),
         ("openat2", "openat2", format!("{p}/proj/innocent"), "key"),
         ("creat", "creat", format!("{p}/proj/sdir/made"), "made"),
     ];
-    let d = Daemon::start(&dir.join("pol"), "opens");
-    for (syscall, cmd, path, real) in &calls {
+    for (tag, env) in [
+        ("opens-raw", None),
+        (
+            "opens-tp",
+            Some(("AGENTGUARD_SYSCALL_HOOKS", "tracepoints")),
+        ),
+    ] {
+        // A new file each time: one no inode entry names yet.
+        let _ = std::fs::remove_file(dir.join("secret/made"));
+        let d = Daemon::start_env(&dir.join("pol"), tag, None, &[], env.as_slice());
+        judged_opens(&d, &dir, &calls);
+        d.stop();
+        cleanup();
+    }
+    // The control: the same calls by a non-agent succeed.
+    std::fs::remove_file(dir.join("secret/made")).expect("rm made");
+    for (syscall, cmd, path, _) in &calls {
+        let out = common::evade::evade_output(&[cmd, path]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("ok"), "control {syscall}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs each (syscall, evade command, path, real name in `dir`/secret) as
+/// a host agent and checks the kill and its alert.
+fn judged_opens(d: &Daemon, dir: &Path, calls: &[(&str, &str, String, &str)]) {
+    let evade = common::evade::evade_bin();
+    let p = dir.display();
+    for (syscall, cmd, path, real) in calls {
         let text = run_host_agent(
-            &dir,
+            dir,
             &format!(
                 "sleep 1\n{} {cmd} {path}; echo \"status=$?\"\n",
                 evade.display()
@@ -771,16 +799,6 @@ fn every_open_like_syscall_is_judged_by_the_file_it_got() {
         assert_eq!(a["event"]["file"]["path"], want.as_str(), "{a}");
         assert_eq!(a["event"]["file"]["raw"], path.as_str(), "{a}");
     }
-    // The control: the same calls by a non-agent succeed.
-    std::fs::remove_file(dir.join("secret/made")).expect("rm made");
-    for (syscall, cmd, path, _) in &calls {
-        let out = common::evade::evade_output(&[cmd, path]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.starts_with("ok"), "control {syscall}: {text}");
-    }
-    d.stop();
-    cleanup();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A full kernel map is never silent. With the maps made tiny by

@@ -490,10 +490,10 @@ fn benign_on_host(cli: fn() -> Option<Cli>) {
 
 /// The scripted API on loopback; `{API}` in a Bash step is its address.
 fn start_api(steps: Vec<Step>, files: HashMap<String, Vec<u8>>) -> ModelApi {
-    // The address is known only once bound: bind, then fill the steps in.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = probe.local_addr().expect("addr");
-    drop(probe);
+    // The address is known only once bound: bind, fill the steps in, then
+    // serve on the same socket.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
     let steps = steps
         .into_iter()
         .map(|mut s| {
@@ -505,7 +505,7 @@ fn start_api(steps: Vec<Step>, files: HashMap<String, Vec<u8>>) -> ModelApi {
             s
         })
         .collect();
-    ModelApi::start(addr, steps, files)
+    ModelApi::serve(listener, steps, files)
 }
 
 #[test]

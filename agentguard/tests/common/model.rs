@@ -53,6 +53,17 @@ impl ModelApi {
     /// Serves on `bind` (port 0: any free one).
     pub fn start(bind: SocketAddr, steps: Vec<Step>, files: HashMap<String, Vec<u8>>) -> ModelApi {
         let listener = TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        Self::serve(listener, steps, files)
+    }
+
+    /// Serves on a listener already bound (its address known before the
+    /// steps that name it are written: never released and bound again,
+    /// which a parallel test's socket can take in between).
+    pub fn serve(
+        listener: TcpListener,
+        steps: Vec<Step>,
+        files: HashMap<String, Vec<u8>>,
+    ) -> ModelApi {
         let addr = listener.local_addr().expect("local addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let shared = Arc::new(Shared {
