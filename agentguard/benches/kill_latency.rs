@@ -26,6 +26,7 @@ use agentguard::alert::Action;
 use agentguard::enforcement::kernel::KernelEnforcer;
 use agentguard::enforcement::{Capabilities, Enforcer};
 use agentguard::event::{boot_ns, Detail, Event, Kind};
+use agentguard::identity::model::{Agent, AgentSource, Identity};
 use agentguard::policy::{LoadOptions, PolicySet};
 use agentguard::sensor::{Sensor, SensorOptions};
 
@@ -267,10 +268,20 @@ fn main() {
                 .expect("maps");
         kernel.install(&set, &mut sensor).expect("install");
         assert_eq!(kernel.slots().len(), 1, "only kernel-kill compiles");
+        // The daemon's wake-ups: records a userspace kill rule needs wake
+        // the reader at once, as `run` sets them from the same plan.
+        let sp =
+            agentguard::policy::stream::stream_plan(&set, Some((kernel.plan(), kernel.backend())));
+        assert_ne!(sp.urgent, 0, "user-kill wakes the reader");
+        sensor
+            .set_config(agentguard_common::filter::config::URGENT_KINDS, sp.urgent)
+            .expect("urgent kinds");
         // Cover this process: its children inherit the rule mask at fork.
         let me = std::process::id();
         let mut ev = Event {
-            ts_ns: 0,
+            // Now: the enforcer writes a task entry only for an event no
+            // older than the process (a pid reused since is another's).
+            ts_ns: boot_ns(),
             kind: Kind::Exec,
             syscall: "execve".into(),
             pid: me,
@@ -288,7 +299,18 @@ fn main() {
                 child_pid: 0,
                 clone_flags: 0,
             }),
-            identity: None,
+            // This process as the agent (as ancestry would name it): the
+            // kernel then never quarantines it for a child's kill.
+            identity: Some(Identity {
+                agent: Some(std::sync::Arc::new(Agent {
+                    name: "bench".into(),
+                    session: None,
+                    source: AgentSource::Ancestry,
+                    pid: Some(me),
+                    runner: None,
+                })),
+                ..Identity::host()
+            }),
         };
         ev.kind = Kind::Fork;
         kernel.observe(&ev, &set);
