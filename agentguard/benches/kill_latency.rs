@@ -1,7 +1,8 @@
 //! Kill latency: from the offending syscall's entry to the process being
 //! dead (its pidfd turning readable), for the in-kernel path
 //! (`bpf_send_signal` at execve entry) and the userspace path (event ->
-//! policy -> pidfd kill). Needs root. `cargo xtask bench kill` runs it.
+//! policy -> pidfd kill). Needs root: `cargo bench -p agentguard --bench
+//! kill_latency` (`KILL_TRIALS=N`, default 1000).
 //!
 //! Each trial forks a child that stamps CLOCK_BOOTTIME into a pipe right
 //! before its execve of a program the policy kills; the parent waits on the
