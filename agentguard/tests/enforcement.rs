@@ -605,29 +605,38 @@ fn removals_through_symlinked_directories_are_detected_and_contained() {
     let _ = std::fs::remove_dir_all(&pvol);
 }
 
+/// A fresh `agtest-<tag>-<pid>` directory holding `secret/key`, the
+/// directories `subs`, and `pol/<tag>.yaml`: one critical open rule,
+/// `secret-read`, on `secret/**` for any agent, with `action`.
+fn secret_dir(tag: &str, subs: &[&str], action: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("agtest-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["secret", "pol"].iter().chain(subs) {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    std::fs::write(
+        dir.join("pol").join(format!("{tag}.yaml")),
+        format!(
+            "name: {tag}\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: {action}\n    severity: critical\n    message: \"{{comm}} read {{path}}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("write policy");
+    dir
+}
+
 /// Without BPF-LSM, a protected file opened by any name (a hard link made
 /// beforehand) is recognised by identity at the open's exit: a `deny` rule
 /// kills the agent before it returns to userspace, so it reads nothing.
 #[test]
 fn a_hard_link_to_a_protected_file_is_the_same_file() {
     let Some(_g) = ready() else { return };
-    let dir = std::env::temp_dir().join(format!("agtest-hl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("secret")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("pol")).expect("mkdir");
-    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    let dir = secret_dir("hl", &[], "deny");
     std::fs::hard_link(dir.join("secret/key"), dir.join("hl")).expect("link");
     for f in ["files.yaml", "network.yaml", "exec.yaml"] {
         std::fs::copy(pack().join(f), dir.join("pol").join(f)).expect("copy pack");
     }
-    std::fs::write(
-        dir.join("pol/guest.yaml"),
-        format!(
-            "name: hl\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: deny\n    severity: critical\n    message: \"{{comm}} read {{path}}\"\n",
-            dir.display()
-        ),
-    )
-    .expect("write policy");
     let d = Daemon::start(&dir.join("pol"), "hl");
     let text = run_host_agent(
         &dir,
@@ -660,21 +669,8 @@ fn a_hard_link_to_a_protected_file_is_the_same_file() {
 #[test]
 fn an_open_path_rewritten_by_a_racing_thread_is_judged_by_the_file() {
     let Some(_g) = ready() else { return };
-    let dir = std::env::temp_dir().join(format!("agtest-race-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["secret", "decoy", "pol"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
-    }
-    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    let dir = secret_dir("race", &["decoy"], "kill");
     std::fs::write(dir.join("decoy/key"), b"nothing\n").expect("write");
-    std::fs::write(
-        dir.join("pol/race.yaml"),
-        format!(
-            "name: race\nrules:\n  - name: secret-read\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: kill\n    severity: critical\n    message: \"{{comm}} read {{path}}\"\n",
-            dir.display()
-        ),
-    )
-    .expect("write policy");
     let evade = common::evade::evade_bin();
     // Same length, as the race needs: "secret/key" and "decoy//key".
     let race = format!(
@@ -726,22 +722,9 @@ fn an_open_path_rewritten_by_a_racing_thread_is_judged_by_the_file() {
 #[test]
 fn every_open_like_syscall_is_judged_by_the_file_it_got() {
     let Some(_g) = ready() else { return };
-    let dir = std::env::temp_dir().join(format!("agtest-opens-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["secret", "proj", "pol"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
-    }
-    std::fs::write(dir.join("secret/key"), b"TOPSECRET\n").expect("write");
+    let dir = secret_dir("opens", &["proj"], "kill");
     std::os::unix::fs::symlink(dir.join("secret/key"), dir.join("proj/innocent")).expect("symlink");
     std::os::unix::fs::symlink(dir.join("secret"), dir.join("proj/sdir")).expect("symlink");
-    std::fs::write(
-        dir.join("pol/opens.yaml"),
-        format!(
-            "name: opens\nrules:\n  - name: secret-open\n    kinds: [open]\n    match: {{ agent: any }}\n    when: {{ path: [\"{}/secret/**\"] }}\n    action: kill\n    severity: critical\n    message: \"{{comm}} opened {{path}}\"\n",
-            dir.display()
-        ),
-    )
-    .expect("write policy");
     let p = dir.display();
     let calls = [
         ("open", "legacy-open", format!("{p}/proj/innocent"), "key"),
@@ -790,7 +773,7 @@ fn judged_opens(d: &Daemon, dir: &Path, calls: &[(&str, &str, String, &str)]) {
             "{syscall}: the agent was not killed: {text}"
         );
         let want = format!("{p}/secret/{real}");
-        let a = d.wait_alert("secret-open", |a| {
+        let a = d.wait_alert("secret-read", |a| {
             a["event"]["syscall"] == *syscall && a["result"]["outcome"] == "killed"
         });
         // In the kernel, before the call returned: `creat` made a file no

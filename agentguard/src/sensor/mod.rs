@@ -175,7 +175,8 @@ pub struct Sensor {
     skipped: Vec<String>,
     backend: SyscallHooks,
     /// Open-like entry programs raw dispatch left out of their slots
-    /// (syscall number, probe name): see `config::OPENS_AT_EXIT`.
+    /// (syscall number, loaded program, probe name): see
+    /// `config::OPENS_AT_EXIT`.
     opens_deferred: Vec<(u32, aya::programs::ProgramFd, &'static str)>,
     kind_mask: u32,
     decode_errors: u64,
